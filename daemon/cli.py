@@ -1,0 +1,294 @@
+"""The ``aud`` command line: one sub-command per job, each a small function."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from .config import ConfigError, Settings, load_settings
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+# --- shared flags ---------------------------------------------------------------------------------
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML configuration file")
+    p.add_argument("--models", type=Path, help="directory holding the model set")
+    p.add_argument("--provider", help="auto (default), coreml, cuda or cpu")
+
+
+def add_run_flags(p: argparse.ArgumentParser) -> None:
+    add_model_flags(p)
+    p.add_argument("--workers", type=int, help="worker processes (default: the machine's cores)")
+    p.add_argument("--no-au45", dest="au45", action="store_const", const=False,
+                   help="skip STAR landmarks and AU45 (much faster)")
+    p.add_argument("--detect-max-side", type=int,
+                   help="detect faces on a frame scaled to this many pixels (0 = full resolution)")
+    p.add_argument("--batch-size", type=int, help="frames per MTL/STAR batch")
+
+
+def add_socket_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML configuration file")
+    p.add_argument("--state", type=Path, help="the daemon's state directory")
+    p.add_argument("--socket", type=Path, help="the daemon's socket (default: <state>/aud.sock)")
+
+
+def settings_from(args: argparse.Namespace, *names: str) -> Settings:
+    flags = {n: getattr(args, n, None) for n in names}
+    return load_settings(getattr(args, "config", None), **flags)
+
+
+def pipeline_options(settings: Settings):
+    from .core.pipeline import PipelineOptions
+
+    return PipelineOptions(models_dir=settings.models, provider=settings.provider, workers=settings.workers,
+                           au45=settings.au45, detect_max_side=settings.detect_max_side,
+                           batch_size=settings.batch_size, cache_dir=settings.coreml_cache_dir)
+
+
+def socket_path(args: argparse.Namespace) -> Path:
+    if args.socket:
+        return args.socket
+    return settings_from(args, "state").socket_path
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from .core.extract import extract
+    from .core.models import ModelError
+    from .core.providers import ProviderError
+    from .core.video import VideoError
+
+    settings = settings_from(args, "models", "provider", "workers", "au45", "detect_max_side", "batch_size")
+    video = Path(args.video)
+    csv_path = Path(args.output) if args.output else video.with_suffix(".csv")
+
+    def progress(done: int, total: int) -> None:
+        err.print(f"{video.name}: {done}/{total} frames")
+
+    try:
+        summary = extract(video, csv_path, pipeline_options(settings), workers=settings.workers,
+                          shard_frames=settings.shard_frames, progress=progress)
+    except (VideoError, ModelError, ProviderError) as exc:
+        err.print(f"aud extract: {exc}")
+        return 2
+    err.print(f"{video.name}: {summary.frames} frames ({summary.faces} with a face) in "
+              f"{summary.wall_seconds:.1f} s, {summary.fps:.2f} frames/s -> {summary.csv}")
+    return 0
+
+
+def cmd_models_check(args: argparse.Namespace) -> int:
+    from .core.models import ROLES, ModelError, load_model_set
+    from .core.providers import ProviderError, choose
+
+    settings = settings_from(args, "models", "provider")
+    try:
+        models = load_model_set(settings.models)
+        plan = choose(settings.provider, settings.coreml_cache_dir)
+    except (ModelError, ProviderError) as exc:
+        err.print(f"aud models check: {exc}")
+        return 2
+    out.print(f"model set: {models.directory}")
+    for role in ROLES:
+        f = models.files[role]
+        out.print(f"[bold]{role}[/bold]: {f.path}")
+        out.print(f"  size: {f.size} bytes   sha256: {f.sha256}")
+        out.print("  inputs: " + ", ".join(str(s) for s in f.signature.inputs))
+        out.print("  outputs: " + ", ".join(str(s) for s in f.signature.outputs))
+        out.print(f"  provider: {plan.primary}")
+    out.print("ok: all three models have the expected signatures")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .core.models import ModelError
+    from .shell.app import AlreadyRunning, Daemon
+    from .shell.jobstore import StoreError
+
+    settings = settings_from(args, "inbox", "outbox", "state", "models", "workers", "provider", "au45",
+                             "detect_max_side", "batch_size")
+    logging.getLogger().setLevel(getattr(logging, settings.log_level.upper(), logging.INFO)
+                                 if not args.verbose else logging.DEBUG)
+    try:
+        return run_loop(Daemon(settings).run())
+    except (AlreadyRunning, StoreError, ModelError, OSError) as exc:
+        err.print(f"aud run: {exc}")
+        return 2
+
+
+def run_loop(coro) -> int:
+    """uvloop where it is installed, asyncio's own loop elsewhere."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on macOS and Linux
+        import asyncio
+
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def _client_call(args: argparse.Namespace, command) -> dict | None:
+    from .shell.client import ClientError, request
+
+    reply = run_loop(request(socket_path(args), command))
+    if not reply.ok:
+        raise ClientError(reply.error or "the daemon refused the command")
+    return reply.data
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from .shell import protocol
+    from .shell.client import render_status
+
+    data = _client_call(args, protocol.Status()) or {}
+    if args.json:
+        out.print_json(json.dumps(data))
+    else:
+        render_status(data, out)
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from .shell.client import tail
+
+    run_loop(tail(socket_path(args), out, as_json=args.json))
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from .shell import protocol
+
+    for path in args.paths:
+        data = _client_call(args, protocol.Submit(path=str(Path(path).expanduser().resolve())))
+        out.print(f"{path}: job {data['job']} ({data['state']})")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from .shell import protocol
+
+    data = _client_call(args, protocol.Cancel(job=args.job))
+    out.print(f"job {data['job']}: {data['state']}")
+    return 0
+
+
+def _service_spec(args: argparse.Namespace):
+    from .shell.service import default_spec
+
+    import platformdirs
+
+    log_dir = args.log_dir or Path(platformdirs.user_log_dir("aud"))
+    return default_spec(args.config, log_dir)
+
+
+def cmd_launchd(args: argparse.Namespace) -> int:
+    from .shell import service
+
+    spec = _service_spec(args)
+    if args.action == "print":
+        sys.stdout.write(service.launchd_plist(spec).decode())
+    elif args.action == "install":
+        out.print(f"installed and started {service.install_launchd(spec)}")
+    else:
+        removed = service.uninstall_launchd(spec.label)
+        out.print(f"removed {removed}" if removed else "not installed")
+    return 0
+
+
+def cmd_systemd(args: argparse.Namespace) -> int:
+    from .shell import service
+
+    spec = _service_spec(args)
+    if args.action == "print":
+        sys.stdout.write(service.systemd_unit(spec))
+    elif args.action == "install":
+        out.print(f"installed and started {service.install_systemd(spec)}")
+    else:
+        removed = service.uninstall_systemd(spec.label)
+        out.print(f"removed {removed}" if removed else "not installed")
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aud", description="Facial Action Unit extraction (OpenFace 3.0).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("extract", help="extract one video to a CSV (one-shot)")
+    p.add_argument("video", help="the video file")
+    p.add_argument("-o", "--output", help="the CSV to write (default: next to the video)")
+    add_run_flags(p)
+    p.set_defaults(func=cmd_extract)
+
+    models = sub.add_parser("models", help="model set handling").add_subparsers(dest="models_command",
+                                                                                required=True)
+    p = models.add_parser("check", help="check the model set and print its signatures")
+    add_model_flags(p)
+    p.set_defaults(func=cmd_models_check)
+
+    p = sub.add_parser("run", help="run the daemon in the foreground (what launchd/systemd run)")
+    add_run_flags(p)
+    p.add_argument("--inbox", type=Path, help="the folder to watch")
+    p.add_argument("--outbox", type=Path, help="where CSVs go")
+    p.add_argument("--state", type=Path, help="state directory (job database, socket, logs)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="queue, running jobs, failures and workers")
+    add_socket_flags(p)
+    p.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("tail", help="follow progress live")
+    add_socket_flags(p)
+    p.add_argument("--json", action="store_true", help="print raw JSON events")
+    p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("submit", help="queue videos by path")
+    add_socket_flags(p)
+    p.add_argument("paths", nargs="+")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("cancel", help="cancel a job")
+    add_socket_flags(p)
+    p.add_argument("job", type=int)
+    p.set_defaults(func=cmd_cancel)
+
+    for name, func in (("launchd", cmd_launchd), ("systemd", cmd_systemd)):
+        p = sub.add_parser(name, help=f"the {name} service: install, uninstall or print")
+        p.add_argument("action", choices=("install", "uninstall", "print"))
+        p.add_argument("--config", type=Path, help="config file the service runs with")
+        p.add_argument("--log-dir", type=Path, help="where the service's logs go")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("watchdog").setLevel(logging.INFO)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        err.print(f"aud: {exc}")
+        return 2
+    except RuntimeError as exc:  # ClientError, ServiceError: already plain words
+        err.print(f"aud {args.command}: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

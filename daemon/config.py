@@ -1,0 +1,140 @@
+"""One typed place for configuration.
+
+Precedence, highest first: command-line flags, ``AUD_*`` environment variables, the TOML file
+(``--config F``, else ``<user config dir>/config.toml`` when it exists), then the defaults below.
+Every default works on a fresh machine: directories come from platformdirs and are created on start.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+APP_NAME = "aud"
+DEFAULT_EXTENSIONS = ("mp4", "mov", "m4v", "avi", "mkv")
+
+
+def default_config_file() -> Path:
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+def default_state_dir() -> Path:
+    return Path(platformdirs.user_state_dir(APP_NAME))
+
+
+def default_inbox() -> Path:
+    return Path(platformdirs.user_documents_dir()) / "aud" / "inbox"
+
+
+def default_outbox() -> Path:
+    return Path(platformdirs.user_documents_dir()) / "aud" / "outbox"
+
+
+def default_models_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME)) / "models"
+
+
+class Settings(BaseSettings):
+    """Everything the daemon and the one-shot command can be told."""
+
+    model_config = SettingsConfigDict(env_prefix="AUD_", extra="forbid")
+
+    inbox: Path = Field(default_factory=default_inbox)
+    outbox: Path = Field(default_factory=default_outbox)
+    state: Path = Field(default_factory=default_state_dir)
+    models: Path = Field(default_factory=default_models_dir)
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    provider: str = "auto"  # auto | coreml | cuda | cpu (or a full ORT provider name)
+    au45: bool = True  # run STAR landmarks and compute AU45 (blink)
+    detect_max_side: int = Field(0, ge=0)  # 0 = detect at full resolution (exact)
+    batch_size: int = Field(8, ge=1)  # frames per MTL/STAR batch inside a worker
+    shard_frames: int = Field(32, ge=1)  # frames per shard handed to one worker
+    shard_retries: int = Field(2, ge=0)  # extra attempts for a shard whose worker died
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+    settle_seconds: float = Field(3.0, ge=0)  # size and mtime must be still this long
+    rescan_seconds: float = Field(30.0, gt=0)  # periodic inbox rescan (lost events)
+    unopenable_grace_seconds: float = Field(60.0, ge=0)  # a still file OpenCV cannot open is taken
+    # (and fails with a reason) after this long
+    stop_timeout_seconds: float = Field(90.0, ge=0)  # SIGTERM: wait this long for running shards
+    follow_symlinks: bool = False
+    after_done: Literal["move", "keep"] = "move"  # what happens to a finished input
+    log_level: str = "INFO"
+
+    @field_validator("extensions", mode="before")
+    @classmethod
+    def _normalise_extensions(cls, value: Any) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split()]
+        return tuple(str(v).lower().lstrip(".") for v in value)
+
+    @field_validator("inbox", "outbox", "state", "models", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return Path(os.path.abspath(value.expanduser()))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # flags (init) > environment > TOML (passed in as init defaults by load_settings)
+        return (init_settings, env_settings)
+
+    @property
+    def socket_path(self) -> Path:
+        return self.state / "aud.sock"
+
+    @property
+    def database_path(self) -> Path:
+        return self.state / "jobs.sqlite3"
+
+    @property
+    def coreml_cache_dir(self) -> Path:
+        return self.state / "coreml-cache"
+
+    def ensure_dirs(self) -> None:
+        for d in (self.inbox, self.outbox, self.state):
+            d.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state, 0o700)
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable or wrong; the message says which and why."""
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    # accept both a flat file and one with an [aud] table
+    return dict(data.get("aud", data))
+
+
+def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
+    """Build settings from file, environment and flags (``None`` flags are ignored)."""
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        file_values = read_toml(Path(config_file))
+    elif default_config_file().is_file():
+        file_values = read_toml(default_config_file())
+    env_names = {k[4:].lower() for k in os.environ if k.startswith("AUD_")}
+    values = {k: v for k, v in file_values.items() if k not in env_names}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        return Settings(**values)
+    except Exception as exc:  # pydantic.ValidationError: say it plainly
+        raise ConfigError(f"invalid configuration: {exc}") from exc

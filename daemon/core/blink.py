@@ -1,0 +1,47 @@
+"""AU45 (blink) from STAR's 98 WFLW landmarks.
+
+Eye openness = mean of the three lid distances / the corner distance, per eye. WFLW points 60-67 are the
+eye on the image's left, i.e. the subject's right eye; 68-75 the subject's left eye.
+AU45_r = clip(5 * (1 - openness / baseline), 0, 5), where openness is the mean of both eyes and the
+baseline is the 95th percentile (numpy's default, linear) of that mean over the video's successful frames.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+RIGHT_EYE = {"lids": ((61, 67), (62, 66), (63, 65)), "corners": (60, 64)}  # subject's right
+LEFT_EYE = {"lids": ((69, 75), (70, 74), (71, 73)), "corners": (68, 72)}  # subject's left
+BASELINE_PERCENTILE = 95.0
+AU45_MAX = 5.0
+
+
+def _distance(points: np.ndarray, a: int, b: int) -> np.ndarray:
+    return np.linalg.norm(points[..., a, :] - points[..., b, :], axis=-1)
+
+
+def eye_openness(points: np.ndarray, eye: dict) -> np.ndarray:
+    """Openness of one eye for landmarks [..., 98, 2]."""
+    lids = np.mean([_distance(points, a, b) for a, b in eye["lids"]], axis=0)
+    corners = _distance(points, *eye["corners"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(corners > 0, lids / corners, np.nan)
+
+
+def openness(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(right, left) eye openness for landmarks [..., 98, 2]."""
+    return eye_openness(points, RIGHT_EYE), eye_openness(points, LEFT_EYE)
+
+
+def au45(right: np.ndarray, left: np.ndarray, success: np.ndarray) -> np.ndarray:
+    """AU45_r per frame; NaN where the frame has no face (or no usable eyes)."""
+    both = (np.asarray(right, dtype=np.float64) + np.asarray(left, dtype=np.float64)) / 2
+    usable = np.asarray(success, dtype=bool) & np.isfinite(both)
+    out = np.full(both.shape, np.nan)
+    if not usable.any():
+        return out
+    baseline = np.percentile(both[usable], BASELINE_PERCENTILE)
+    if not baseline > 0:
+        return out
+    out[usable] = np.clip(AU45_MAX * (1 - both[usable] / baseline), 0, AU45_MAX)
+    return out

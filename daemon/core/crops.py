@@ -1,0 +1,97 @@
+"""Face crops for the two networks, matching OpenFace 3.0's preprocessing.
+
+MTL: the integer box cut from the frame (clipped to it), BGR->RGB, [0, 1], resized to 224x224 like
+torchvision's antialiased bilinear ``Resize`` on a float tensor, ImageNet mean/std.
+STAR: an affine crop of 256x256 around the box centre with ``cv2.warpPerspective``, BGR/255*2-1.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+MTL_SIZE = 224
+STAR_SIZE = 256
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def int_box(box: np.ndarray) -> np.ndarray:
+    """Truncate toward zero, as ``numpy.astype(int)`` does."""
+    return np.asarray(box[:4]).astype(int)
+
+
+def clip_box(box: np.ndarray, width: int, height: int) -> np.ndarray:
+    x1, y1, x2, y2 = box
+    return np.array([min(max(x1, 0), width), min(max(y1, 0), height),
+                     min(max(x2, 0), width), min(max(y2, 0), height)])
+
+
+# --- antialiased bilinear resize (the algorithm of Pillow and torchvision's antialias=True) ---------
+
+@lru_cache(maxsize=512)
+def resize_weights(in_size: int, out_size: int) -> np.ndarray:
+    """Weight matrix [out, in] of a triangle filter widened by the downscale factor."""
+    scale = in_size / out_size
+    support = max(scale, 1.0)  # triangle filter support 1.0, stretched when shrinking
+    weights = np.zeros((out_size, in_size), dtype=np.float64)
+    for i in range(out_size):
+        center = (i + 0.5) * scale
+        lo = max(int(center - support + 0.5), 0)
+        hi = min(int(center + support + 0.5), in_size)
+        taps = np.arange(lo, hi)
+        w = np.maximum(0.0, 1.0 - np.abs((taps - center + 0.5) / support))
+        total = w.sum()
+        if total > 0:
+            weights[i, lo:hi] = w / total
+    weights.setflags(write=False)
+    return weights
+
+
+def resize_antialiased(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Resize an HxWxC float image, bilinear with antialiasing (separable, exact weights)."""
+    wy = resize_weights(image.shape[0], out_h)
+    wx = resize_weights(image.shape[1], out_w)
+    tmp = np.einsum("oh,hwc->owc", wy, image.astype(np.float64, copy=False))
+    return np.einsum("pw,owc->opc", wx, tmp).astype(np.float32)
+
+
+def mtl_input(frame_bgr: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """[3, 224, 224] float32 MTL input for one face; ``box`` in frame pixels."""
+    h, w = frame_bgr.shape[:2]
+    x1, y1, x2, y2 = clip_box(int_box(box), w, h)
+    face = frame_bgr[y1:y2, x1:x2]
+    if face.size == 0:  # a degenerate box: one pixel, so the networks still get an input
+        face = frame_bgr[min(y1, h - 1):min(y1, h - 1) + 1, min(x1, w - 1):min(x1, w - 1) + 1]
+    rgb = cv2.cvtColor(face, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+    resized = resize_antialiased(rgb, MTL_SIZE, MTL_SIZE)
+    normalised = (resized - IMAGENET_MEAN) / IMAGENET_STD
+    return normalised.transpose(2, 0, 1).astype(np.float32)
+
+
+def star_matrix(box: np.ndarray) -> np.ndarray:
+    """3x3 affine taking frame pixels to STAR crop pixels for an (un-truncated) detector box."""
+    x1, y1, x2, y2 = int_box(box)
+    center_w, center_h = (x1 + x2) / 2, (y1 + y2) / 2
+    scale = min(x2 - x1, y2 - y1) / 200 * 1.05
+    factor = STAR_SIZE / (scale * 200.0)
+    to_c = (STAR_SIZE - 1) / 2.0
+    return np.array([[factor, 0.0, to_c - factor * center_w],
+                     [0.0, factor, to_c - factor * center_h],
+                     [0.0, 0.0, 1.0]], dtype=np.float32)
+
+
+def star_input(frame_bgr: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """[3, 256, 256] float32 STAR input."""
+    crop = cv2.warpPerspective(frame_bgr, matrix, dsize=(STAR_SIZE, STAR_SIZE),
+                               flags=cv2.INTER_LINEAR, borderValue=0)
+    return (crop.astype(np.float32) / 255.0 * 2.0 - 1.0).transpose(2, 0, 1)
+
+
+def star_points_to_frame(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """STAR output [98, 2] in [-1, 1] to frame pixels through the inverse crop matrix."""
+    crop = ((points.astype(np.float32) + 1) * STAR_SIZE - 1) / 2
+    inv = np.linalg.inv(matrix)
+    return (crop @ inv[:2, :2].T + inv[:2, 2]).astype(np.float32)

@@ -1,0 +1,105 @@
+"""RetinaFace (MobileNet-0.25) pre- and post-processing, as OpenFace 3.0 does it.
+
+Pre: float32 BGR minus (104, 117, 123), NCHW, full resolution (or scaled, an opt-in speed switch).
+Post: priors, box decoding with variances (0.1, 0.2), scores > 0.02, NMS at IoU 0.4 with the
+"+1 pixel" area convention, best detection first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from math import ceil
+
+import cv2
+import numpy as np
+
+MIN_SIZES = ((16, 32), (64, 128), (256, 512))
+STEPS = (8, 16, 32)
+VARIANCES = (0.1, 0.2)
+BGR_MEAN = np.array([104.0, 117.0, 123.0], dtype=np.float32)
+SCORE_THRESHOLD = 0.02
+NMS_IOU = 0.4
+FACE_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: np.ndarray  # [x1, y1, x2, y2] float32, frame pixels
+    score: float
+
+
+def detector_input(image_bgr: np.ndarray, max_side: int = 0) -> tuple[np.ndarray, float]:
+    """NCHW float32 tensor for RetinaFace and the scale it was resized by (1.0 = full resolution)."""
+    scale = 1.0
+    h, w = image_bgr.shape[:2]
+    if max_side and max(h, w) > max_side:
+        scale = max_side / max(h, w)
+    img = np.float32(image_bgr)
+    if scale != 1.0:
+        img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    img -= BGR_MEAN
+    return img.transpose(2, 0, 1)[np.newaxis], scale
+
+
+@lru_cache(maxsize=8)
+def priors(height: int, width: int) -> np.ndarray:
+    """Prior boxes [P, 4] as (cx, cy, w, h), normalised, in RetinaFace's order."""
+    rows = []
+    for step, sizes in zip(STEPS, MIN_SIZES):
+        fh, fw = ceil(height / step), ceil(width / step)
+        cy, cx = np.meshgrid((np.arange(fh) + 0.5) * step / height,
+                             (np.arange(fw) + 0.5) * step / width, indexing="ij")
+        for_map = np.empty((fh, fw, len(sizes), 4), dtype=np.float64)
+        for k, size in enumerate(sizes):
+            for_map[:, :, k, 0] = cx
+            for_map[:, :, k, 1] = cy
+            for_map[:, :, k, 2] = size / width
+            for_map[:, :, k, 3] = size / height
+        rows.append(for_map.reshape(-1, 4))
+    out = np.concatenate(rows).astype(np.float32)
+    out.setflags(write=False)
+    return out
+
+
+def decode_boxes(loc: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Box regression [P, 4] to corner boxes, normalised."""
+    centers = prior[:, :2] + loc[:, :2] * VARIANCES[0] * prior[:, 2:]
+    sizes = prior[:, 2:] * np.exp(loc[:, 2:] * VARIANCES[1])
+    corners = np.concatenate([centers - sizes / 2, centers + sizes / 2], axis=1)
+    return corners
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU) -> list[int]:
+    """Greedy NMS by descending score, areas with the "+1 pixel" convention. Returns kept indices."""
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = scores.argsort()[::-1]
+    keep: list[int] = []
+    while order.size > 0:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+        inter = w * h
+        overlap = inter / (areas[i] + areas[rest] - inter)
+        order = rest[overlap <= iou]
+    return keep
+
+
+def detections(loc: np.ndarray, conf: np.ndarray, input_hw: tuple[int, int], scale: float) -> list[Detection]:
+    """All faces of one image after thresholding and NMS, best first, in frame pixels."""
+    h, w = input_hw
+    boxes = decode_boxes(loc, priors(h, w)) * np.array([w, h, w, h], dtype=np.float32) / scale
+    scores = conf[:, 1]
+    keep_mask = scores > SCORE_THRESHOLD
+    boxes, scores = boxes[keep_mask].astype(np.float32), scores[keep_mask].astype(np.float32)
+    return [Detection(boxes[i], float(scores[i])) for i in nms(boxes, scores)]
+
+
+def primary_face(found: list[Detection]) -> Detection | None:
+    """The best detection, if it reaches the face threshold."""
+    if not found or found[0].score < FACE_THRESHOLD:
+        return None
+    return found[0]

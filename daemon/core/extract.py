@@ -1,0 +1,126 @@
+"""One video, start to finish, on a process pool: probe, shard, run, assemble the CSV.
+
+This is ``aud extract``. The daemon uses the same pieces (``plan_shards``, ``run_shard``, ``assemble``)
+from its asyncio shell, with a durable job store in between.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from .csvfile import write_outputs
+from .models import load_model_set
+from .pipeline import PipelineOptions
+from .results import FrameResults
+from .video import VideoInfo, probe
+from .worker import ShardDone, ShardTask, init_worker, plan_shards, run_shard, warm_up
+
+PACKAGES = ("au-daemon", "onnxruntime", "opencv-python", "opencv-python-headless", "numpy")
+
+
+@dataclass(frozen=True)
+class ExtractSummary:
+    csv: Path
+    frames: int
+    faces: int
+    wall_seconds: float
+    fps: float
+    first_frame_seconds: float  # pool start and model load
+    providers: dict[str, str]
+
+
+def make_pool(options: PipelineOptions, workers: int) -> ProcessPoolExecutor:
+    """Spawned workers (safe with ONNX Runtime's threads), each loading its sessions once."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=init_worker, initargs=(options,))
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def shard_tasks(info: VideoInfo, ranges: list[tuple[int, int]], out_dir: Path) -> list[ShardTask]:
+    return [
+        ShardTask(info.path, start, stop, info.timestamps[start - 1] if start else None,
+                  str(out_dir / f"shard-{start:09d}-{stop:09d}.npz"))
+        for start, stop in ranges
+    ]
+
+
+def build_sidecar(video: Path, info: dict, options: PipelineOptions, providers: dict[str, str],
+                  results: FrameResults, wall_seconds: float) -> dict:
+    roles = ("detector", "multitask", "landmarks") if options.au45 else ("detector", "multitask")
+    models = load_model_set(options.models_dir, roles)
+    return {
+        "video": str(video),
+        "video_properties": info,
+        "frames": len(results),
+        "frames_with_face": int(results.success.sum()),
+        "models": {r: {"path": str(f.path), "sha256": f.sha256} for r, f in models.files.items()},
+        "providers": providers,
+        "options": {"au45": options.au45, "detect_max_side": options.detect_max_side,
+                    "batch_size": options.batch_size},
+        "packages": package_versions(),
+        "wall_seconds": round(wall_seconds, 3),
+        "frames_per_second": round(len(results) / wall_seconds, 3) if wall_seconds > 0 else None,
+        "note": "AU, emotion, gaze and landmark values are what the given models compute; "
+                "they are estimates only if the models are trained OpenFace 3.0 weights.",
+    }
+
+
+def assemble(shard_paths: list[Path], csv_path: Path, sidecar: Callable[[FrameResults], dict],
+             expected_frames: int) -> FrameResults:
+    """Concatenate shard results in frame order, check nothing is missing, write CSV and sidecar."""
+    results = FrameResults.concat([FrameResults.load(p) for p in shard_paths])
+    frames = results.frame.tolist()
+    if frames != list(range(expected_frames)):
+        raise RuntimeError(f"assembled {len(frames)} frames, expected {expected_frames} in order")
+    write_outputs(csv_path, results, sidecar(results))
+    return results
+
+
+def extract(video: Path, csv_path: Path, options: PipelineOptions, *, workers: int = 1,
+            shard_frames: int = 48, progress: Callable[[int, int], None] | None = None,
+            executor: Executor | None = None) -> ExtractSummary:
+    """Run one video through the pipeline on ``workers`` processes and write ``csv_path``."""
+    began = time.perf_counter()
+    info = probe(video)
+    load_model_set(options.models_dir)  # fail fast, before any worker starts, on a bad model set
+    ranges = plan_shards(info.frames, shard_frames, workers)
+    own_pool = executor is None
+    pool = executor or make_pool(options, workers)
+    try:
+        providers = pool.submit(warm_up).result()
+        first_frame = time.perf_counter() - began
+        with tempfile.TemporaryDirectory(prefix="aud-extract-") as tmp:
+            tasks = shard_tasks(info, ranges, Path(tmp))
+            done_frames = 0
+            futures = [pool.submit(run_shard, t) for t in tasks]
+            for future in as_completed(futures):
+                done: ShardDone = future.result()
+                done_frames += done.frames
+                if progress:
+                    progress(done_frames, info.frames)
+            wall = time.perf_counter() - began
+            results = assemble(
+                [Path(t.out_path) for t in tasks], csv_path,
+                lambda r: build_sidecar(video, info.properties(), options, providers, r, wall),
+                info.frames)
+    finally:
+        if own_pool:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return ExtractSummary(csv_path, len(results), int(results.success.sum()), wall,
+                          len(results) / wall if wall > 0 else 0.0, first_frame, providers)

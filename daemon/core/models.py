@@ -1,0 +1,209 @@
+"""The model set: three ONNX files in one directory, found, hashed and checked against their roles.
+
+Roles: ``detector`` (RetinaFace), ``multitask`` (MTL: emotion, gaze, AUs) and ``landmarks`` (STAR).
+Defaults are ``retinaface.onnx``, ``mtl.onnx`` and ``star.onnx``; an optional ``manifest.toml`` in the
+directory may name other files (``[models] detector = "..."``) and pin sha256 hashes
+(``[sha256] detector = "..."``). Input and output names are read from the file, never assumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnxruntime as ort
+
+ROLES = ("detector", "multitask", "landmarks")
+DEFAULT_FILES = {"detector": "retinaface.onnx", "multitask": "mtl.onnx", "landmarks": "star.onnx"}
+MANIFEST = "manifest.toml"
+
+
+class ModelError(ValueError):
+    """A model file is missing, unreadable or has the wrong signature; the message names it."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int | str | None, ...]
+
+    def __str__(self) -> str:
+        dims = ",".join("?" if d in (None, "") else str(d) for d in self.shape)
+        return f"{self.name}[{dims}]"
+
+
+@dataclass(frozen=True)
+class Signature:
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    role: str
+    path: Path
+    size: int
+    sha256: str
+    signature: Signature
+
+
+@dataclass(frozen=True)
+class OutputNames:
+    """Which output is which, read from the graph."""
+
+    detector: tuple[str, str, str] | None = None  # boxes, scores, landmarks
+    multitask: tuple[str, str, str] | None = None  # emotion, gaze, au
+    landmarks: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    directory: Path
+    files: dict[str, ModelFile]
+    outputs: OutputNames
+
+    def path(self, role: str) -> Path:
+        return self.files[role].path
+
+    def input_name(self, role: str) -> str:
+        return self.files[role].signature.inputs[0].name
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(directory: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """File names and pinned hashes per role from ``manifest.toml`` (both optional)."""
+    path = directory / MANIFEST
+    if not path.is_file():
+        return dict(DEFAULT_FILES), {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ModelError(f"{path}: cannot read the manifest: {exc}") from exc
+    names = dict(DEFAULT_FILES)
+    names.update({k: str(v) for k, v in data.get("models", {}).items() if k in ROLES})
+    hashes = {k: str(v).lower() for k, v in data.get("sha256", {}).items() if k in ROLES and v}
+    return names, hashes
+
+
+def _dims(shape) -> tuple[int | str | None, ...]:
+    return tuple(d if isinstance(d, int) else (d or None) for d in shape)
+
+
+def read_signature(path: Path) -> Signature:
+    """Input and output names and shapes, as ONNX Runtime reads them from the file."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.log_severity_level = 4
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises several types for a damaged file
+        raise ModelError(f"{path}: not a readable ONNX model ({exc.__class__.__name__}: {exc})") from exc
+    return signature_of(session)
+
+
+def signature_of(session: ort.InferenceSession) -> Signature:
+    inputs = tuple(TensorSpec(v.name, _dims(v.shape)) for v in session.get_inputs())
+    outputs = tuple(TensorSpec(v.name, _dims(v.shape)) for v in session.get_outputs())
+    return Signature(inputs, outputs)
+
+
+def _last_dim(spec: TensorSpec) -> int | str | None:
+    return spec.shape[-1] if spec.shape else None
+
+
+def _one_image_input(role: str, path: Path, sig: Signature, size: int | None) -> None:
+    if len(sig.inputs) != 1:
+        raise ModelError(f"{path} ({role}): expected one input, found {len(sig.inputs)}")
+    shape = sig.inputs[0].shape
+    if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):
+        raise ModelError(f"{path} ({role}): input {sig.inputs[0]} is not an image batch [N,3,H,W]")
+    if size is not None and all(isinstance(d, int) and d > 0 for d in shape[2:]):
+        if tuple(shape[2:]) != (size, size):
+            raise ModelError(f"{path} ({role}): input {sig.inputs[0]} must be {size}x{size}")
+
+
+def detector_outputs(path: Path, sig: Signature) -> tuple[str, str, str]:
+    """RetinaFace outputs told apart by their last dimension: 4 boxes, 2 scores, 10 landmarks."""
+    by_last = {}
+    for spec in sig.outputs:
+        by_last.setdefault(_last_dim(spec), spec.name)
+    missing = [n for n in (4, 2, 10) if n not in by_last]
+    if missing:
+        found = ", ".join(str(s) for s in sig.outputs)
+        raise ModelError(
+            f"{path} (detector): needs outputs with last dimension 4 (boxes), 2 (scores) and 10 "
+            f"(landmarks); found {found}"
+        )
+    return by_last[4], by_last[2], by_last[10]
+
+
+def multitask_outputs(path: Path, sig: Signature) -> tuple[str, str, str]:
+    """(emotion [N,8], gaze [N,2], au [N,8]) by name where names say so, else in that order."""
+    outs = list(sig.outputs)
+    if len(outs) != 3 or [_last_dim(o) for o in outs] not in ([8, 2, 8], [8, 8, 2], [2, 8, 8]):
+        found = ", ".join(str(s) for s in outs)
+        raise ModelError(
+            f"{path} (multitask): needs three outputs emotion [N,8], gaze [N,2], au [N,8]; found {found}"
+        )
+    names = {o.name.lower(): o.name for o in outs}
+    if all(any(key in n for n in names) for key in ("emotion", "gaze", "au")):
+        pick = {key: next(names[n] for n in names if key in n) for key in ("emotion", "gaze")}
+        au = next(o.name for o in outs if o.name not in pick.values())
+        return pick["emotion"], pick["gaze"], au
+    gaze = next(o.name for o in outs if _last_dim(o) == 2)
+    eights = [o.name for o in outs if _last_dim(o) == 8]
+    return eights[0], gaze, eights[1]
+
+
+def landmark_output(path: Path, sig: Signature) -> str:
+    """The [N,98,2] output (the last one, if several)."""
+    matches = [o.name for o in sig.outputs if tuple(o.shape[-2:]) == (98, 2)]
+    if not matches:
+        found = ", ".join(str(s) for s in sig.outputs)
+        raise ModelError(f"{path} (landmarks): needs an output of shape [N,98,2]; found {found}")
+    return matches[-1]
+
+
+def inspect_file(role: str, path: Path, pinned: str | None = None) -> ModelFile:
+    if not path.is_file():
+        raise ModelError(f"{path} ({role}): file not found")
+    try:
+        size = path.stat().st_size
+        digest = sha256_of(path)
+    except OSError as exc:
+        raise ModelError(f"{path} ({role}): cannot read: {exc.strerror}") from exc
+    if pinned and pinned != digest:
+        raise ModelError(f"{path} ({role}): sha256 {digest} does not match the manifest's {pinned}")
+    sig = read_signature(path)
+    _one_image_input(role, path, sig, {"detector": None, "multitask": 224, "landmarks": 256}[role])
+    return ModelFile(role, path, size, digest, sig)
+
+
+def load_model_set(directory: Path, roles: tuple[str, ...] = ROLES) -> ModelSet:
+    """Find and check the model files in ``directory``; raise ModelError naming any problem."""
+    directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        raise ModelError(
+            f"model directory not found: {directory} (point --models or `models` in the config at a "
+            f"directory holding {', '.join(DEFAULT_FILES.values())})"
+        )
+    names, hashes = read_manifest(directory)
+    files = {r: inspect_file(r, directory / names[r], hashes.get(r)) for r in roles}
+    outputs = OutputNames(
+        detector=detector_outputs(files["detector"].path, files["detector"].signature)
+        if "detector" in files else None,
+        multitask=multitask_outputs(files["multitask"].path, files["multitask"].signature)
+        if "multitask" in files else None,
+        landmarks=landmark_output(files["landmarks"].path, files["landmarks"].signature)
+        if "landmarks" in files else None,
+    )
+    return ModelSet(directory, files, outputs)

@@ -1,0 +1,158 @@
+"""Reading video frames with OpenCV: probing, and frame-exact decoding of a frame range.
+
+A probe decodes nothing: it grabs every packet once to count the frames that really decode and record
+each frame's stream position (timestamps), because containers announce counts that can be wrong and
+phone videos have variable frame rates. A range reader seeks near its first frame and checks the
+position against the probe's timestamps, falling back to grabbing forward from the start, so every
+worker gets exactly the frames a sequential decode would give.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+class VideoError(ValueError):
+    """A video cannot be opened or decoded; the message names the file and what went wrong."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: str
+    frames: int  # frames that really decode
+    announced_frames: int  # what the container says
+    fps: float
+    width: int
+    height: int
+    codec: str
+    timestamps: list[float] = field(repr=False)  # seconds, per frame (CAP_PROP_POS_MSEC / 1000)
+
+    def properties(self) -> dict:
+        """Everything but the per-frame timestamps, for sidecars and messages."""
+        out = asdict(self)
+        del out["timestamps"]
+        return out
+
+
+@dataclass(frozen=True)
+class Frame:
+    index: int  # 0-based
+    timestamp: float  # seconds
+    image: np.ndarray  # BGR uint8, upright
+
+
+def open_capture(path: str | Path) -> cv2.VideoCapture:
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(f"{path}: no such file")
+    if path.is_dir():
+        raise VideoError(f"{path}: is a directory, not a video")
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except PermissionError as exc:
+        raise VideoError(f"{path}: permission denied (the file is not readable)") from exc
+    except OSError as exc:
+        raise VideoError(f"{path}: cannot be read: {exc.strerror}") from exc
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: the file is empty (0 bytes)")
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    if not cap.isOpened():
+        raise VideoError(f"{path}: not a video OpenCV can open (unknown format, or a corrupt file)")
+    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
+    return cap
+
+
+def _fourcc(cap: cv2.VideoCapture) -> str:
+    code = int(cap.get(cv2.CAP_PROP_FOURCC))
+    return "".join(chr((code >> (8 * i)) & 0xFF) for i in range(4)).strip("\x00 ") or "unknown"
+
+
+def can_open(path: str | Path) -> bool:
+    """True when OpenCV opens the file and decodes a first frame (a cheap completeness check)."""
+    try:
+        cap = open_capture(path)
+    except VideoError:
+        return False
+    try:
+        return bool(cap.grab())
+    finally:
+        cap.release()
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Count the decodable frames and record their timestamps; raise VideoError for bad input."""
+    cap = open_capture(path)
+    try:
+        announced = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        codec = _fourcc(cap)
+        timestamps: list[float] = []
+        first = None
+        while cap.grab():
+            if first is None:
+                ok, first = cap.retrieve()
+                if not ok:
+                    raise VideoError(f"{path}: the first frame does not decode")
+            timestamps.append(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
+    finally:
+        cap.release()
+    if not timestamps or first is None:
+        raise VideoError(f"{path}: no decodable video frames (audio only, or a corrupt stream)")
+    height, width = first.shape[:2]
+    info = VideoInfo(str(path), len(timestamps), announced, fps, width, height, codec, timestamps)
+    check_complete(info)
+    return info
+
+
+def check_complete(info: VideoInfo) -> None:
+    """A stream that ends well before the frames its container announces is truncated: an error."""
+    missing = info.announced_frames - info.frames
+    # containers round their counts; a couple of frames' slack, or 1 %, is normal
+    if missing > max(2, info.announced_frames // 100):
+        raise VideoError(
+            f"{info.path}: the video stream ends at frame {info.frames} but the file announces "
+            f"{info.announced_frames} frames (truncated or damaged file)"
+        )
+
+
+def _seek(cap: cv2.VideoCapture, start: int, previous_timestamp: float | None) -> bool:
+    """Seek so the next read is frame ``start``; True when the landing position is verified
+    against the probe's timestamp of frame ``start - 1``."""
+    if start == 0:
+        return True
+    if previous_timestamp is None:
+        return False
+    cap.set(cv2.CAP_PROP_POS_FRAMES, start - 1)
+    if not cap.grab():
+        return False
+    return abs(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 - previous_timestamp) < 1e-6
+
+
+def read_range(path: str | Path, start: int, stop: int,
+               previous_timestamp: float | None = None) -> Iterator[Frame]:
+    """Frames ``start`` .. ``stop - 1`` exactly as a sequential decode gives them.
+
+    ``previous_timestamp`` is the probe's timestamp of frame ``start - 1``: with it the reader seeks
+    and verifies where it landed; without it (or when the check fails) it grabs forward from frame 0.
+    """
+    cap = open_capture(path)
+    try:
+        if not _seek(cap, start, previous_timestamp):
+            cap.release()
+            cap = open_capture(path)
+            for skipped in range(start):
+                if not cap.grab():
+                    raise VideoError(f"{path}: the video stream ends at frame {skipped}, before frame {start}")
+        for index in range(start, stop):
+            ok, image = cap.read()
+            if not ok:
+                raise VideoError(f"{path}: the video stream ends at frame {index} (expected frames up to {stop})")
+            yield Frame(index, cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, image)
+    finally:
+        cap.release()

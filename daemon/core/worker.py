@@ -1,0 +1,73 @@
+"""What runs inside a worker process: one ``Pipeline`` per process, and shard tasks.
+
+``init_worker`` is the ``ProcessPoolExecutor`` initializer: it loads the ONNX sessions once per process
+(the only module-level state of the project, set up explicitly here). ``run_shard`` decodes its own
+frame range, runs the pipeline and writes the results atomically to the path it was given, so nothing
+but small task descriptions crosses between processes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .pipeline import Pipeline, PipelineOptions
+from .video import read_range
+
+_pipeline: Pipeline | None = None
+
+
+def init_worker(options: PipelineOptions) -> None:
+    global _pipeline
+    _pipeline = Pipeline(options)
+
+
+def pipeline() -> Pipeline:
+    if _pipeline is None:
+        raise RuntimeError("worker not initialised: init_worker() was not run in this process")
+    return _pipeline
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    video: str
+    start: int  # first frame, 0-based
+    stop: int  # one past the last frame
+    previous_timestamp: float | None  # probe timestamp of frame start-1 (verifies the seek)
+    out_path: str  # where the .npz results go
+
+
+@dataclass(frozen=True)
+class ShardDone:
+    start: int
+    stop: int
+    frames: int
+    seconds: float
+    pid: int
+    providers: dict[str, str]
+
+
+def run_shard(task: ShardTask) -> ShardDone:
+    began = time.perf_counter()
+    pipe = pipeline()
+    frames = read_range(task.video, task.start, task.stop, task.previous_timestamp)
+    results = pipe.run(frames)
+    results.save(Path(task.out_path))
+    return ShardDone(task.start, task.stop, len(results), time.perf_counter() - began, os.getpid(),
+                     dict(pipe.providers))
+
+
+def warm_up() -> dict[str, str]:
+    """A no-op task that returns once the worker's sessions are loaded (pool start-up timing)."""
+    return dict(pipeline().providers)
+
+
+def plan_shards(frames: int, shard_frames: int, workers: int) -> list[tuple[int, int]]:
+    """Frame ranges [start, stop): at most ``shard_frames`` long, and at least one per worker for short
+    videos so one video uses every worker."""
+    if frames <= 0:
+        return []
+    size = max(1, min(shard_frames, -(-frames // max(1, workers))))
+    return [(s, min(s + size, frames)) for s in range(0, frames, size)]

@@ -1,0 +1,1 @@
+"""The asyncio shell: watch, queue, dispatch, report, write. Knows nothing of tensors."""

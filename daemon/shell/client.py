@@ -1,0 +1,332 @@
+"""Talking to a running daemon over its control socket: requests, event streams, rendering.
+
+Used by ``aud status``, ``aud tail``, ``aud submit`` and ``aud cancel``; the CLI resolves the
+socket path and turns ClientError into a message and an exit status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from rich.console import Console, Group
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from . import protocol
+from .protocol import (
+    Command,
+    DaemonStopping,
+    Event,
+    JobCancelled,
+    JobDone,
+    JobFailed,
+    JobProgress,
+    JobQueued,
+    JobStarted,
+    ProtocolError,
+    Reply,
+    Subscribe,
+    WorkerRestarted,
+)
+
+MAX_SERVER_LINE = 16 * 1024 * 1024
+"""Longest line accepted from the daemon (a status reply with a long queue can exceed MAX_LINE)."""
+MAX_QUEUED_SHOWN = 20
+
+
+class ClientError(RuntimeError):
+    """The daemon could not be reached or did not answer; the text is meant for the user."""
+
+
+# --------------------------------------------------------------------------- transport
+
+
+async def request(socket_path: Path, command: Command, timeout: float = 10.0) -> Reply:
+    """Send one command and return its reply (``ok=False`` replies are returned, not raised)."""
+    if command.id is None:
+        command = msgspec.structs.replace(command, id=1)
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await _connect(socket_path)
+            try:
+                await _send(writer, command)
+                return await _read_reply(reader, command.id, socket_path)
+            finally:
+                await _close(writer)
+    except TimeoutError:
+        raise ClientError(f"no reply from the aud daemon on {socket_path} within {timeout:g} s") from None
+
+
+async def subscribe(socket_path: Path) -> AsyncIterator[Event]:
+    """Yield every event the daemon publishes, ending after daemon_stopping or at EOF."""
+    async with contextlib.aclosing(_event_lines(socket_path)) as lines:
+        async for _, event in lines:
+            if event is not None:
+                yield event
+
+
+async def _event_lines(socket_path: Path, timeout: float = 10.0) -> AsyncIterator[tuple[bytes, Event | None]]:
+    """Subscribe and yield ``(raw line, event)``; event is None for a line this client cannot parse."""
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await _connect(socket_path)
+    except TimeoutError:
+        raise ClientError(f"timed out connecting to the aud daemon on {socket_path}") from None
+    try:
+        command = Subscribe(id="subscribe")
+        async with asyncio.timeout(timeout):
+            await _send(writer, command)
+            reply = await _read_reply(reader, command.id, socket_path)
+        if not reply.ok:
+            raise ClientError(f"aud daemon refused to subscribe: {reply.error}")
+        while (line := await _readline(reader)) is not None:
+            event = _parse_event(line)
+            yield line, event
+            if isinstance(event, DaemonStopping):
+                return
+    except TimeoutError:
+        raise ClientError(f"no reply from the aud daemon on {socket_path} within {timeout:g} s") from None
+    finally:
+        await _close(writer)
+
+
+async def _connect(socket_path: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    try:
+        return await asyncio.open_unix_connection(os.fspath(socket_path), limit=MAX_SERVER_LINE)
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise ClientError(f"no aud daemon is listening on {socket_path} (is `aud run` running?)") from None
+    except PermissionError:
+        raise ClientError(f"permission denied on {socket_path} (the daemon runs as another user?)") from None
+    except OSError as exc:
+        raise ClientError(f"cannot connect to {socket_path}: {exc}") from None
+
+
+async def _send(writer: asyncio.StreamWriter, command: Command) -> None:
+    try:
+        writer.write(protocol.encode(command))
+        await writer.drain()
+    except (ConnectionError, OSError) as exc:
+        raise ClientError(f"connection to the aud daemon lost: {exc}") from None
+
+
+async def _readline(reader: asyncio.StreamReader) -> bytes | None:
+    """One complete line from the daemon, or None at EOF."""
+    try:
+        line = await reader.readline()
+    except ValueError:
+        raise ClientError(f"the aud daemon sent a line longer than {MAX_SERVER_LINE} bytes") from None
+    except (ConnectionError, OSError) as exc:
+        raise ClientError(f"connection to the aud daemon lost: {exc}") from None
+    return line if line.endswith(b"\n") else None
+
+
+async def _read_reply(reader: asyncio.StreamReader, request_id: Any, socket_path: Path) -> Reply:
+    """Skip anything that is not the reply to ``request_id``."""
+    while (line := await _readline(reader)) is not None:
+        try:
+            message = protocol.decode_server_message(line)
+        except ProtocolError:
+            continue  # a newer daemon's event type: not our reply
+        if isinstance(message, Reply) and message.id in (request_id, None):
+            return message
+    raise ClientError(f"the aud daemon on {socket_path} closed the connection without replying")
+
+
+def _parse_event(line: bytes) -> Event | None:
+    try:
+        return protocol.decode_event(line)
+    except ProtocolError:
+        return None
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(Exception):
+        await writer.wait_closed()
+
+
+# --------------------------------------------------------------------------- aud tail
+
+
+async def tail(
+    socket_path: Path,
+    console: Console,
+    *,
+    as_json: bool,
+    until: Callable[[Event], bool] | None = None,
+) -> None:
+    """Follow the daemon's events until daemon_stopping or ``until(event)``; ClientError if the link drops.
+
+    ``as_json`` prints every event line exactly as received; otherwise a live progress bar per
+    running job and one line per finished, failed or cancelled job.
+    """
+    view = None if as_json else _TailView(console)
+    ended = False
+    async with contextlib.aclosing(_event_lines(socket_path)) as lines:
+        with view.progress if view else contextlib.nullcontext():
+            async for line, event in lines:
+                if view is None:
+                    console.out(line.decode("utf-8", "replace").rstrip("\n"), highlight=False)
+                elif event is not None:
+                    view.show(event)
+                if event is not None and (isinstance(event, DaemonStopping) or (until and until(event))):
+                    ended = True
+                    break
+    if not ended:
+        raise ClientError(f"connection to the aud daemon on {socket_path} was lost")
+
+
+class _TailView:
+    """Rich rendering of an event stream: bars for running jobs, a line for each finished one."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description}", markup=False),
+            BarColumn(),
+            TextColumn("{task.fields[frames]}", markup=False),
+            TextColumn("{task.fields[speed]}", markup=False),
+            TextColumn("{task.fields[eta]}", markup=False),
+            console=console,
+        )
+        self.tasks: dict[int, TaskID] = {}
+
+    def show(self, event: Event) -> None:
+        """Update the display for one event."""
+        match event:
+            case JobQueued():
+                self._print(Text.assemble(("queued ", "dim"), event.file, (f"  (job {event.job})", "dim")))
+            case JobStarted():
+                self._bar(event.job, event.file, 0, event.frames_total, None, None)
+            case JobProgress():
+                self._bar(event.job, event.file, event.frames_done, event.frames_total, event.fps, event.eta_s)
+            case JobDone():
+                self._end(event.job)
+                summary = f" ({event.frames} frames, {event.fps:.1f} fps)"
+                self._print(Text.assemble(("done  ", "bold green"), event.file, " -> ", event.csv, summary))
+            case JobFailed():
+                self._end(event.job)
+                self._print(Text.assemble(("FAILED ", "bold red"), event.file, ": ", event.reason))
+            case JobCancelled():
+                self._end(event.job)
+                self._print(Text.assemble(("cancelled ", "yellow"), event.file))
+            case WorkerRestarted():
+                self._print(Text.assemble(("worker restarted: ", "yellow"), event.reason))
+            case DaemonStopping():
+                self._print(Text.assemble(("daemon stopping: ", "bold"), event.reason))
+
+    def _bar(self, job: int, file: str, done: int, total: int | None, fps: float | None, eta: float | None) -> None:
+        fields = {
+            "frames": f"{done}/{total if total is not None else '?'} frames",
+            "speed": f"{fps:.1f} fps" if fps is not None else "",
+            "eta": f"ETA {_duration(eta)}" if eta is not None else "",
+        }
+        task = self.tasks.get(job)
+        if task is None:
+            self.tasks[job] = self.progress.add_task(file, total=total, completed=done, **fields)
+        else:
+            self.progress.update(task, description=file, total=total, completed=done, **fields)
+
+    def _end(self, job: int) -> None:
+        task = self.tasks.pop(job, None)
+        if task is not None:
+            self.progress.remove_task(task)
+
+    def _print(self, text: Text) -> None:
+        self.progress.console.print(text)
+
+
+# --------------------------------------------------------------------------- aud status
+
+
+def render_status(data: dict[str, Any], console: Console) -> None:
+    """Print a status reply's ``data``: summary, running jobs, queue, recent failures."""
+    console.print(_summary(data))
+    running = data.get("running") or []
+    queued = data.get("queued") or []
+    failures = data.get("recent_failures") or []
+    console.print(_running_table(running) if running else Text("no jobs running", style="dim"))
+    if queued:
+        console.print(_queued_table(queued))
+    if failures:
+        console.print(_failures_table(failures))
+
+
+def _summary(data: dict[str, Any]) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    state = Text("paused", style="bold yellow") if data.get("paused") else Text("running", style="green")
+    grid.add_row("daemon", state)
+    workers = data.get("workers") or {}
+    if workers:
+        line = Text(f"{workers.get('count', '?')} × {workers.get('provider', '?')}")
+        providers = workers.get("providers") or []
+        if providers:
+            line.append(f"  (available: {', '.join(map(str, providers))})", style="dim")
+        grid.add_row("workers", line)
+    counts = data.get("counts") or {}
+    if counts:
+        grid.add_row("counts", Text(", ".join(f"{k} {v}" for k, v in counts.items())))
+    return grid
+
+
+def _running_table(running: list[dict[str, Any]]) -> Table:
+    table = Table(title="running", title_justify="left", expand=False)
+    for name, justify in (("job", "right"), ("file", "left"), ("progress", "left"), ("frames", "right"),
+                          ("fps", "right"), ("eta", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for job in running:
+        done, total = job.get("frames_done") or 0, job.get("frames_total")
+        fps, eta = job.get("fps"), job.get("eta_s")
+        table.add_row(
+            str(job.get("job", "")),
+            Text(str(job.get("file", ""))),
+            ProgressBar(total=total, completed=done, width=24) if total else Text("starting", style="dim"),
+            f"{done}/{total if total else '?'}",
+            f"{fps:.1f}" if fps is not None else "",
+            _duration(eta) if eta is not None else "",
+        )
+    return table
+
+
+def _queued_table(queued: list[Any]) -> Group | Table:
+    table = Table(title=f"queued ({len(queued)})", title_justify="left")
+    table.add_column("job", justify="right")
+    table.add_column("file")
+    for item in queued[:MAX_QUEUED_SHOWN]:
+        if isinstance(item, dict):
+            table.add_row(str(item.get("job", "")), Text(str(item.get("file", ""))))
+        else:
+            table.add_row("", Text(str(item)))
+    if len(queued) <= MAX_QUEUED_SHOWN:
+        return table
+    return Group(table, Text(f"… and {len(queued) - MAX_QUEUED_SHOWN} more", style="dim"))
+
+
+def _failures_table(failures: list[dict[str, Any]]) -> Table:
+    table = Table(title="recent failures", title_justify="left")
+    table.add_column("job", justify="right")
+    table.add_column("file")
+    table.add_column("reason", style="red")
+    for item in failures:
+        table.add_row(str(item.get("job", "")), Text(str(item.get("file", ""))), Text(str(item.get("reason", ""))))
+    return table
+
+
+def _duration(seconds: float) -> str:
+    """12s, 3m05s, 1h02m."""
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"

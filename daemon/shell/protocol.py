@@ -1,0 +1,215 @@
+"""The control-socket protocol: JSON Lines, one msgspec Struct per line, tagged by ``"type"``.
+
+Server -> client: events (``job_queued``, ``progress`` ...) and ``reply``.
+Client -> server: commands (``status``, ``subscribe``, ``submit`` ...), each with an optional ``id``
+that the matching ``reply`` echoes. See docs/protocol.md for the full description.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Union
+
+import msgspec
+
+MAX_LINE = 64 * 1024
+"""Longest command line the server accepts, in bytes, not counting the newline."""
+
+RequestId = Union[str, int, None]
+
+
+class ProtocolError(ValueError):
+    """A line that is not a valid message; the text says what is wrong with it."""
+
+
+# --------------------------------------------------------------------------- events
+
+
+class Event(msgspec.Struct, tag_field="type", kw_only=True):
+    """Base of everything the daemon publishes; ``ts`` is the wall-clock time it happened."""
+
+    ts: float = msgspec.field(default_factory=time.time)
+
+
+class JobQueued(Event, tag="job_queued"):
+    job: int
+    file: str
+
+
+class JobStarted(Event, tag="job_started"):
+    job: int
+    file: str
+    frames_total: int | None = None
+
+
+class JobProgress(Event, tag="progress"):
+    job: int
+    file: str
+    frames_done: int
+    frames_total: int
+    fps: float
+    eta_s: float | None = None
+
+
+class JobDone(Event, tag="job_done"):
+    job: int
+    file: str
+    csv: str
+    frames: int
+    fps: float
+
+
+class JobFailed(Event, tag="job_failed"):
+    job: int
+    file: str
+    reason: str
+
+
+class JobCancelled(Event, tag="job_cancelled"):
+    job: int
+    file: str
+
+
+class WorkerRestarted(Event, tag="worker_restarted"):
+    reason: str
+
+
+class DaemonStopping(Event, tag="daemon_stopping"):
+    reason: str
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    JobQueued,
+    JobStarted,
+    JobProgress,
+    JobDone,
+    JobFailed,
+    JobCancelled,
+    WorkerRestarted,
+    DaemonStopping,
+)
+
+# --------------------------------------------------------------------------- commands
+
+
+class Command(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True):
+    """Base of every client request; ``id`` (str or int) is echoed in the reply."""
+
+    id: RequestId = None
+
+
+class Status(Command, tag="status"):
+    pass
+
+
+class Subscribe(Command, tag="subscribe"):
+    pass
+
+
+class Submit(Command, tag="submit"):
+    path: str
+
+
+class Cancel(Command, tag="cancel"):
+    job: int
+
+
+class Pause(Command, tag="pause"):
+    pass
+
+
+class Resume(Command, tag="resume"):
+    pass
+
+
+COMMAND_TYPES: tuple[type[Command], ...] = (Status, Subscribe, Submit, Cancel, Pause, Resume)
+
+
+class Reply(msgspec.Struct, tag_field="type", tag="reply", kw_only=True):
+    """The answer to one command: ``ok`` with optional ``data``, or not ``ok`` with ``error``."""
+
+    id: RequestId = None
+    ok: bool
+    data: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def _tags(types: tuple[type[msgspec.Struct], ...]) -> tuple[str, ...]:
+    return tuple(sorted(t.__struct_config__.tag for t in types))
+
+
+COMMAND_TAGS = _tags(COMMAND_TYPES)
+EVENT_TAGS = _tags(EVENT_TYPES)
+
+_ENCODER = msgspec.json.Encoder()
+_COMMAND_DECODER = msgspec.json.Decoder(Union[COMMAND_TYPES])  # type: ignore[valid-type]
+_EVENT_DECODER = msgspec.json.Decoder(Union[EVENT_TYPES])  # type: ignore[valid-type]
+_SERVER_DECODER = msgspec.json.Decoder(Union[EVENT_TYPES + (Reply,)])  # type: ignore[valid-type]
+_REPLY_DECODER = msgspec.json.Decoder(Reply)
+
+# --------------------------------------------------------------------------- helpers
+
+
+def encode(msg: Event | Command | Reply) -> bytes:
+    """One message as one JSON line, ending in ``b"\\n"``."""
+    return _ENCODER.encode(msg) + b"\n"
+
+
+def decode_command(line: bytes) -> Command:
+    """Parse one client line; raises ProtocolError saying what is wrong."""
+    return _decode(line, _COMMAND_DECODER, "command", COMMAND_TAGS)  # type: ignore[return-value]
+
+
+def decode_event(line: bytes) -> Event:
+    """Parse one event line from the daemon; raises ProtocolError."""
+    return _decode(line, _EVENT_DECODER, "event", EVENT_TAGS)  # type: ignore[return-value]
+
+
+def decode_reply(line: bytes) -> Reply:
+    """Parse one reply line from the daemon; raises ProtocolError."""
+    return _decode(line, _REPLY_DECODER, "reply", ("reply",))  # type: ignore[return-value]
+
+
+def decode_server_message(line: bytes) -> Event | Reply:
+    """Parse any line the daemon sends (an event or a reply); raises ProtocolError."""
+    return _decode(line, _SERVER_DECODER, "message", EVENT_TAGS + ("reply",))  # type: ignore[return-value]
+
+
+def salvage_id(line: bytes) -> RequestId:
+    """The ``id`` of a line that failed to decode, if one can be read, so the error reply echoes it."""
+    try:
+        obj = msgspec.json.decode(line)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(obj, dict):
+        value = obj.get("id")
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _decode(line: bytes, decoder: msgspec.json.Decoder, kind: str, tags: tuple[str, ...]) -> Any:
+    body = line.rstrip(b"\r\n")
+    if len(body) > MAX_LINE:
+        raise ProtocolError(f"line too long (max {MAX_LINE} bytes)")
+    if not body.strip():
+        raise ProtocolError(f"empty line (expected a JSON {kind})")
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(_explain(body, kind, tags, exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"invalid JSON: {exc}") from None
+
+
+def _explain(body: bytes, kind: str, tags: tuple[str, ...], exc: msgspec.ValidationError) -> str:
+    """Turn msgspec's validation message into one that names the offending type or field."""
+    obj = msgspec.json.decode(body)  # valid JSON, or we would not be here
+    if not isinstance(obj, dict):
+        return f"invalid {kind}: expected a JSON object, got {type(obj).__name__}"
+    tag = obj.get("type")
+    if tag is None:
+        return f"invalid {kind}: missing \"type\" (one of: {', '.join(tags)})"
+    if tag not in tags:
+        return f"unknown {kind} type {tag!r} (expected one of: {', '.join(tags)})"
+    return f"invalid {tag!r} {kind}: {exc}"

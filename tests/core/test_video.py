@@ -1,0 +1,257 @@
+"""Probing and frame-exact range reading on synthetic mp4 files, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from daemon.core import video
+from daemon.core.video import VideoError, VideoInfo
+
+N = 30
+
+
+def sequential(path: Path) -> tuple[list[np.ndarray], list[float]]:
+    """Every frame and its CAP_PROP_POS_MSEC/1000, by a plain sequential decode."""
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    images, stamps = [], []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        images.append(img)
+        stamps.append(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
+    cap.release()
+    return images, stamps
+
+
+@pytest.fixture
+def clip(synthetic_video) -> Path:
+    return synthetic_video(frames=N, width=64, height=48, fps=25.0)
+
+
+# --- probe --------------------------------------------------------------------------------------------
+
+def test_probe_counts_frames_and_timestamps(clip):
+    info = video.probe(clip)
+    _, stamps = sequential(clip)
+    assert info.frames == N == len(stamps)
+    assert info.announced_frames == N
+    assert info.fps == pytest.approx(25.0)
+    assert (info.width, info.height) == (64, 48)
+    assert info.codec and info.codec != "unknown"
+    assert info.timestamps == stamps
+    np.testing.assert_allclose(info.timestamps, np.arange(N) / 25.0, atol=1e-9)
+    assert info.path == str(clip)
+
+
+def test_properties_leave_out_timestamps(clip):
+    props = video.probe(clip).properties()
+    assert "timestamps" not in props
+    assert props["frames"] == N and props["width"] == 64
+
+
+def test_can_open(clip, tmp_path):
+    assert video.can_open(clip)
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("hello")
+    assert not video.can_open(bad)
+    assert not video.can_open(tmp_path / "missing.mp4")
+
+
+# --- read_range -------------------------------------------------------------------------------------------
+
+RANGES = [(0, 5), (0, N), (1, 4), (11, 19), (24, N), (N - 1, N)]
+
+
+@pytest.mark.parametrize("start,stop", RANGES)
+@pytest.mark.parametrize("hint", ["probe", "none", "wrong"])
+def test_read_range_is_frame_exact(clip, start, stop, hint):
+    info = video.probe(clip)
+    images, stamps = sequential(clip)
+    previous = {"probe": info.timestamps[start - 1] if start else None, "none": None,
+                "wrong": 123.456}[hint]
+    frames = list(video.read_range(clip, start, stop, previous))
+    assert [f.index for f in frames] == list(range(start, stop))
+    for f in frames:
+        np.testing.assert_array_equal(f.image, images[f.index])
+        assert f.timestamp == stamps[f.index]
+
+
+def test_read_range_seeks_when_the_probe_timestamp_verifies(clip, monkeypatch):
+    info = video.probe(clip)
+    landed = []
+    real_seek = video._seek
+
+    def spy(cap, start, previous):
+        ok = real_seek(cap, start, previous)
+        landed.append(ok)
+        return ok
+
+    monkeypatch.setattr(video, "_seek", spy)
+    list(video.read_range(clip, 13, 16, info.timestamps[12]))
+    list(video.read_range(clip, 13, 16, info.timestamps[12] + 0.5))
+    list(video.read_range(clip, 13, 16, None))
+    assert landed == [True, False, False]
+
+
+def test_read_range_past_the_end_raises(clip):
+    with pytest.raises(VideoError, match="ends at frame 30"):
+        list(video.read_range(clip, 28, 35, None))
+    with pytest.raises(VideoError, match="ends at frame"):
+        list(video.read_range(clip, 40, 42, None))
+
+
+def test_read_range_empty_range(clip):
+    assert list(video.read_range(clip, 5, 5, None)) == []
+
+
+# --- bad input ----------------------------------------------------------------------------------------------
+
+def test_missing_file(tmp_path):
+    with pytest.raises(VideoError, match="no such file") as exc:
+        video.probe(tmp_path / "nope.mp4")
+    assert "nope.mp4" in str(exc.value)
+
+
+def test_directory(tmp_path):
+    d = tmp_path / "dir.mp4"
+    d.mkdir()
+    with pytest.raises(VideoError, match="is a directory") as exc:
+        video.probe(d)
+    assert "dir.mp4" in str(exc.value)
+
+
+def test_empty_file(tmp_path):
+    p = tmp_path / "empty.mp4"
+    p.write_bytes(b"")
+    with pytest.raises(VideoError, match="empty") as exc:
+        video.probe(p)
+    assert "empty.mp4" in str(exc.value)
+
+
+def test_text_file_named_mp4(tmp_path):
+    p = tmp_path / "notes.mp4"
+    p.write_text("this is not a video\n" * 50)
+    with pytest.raises(VideoError) as exc:
+        video.probe(p)
+    assert "notes.mp4" in str(exc.value)
+
+
+def test_random_bytes(tmp_path):
+    p = tmp_path / "noise.mp4"
+    p.write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    with pytest.raises(VideoError) as exc:
+        video.probe(p)
+    assert "noise.mp4" in str(exc.value)
+
+
+def test_video_error_is_a_value_error():
+    assert issubclass(VideoError, ValueError)
+
+
+def _atoms(buf: bytes):
+    off = 0
+    while off < len(buf):
+        size, typ = struct.unpack(">I4s", buf[off:off + 8])
+        yield off, size, typ
+        off += size
+
+
+def faststart(data: bytes) -> tuple[bytes, int, int]:
+    """Move the moov atom before mdat (patching stco chunk offsets), as ``-movflags faststart`` does.
+    Returns the new bytes and where mdat starts and how long it is."""
+    tops = {typ: (off, size) for off, size, typ in _atoms(data)}
+    (moov_off, moov_size), (mdat_off, mdat_size) = tops[b"moov"], tops[b"mdat"]
+    assert mdat_off < moov_off and moov_off + moov_size == len(data)
+    moov = bytearray(data[moov_off:moov_off + moov_size])
+    assert b"co64" not in moov
+    i = moov.find(b"stco")
+    assert i > 0
+    while i != -1:
+        count = struct.unpack(">I", moov[i + 8:i + 12])[0]
+        for k in range(count):
+            at = i + 12 + 4 * k
+            struct.pack_into(">I", moov, at, struct.unpack(">I", moov[at:at + 4])[0] + moov_size)
+        i = moov.find(b"stco", i + 4)
+    out = data[:mdat_off] + bytes(moov) + data[mdat_off:moov_off]
+    return out, mdat_off + moov_size, mdat_size
+
+
+def test_faststart_helper_keeps_the_video_intact(clip, tmp_path):
+    moved, _, _ = faststart(clip.read_bytes())
+    p = tmp_path / "fast.mp4"
+    p.write_bytes(moved)
+    assert video.probe(p).frames == N
+    assert all(np.array_equal(a, b) for a, b in zip(sequential(p)[0], sequential(clip)[0]))
+
+
+def test_truncated_video_with_index_first_says_where_it_ends(clip, tmp_path):
+    moved, mdat_start, mdat_size = faststart(clip.read_bytes())
+    p = tmp_path / "cut.mp4"
+    p.write_bytes(moved[:mdat_start + mdat_size // 2])
+    with pytest.raises(VideoError, match=r"ends at frame \d+ but the file announces 30 frames") as exc:
+        video.probe(p)
+    assert "cut.mp4" in str(exc.value)
+
+
+def test_truncated_video_cut_in_half_by_bytes(clip, tmp_path):
+    # mp4v from OpenCV writes its index (moov) last: half a file has no index and does not open at all
+    data = clip.read_bytes()
+    p = tmp_path / "half.mp4"
+    p.write_bytes(data[:len(data) // 2])
+    with pytest.raises(VideoError) as exc:
+        video.probe(p)
+    assert "half.mp4" in str(exc.value)
+    cap = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG)
+    opened = cap.isOpened()
+    cap.release()
+    if opened:
+        assert "ends at frame" in str(exc.value)
+
+
+def test_unreadable_file(tmp_path, monkeypatch, clip):
+    real_open = open
+
+    def deny(path, *args, **kwargs):
+        if Path(path) == clip:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", deny)
+    with pytest.raises(VideoError, match="permission denied"):
+        video.probe(clip)
+
+
+# --- completeness check ----------------------------------------------------------------------------------------
+
+def info(frames: int, announced: int) -> VideoInfo:
+    return VideoInfo("x.mp4", frames, announced, 30.0, 64, 48, "avc1", [0.0] * frames)
+
+
+@pytest.mark.parametrize("frames,announced,ok", [
+    (100, 100, True), (98, 100, True), (97, 100, False), (990, 1000, True), (989, 1000, False),
+    (105, 100, True), (10, 0, True), (0, 3, False),
+])
+def test_check_complete_slack(frames, announced, ok):
+    if ok:
+        video.check_complete(info(frames, announced))
+    else:
+        with pytest.raises(VideoError, match=f"ends at frame {frames} but the file announces {announced}"):
+            video.check_complete(info(frames, announced))
+
+
+def test_no_leftover_file_descriptors(clip):
+    # a generator abandoned half-way still releases its capture when closed
+    before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    for _ in range(5):
+        gen = video.read_range(clip, 3, 20, None)
+        next(gen)
+        gen.close()
+    if before is not None:
+        assert len(os.listdir("/proc/self/fd")) <= before + 1

@@ -1,0 +1,480 @@
+"""launchd / systemd service generation, install and uninstall (no real launchctl/systemctl)."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import plistlib
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from daemon.shell import service
+from daemon.shell.service import (
+    LABEL,
+    ServiceError,
+    ServiceSpec,
+    default_spec,
+    install_launchd,
+    install_systemd,
+    launch_agents_dir,
+    launchd_plist,
+    systemd_unit,
+    systemd_user_dir,
+    uninstall_launchd,
+    uninstall_systemd,
+)
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "launchd" / "org.aud.daemon.plist"
+UID = os.getuid()
+
+
+def example_spec() -> ServiceSpec:
+    """The spec behind launchd/org.aud.daemon.plist (placeholder paths)."""
+    return ServiceSpec(
+        program=[
+            "/Users/you/.local/share/aud/venv/bin/python",
+            "-m",
+            "daemon",
+            "run",
+            "--config",
+            "/Users/you/Library/Application Support/aud/config.toml",
+        ],
+        log_dir=Path("/Users/you/Library/Logs/aud"),
+        environment={"PATH": "/opt/homebrew/bin:/usr/local/bin:/usr/bin:/bin", "PYTHONUNBUFFERED": "1"},
+        working_dir=Path("/Users/you"),
+    )
+
+
+def make_spec(tmp_path: Path, *args: str) -> ServiceSpec:
+    return ServiceSpec(
+        program=[sys.executable, "-m", "daemon", "run", *args],
+        log_dir=tmp_path / "logs",
+        environment={"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"},
+        working_dir=tmp_path,
+    )
+
+
+class FakeRunner:
+    """Records argv; answers with the scripted (returncode, stderr) for a matching verb."""
+
+    def __init__(self, **failures: tuple[int, str]) -> None:
+        self.calls: list[list[str]] = []
+        self.failures = failures  # verb (argv[1] or argv[2] for systemctl --user) -> (rc, stderr)
+
+    def __call__(self, argv: list[str]) -> subprocess.CompletedProcess:
+        self.calls.append(list(argv))
+        verb = argv[2] if argv[1] == "--user" else argv[1]
+        verb = verb.replace("-", "_")
+        rc, err = self.failures.get(verb, (0, ""))
+        return subprocess.CompletedProcess(argv, rc, stdout="", stderr=err)
+
+
+NOT_LOADED = (113, 'Could not find service "org.aud.daemon" in domain for user gui: 501')
+
+
+# --------------------------------------------------------------------------- spec
+
+
+def test_spec_rejects_relative_program_and_paths(tmp_path: Path) -> None:
+    good = make_spec(tmp_path)
+    with pytest.raises(ValueError, match="absolute"):
+        ServiceSpec(program=["python", "-m", "daemon"], log_dir=good.log_dir,
+                    environment={}, working_dir=good.working_dir)
+    with pytest.raises(ValueError, match="log_dir"):
+        ServiceSpec(program=good.program, log_dir=Path("logs"), environment={}, working_dir=tmp_path)
+    with pytest.raises(ValueError, match="label"):
+        ServiceSpec(program=good.program, label="../evil", log_dir=good.log_dir,
+                    environment={}, working_dir=tmp_path)
+    with pytest.raises(ValueError, match="environment"):
+        ServiceSpec(program=good.program, log_dir=good.log_dir,
+                    environment={"A B": "x"}, working_dir=tmp_path)
+
+
+def test_default_spec_with_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/custom/bin:/usr/bin")
+    spec = default_spec(Path("conf/config.toml"), Path("logs"))
+    assert spec.program == [sys.executable, "-m", "daemon", "run", "--config",
+                            str((tmp_path / "conf" / "config.toml").resolve())]
+    assert spec.label == LABEL == "org.aud.daemon"
+    assert spec.log_dir == tmp_path / "logs"
+    assert spec.environment == {"PATH": "/custom/bin:/usr/bin", "PYTHONUNBUFFERED": "1"}
+    assert spec.working_dir == Path.home()
+    assert (spec.throttle_seconds, spec.exit_timeout_seconds) == (10, 120)
+
+
+def test_default_spec_without_config(tmp_path: Path) -> None:
+    spec = default_spec(None, tmp_path)
+    assert spec.program == [sys.executable, "-m", "daemon", "run"]
+    assert spec.stdout_path == tmp_path / "aud.out.log"
+    assert spec.stderr_path == tmp_path / "aud.err.log"
+
+
+def test_locations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert launch_agents_dir() == tmp_path / "Library" / "LaunchAgents"
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    assert systemd_user_dir() == tmp_path / ".config" / "systemd" / "user"
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert systemd_user_dir() == tmp_path / "xdg" / "systemd" / "user"
+    monkeypatch.setenv("XDG_CONFIG_HOME", "relative/ignored")  # XDG: relative values are invalid
+    assert systemd_user_dir() == tmp_path / ".config" / "systemd" / "user"
+
+
+# --------------------------------------------------------------------------- launchd plist
+
+
+def test_plist_round_trip_has_every_key_with_right_types(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, "--config", str(tmp_path / "my config.toml"))
+    data = launchd_plist(spec)
+    assert data.startswith(b"<?xml")
+    plist = plistlib.loads(data)
+    expected_types = {
+        "Label": str,
+        "ProgramArguments": list,
+        "RunAtLoad": bool,
+        "KeepAlive": dict,
+        "ThrottleInterval": int,
+        "ExitTimeOut": int,
+        "ProcessType": str,
+        "WorkingDirectory": str,
+        "EnvironmentVariables": dict,
+        "StandardOutPath": str,
+        "StandardErrorPath": str,
+    }
+    assert set(plist) == set(expected_types)
+    for key, kind in expected_types.items():
+        assert type(plist[key]) is kind, key
+    assert plist["Label"] == "org.aud.daemon"
+    assert plist["ProgramArguments"] == spec.program
+    assert plist["RunAtLoad"] is True
+    assert plist["ThrottleInterval"] == 10
+    assert plist["ExitTimeOut"] == 120
+    assert plist["ProcessType"] == "Background"
+    assert plist["WorkingDirectory"] == str(tmp_path)
+    assert plist["EnvironmentVariables"] == {"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
+    assert plist["StandardOutPath"] == str(tmp_path / "logs" / "aud.out.log")
+    assert plist["StandardErrorPath"] == str(tmp_path / "logs" / "aud.err.log")
+
+
+def test_plist_keepalive_restarts_only_on_unsuccessful_exit(tmp_path: Path) -> None:
+    plist = plistlib.loads(launchd_plist(make_spec(tmp_path)))
+    # SuccessfulExit=False: relaunch when the job exits non-zero (or by signal), not after exit 0.
+    assert plist["KeepAlive"] == {"SuccessfulExit": False}
+    assert plist["KeepAlive"]["SuccessfulExit"] is False
+
+
+def test_plist_paths_are_absolute(tmp_path: Path) -> None:
+    plist = plistlib.loads(launchd_plist(make_spec(tmp_path)))
+    for value in (plist["ProgramArguments"][0], plist["WorkingDirectory"],
+                  plist["StandardOutPath"], plist["StandardErrorPath"]):
+        assert Path(value).is_absolute(), value
+    assert Path(plist["StandardOutPath"]).parent == Path(plist["StandardErrorPath"]).parent
+
+
+def test_plist_follows_spec_values(tmp_path: Path) -> None:
+    spec = ServiceSpec(program=["/bin/x"], label="org.example.other", log_dir=tmp_path,
+                       environment={}, working_dir=tmp_path, throttle_seconds=3,
+                       exit_timeout_seconds=45)
+    plist = plistlib.loads(launchd_plist(spec))
+    assert (plist["Label"], plist["ThrottleInterval"], plist["ExitTimeOut"]) == (
+        "org.example.other", 3, 45)
+    assert plist["EnvironmentVariables"] == {}
+
+
+def test_committed_template_matches_generator() -> None:
+    committed = plistlib.loads(TEMPLATE.read_bytes())
+    generated = plistlib.loads(launchd_plist(example_spec()))
+    assert set(committed) == set(generated)
+    assert committed == generated, "regenerate with: python tests/shell/test_service.py"
+
+
+# --------------------------------------------------------------------------- systemd unit
+
+
+def parse_unit(text: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # keys are case sensitive
+    parser.read_string(text)
+    return parser
+
+
+def systemd_split(value: str) -> list[str]:
+    """Undo the ExecStart= quoting for the cases generated here (no control characters).
+    The executable is not subject to ``$`` expansion, its arguments are."""
+    program, *args = [word.replace("%%", "%") for word in shlex.split(value)]
+    return [program, *(arg.replace("$$", "$") for arg in args)]
+
+
+def test_systemd_unit_keys(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path)
+    text = systemd_unit(spec)
+    unit = parse_unit(text)
+    assert unit.sections() == ["Unit", "Service", "Install"]
+    assert unit["Unit"]["Description"]
+    assert unit["Unit"]["After"] == "default.target"
+    svc = unit["Service"]
+    assert svc["Type"] == "simple"
+    assert systemd_split(svc["ExecStart"]) == spec.program
+    assert svc["Restart"] == "on-failure"
+    assert svc["RestartSec"] == "10"
+    assert svc["TimeoutStopSec"] == "120"
+    assert svc["KillSignal"] == "SIGTERM"
+    assert svc["WorkingDirectory"] == str(tmp_path)
+    assert svc["StandardOutput"] == f"append:{tmp_path / 'logs' / 'aud.out.log'}"
+    assert svc["StandardError"] == f"append:{tmp_path / 'logs' / 'aud.err.log'}"
+    assert unit["Install"]["WantedBy"] == "default.target"
+    environment = [line for line in text.splitlines() if line.startswith("Environment=")]
+    assert environment == ['Environment="PATH=/usr/bin:/bin"', 'Environment="PYTHONUNBUFFERED=1"']
+
+
+def test_systemd_exec_start_quotes_spaces_and_specials(tmp_path: Path) -> None:
+    config = tmp_path / "My Config" / 'a "b" $HOME 100%.toml'
+    spec = make_spec(tmp_path, "--config", str(config))
+    exec_start = parse_unit(systemd_unit(spec))["Service"]["ExecStart"]
+    assert systemd_split(exec_start) == spec.program
+    assert f'"{tmp_path}/My Config/a \\"b\\" $$HOME 100%%.toml"' in exec_start
+
+
+def test_systemd_executable_with_spaces_and_specials(tmp_path: Path) -> None:
+    program = "/opt/my tools/py 100% $x"
+    spec = ServiceSpec(program=[program, "$y"], log_dir=tmp_path, environment={},
+                       working_dir=tmp_path)
+    exec_start = parse_unit(systemd_unit(spec))["Service"]["ExecStart"]
+    assert exec_start == '"/opt/my tools/py 100%% $x" "$$y"'
+    assert systemd_split(exec_start) == spec.program
+
+
+@pytest.mark.parametrize("program", ['/opt/a"b/python', "/opt/a\\b/python", "/opt/a\nb/python"])
+def test_systemd_rejects_unrepresentable_executable(tmp_path: Path, program: str) -> None:
+    spec = ServiceSpec(program=[program], log_dir=tmp_path, environment={}, working_dir=tmp_path)
+    with pytest.raises(ValueError, match="executable"):
+        systemd_unit(spec)
+
+
+def test_systemd_environment_values_are_quoted(tmp_path: Path) -> None:
+    spec = ServiceSpec(program=["/bin/x"], log_dir=tmp_path, working_dir=tmp_path,
+                       environment={"GREETING": 'hi "there" 50% \\ ok'})
+    lines = [line for line in systemd_unit(spec).splitlines() if line.startswith("Environment=")]
+    assert lines == ['Environment="GREETING=hi \\"there\\" 50%% \\\\ ok"']
+
+
+def _verify(unit_path: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(exist_ok=True)
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
+    return subprocess.run(["systemd-analyze", "verify", "--user", str(unit_path)],
+                          capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_systemd_analyze_accepts_unit(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, "--config", str(tmp_path / "my dir" / "c 100%.toml"))
+    unit = tmp_path / f"{LABEL}.service"
+    unit.write_text(systemd_unit(spec))
+    result = _verify(unit, tmp_path)
+    output = result.stdout + result.stderr
+    if "Failed to initialize manager" in output:
+        pytest.skip(f"systemd-analyze cannot run here: {output.strip()}")
+    assert result.returncode == 0, output
+    assert "ignoring" not in output and "Failed" not in output, output
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_systemd_analyze_unquotes_program_path(tmp_path: Path) -> None:
+    program = tmp_path / "no such dir" / "py 100% $x"
+    spec = ServiceSpec(program=[str(program), "run"], log_dir=tmp_path, environment={},
+                       working_dir=tmp_path)
+    unit = tmp_path / f"{LABEL}.service"
+    unit.write_text(systemd_unit(spec))
+    result = _verify(unit, tmp_path)
+    output = result.stdout + result.stderr
+    if "Failed to initialize manager" in output:
+        pytest.skip(f"systemd-analyze cannot run here: {output.strip()}")
+    assert f"Command {program} is not executable" in output, output
+
+
+# --------------------------------------------------------------------------- launchd install
+
+
+def test_install_launchd_writes_plist_and_bootstraps(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path)
+    agents = tmp_path / "LaunchAgents"
+    runner = FakeRunner(bootout=NOT_LOADED, print=NOT_LOADED)
+    path = install_launchd(spec, agents_dir=agents, runner=runner)
+    assert path == agents / "org.aud.daemon.plist"
+    assert plistlib.loads(path.read_bytes()) == plistlib.loads(launchd_plist(spec))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert sorted(p.name for p in agents.iterdir()) == ["org.aud.daemon.plist"]  # no temp left
+    assert spec.log_dir.is_dir()
+    target = f"gui/{UID}/org.aud.daemon"
+    assert runner.calls == [
+        ["launchctl", "bootout", target],
+        ["launchctl", "print", target],
+        ["launchctl", "enable", target],
+        ["launchctl", "bootstrap", f"gui/{UID}", str(path)],
+    ]
+
+
+def test_install_launchd_replaces_existing_file(tmp_path: Path) -> None:
+    agents = tmp_path / "LaunchAgents"
+    agents.mkdir()
+    old = agents / "org.aud.daemon.plist"
+    old.write_bytes(b"old")
+    old.chmod(0o600)
+    install_launchd(make_spec(tmp_path), agents_dir=agents, runner=FakeRunner(print=NOT_LOADED))
+    assert plistlib.loads(old.read_bytes())["Label"] == LABEL
+    assert stat.S_IMODE(old.stat().st_mode) == 0o644
+
+
+def test_install_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    agents = tmp_path / "LaunchAgents"
+    agents.mkdir()
+    old = agents / "org.aud.daemon.plist"
+    old.write_bytes(b"old contents")
+    replaced: list[tuple[str, str]] = []
+
+    def failing_replace(src: str, dst: str) -> None:
+        replaced.append((str(src), str(dst)))
+        raise OSError("disk full")
+
+    monkeypatch.setattr(service.os, "replace", failing_replace)
+    runner = FakeRunner()
+    with pytest.raises(ServiceError, match="disk full"):
+        install_launchd(make_spec(tmp_path), agents_dir=agents, runner=runner)
+    assert len(replaced) == 1
+    src, dst = replaced[0]
+    assert dst == str(old) and Path(src).parent == agents  # temp file next to the target
+    assert old.read_bytes() == b"old contents"
+    assert [p.name for p in agents.iterdir()] == ["org.aud.daemon.plist"]  # temp cleaned up
+    assert runner.calls == []  # nothing loaded when the file could not be written
+
+
+def test_install_launchd_bootstrap_failure_raises_with_stderr(tmp_path: Path) -> None:
+    runner = FakeRunner(print=NOT_LOADED,
+                        bootstrap=(5, "Bootstrap failed: 5: Input/output error"))
+    with pytest.raises(ServiceError) as info:
+        install_launchd(make_spec(tmp_path), agents_dir=tmp_path / "LA", runner=runner)
+    message = str(info.value)
+    assert "Bootstrap failed: 5: Input/output error" in message
+    assert "launchctl bootstrap" in message and "exit 5" in message
+    assert runner.calls[-1][:2] == ["launchctl", "bootstrap"]
+
+
+def test_install_launchd_enable_failure_raises(tmp_path: Path) -> None:
+    runner = FakeRunner(print=NOT_LOADED, enable=(1, "Not privileged to enable service."))
+    with pytest.raises(ServiceError, match="Not privileged"):
+        install_launchd(make_spec(tmp_path), agents_dir=tmp_path / "LA", runner=runner)
+    assert [call[1] for call in runner.calls] == ["bootout", "print", "enable"]
+
+
+def test_missing_launchctl_is_a_service_error(tmp_path: Path) -> None:
+    def runner(argv: list[str]) -> subprocess.CompletedProcess:
+        raise FileNotFoundError(2, "No such file or directory", argv[0])
+
+    with pytest.raises(ServiceError, match="cannot run launchctl"):
+        install_launchd(make_spec(tmp_path), agents_dir=tmp_path / "LA", runner=runner)
+
+
+def test_wait_until_unloaded_polls_while_draining() -> None:
+    answers = iter([0, 0, 113])
+    calls: list[list[str]] = []
+    sleeps: list[float] = []
+
+    def runner(argv: list[str]) -> subprocess.CompletedProcess:
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, next(answers), "", "")
+
+    gone = service._wait_until_unloaded(runner, "gui/1/x", 30, sleep=sleeps.append,
+                                        clock=lambda: 0.0)
+    assert gone is True
+    assert calls == [["launchctl", "print", "gui/1/x"]] * 3
+    assert len(sleeps) == 2
+
+
+def test_wait_until_unloaded_gives_up_at_deadline() -> None:
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    runner = FakeRunner()  # print always succeeds: still loaded
+    gone = service._wait_until_unloaded(runner, "gui/1/x", 2.0, sleep=sleep, clock=lambda: now[0])
+    assert gone is False
+    assert sum(sleeps) == pytest.approx(2.0)
+
+
+def test_uninstall_launchd(tmp_path: Path) -> None:
+    agents = tmp_path / "LaunchAgents"
+    path = install_launchd(make_spec(tmp_path), agents_dir=agents, runner=FakeRunner(print=NOT_LOADED))
+    runner = FakeRunner()
+    assert uninstall_launchd(agents_dir=agents, runner=runner) == path
+    assert not path.exists()
+    assert runner.calls == [["launchctl", "bootout", f"gui/{UID}/org.aud.daemon"]]
+
+
+def test_uninstall_launchd_not_installed(tmp_path: Path) -> None:
+    runner = FakeRunner(bootout=(3, "Boot-out failed: 3: No such process"))
+    assert uninstall_launchd(agents_dir=tmp_path / "none", runner=runner) is None
+    assert runner.calls == [["launchctl", "bootout", f"gui/{UID}/org.aud.daemon"]]
+
+
+# --------------------------------------------------------------------------- systemd install
+
+
+def test_install_systemd(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path)
+    units = tmp_path / "systemd" / "user"
+    runner = FakeRunner()
+    path = install_systemd(spec, unit_dir=units, runner=runner)
+    assert path == units / "org.aud.daemon.service"
+    assert path.read_text() == systemd_unit(spec)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [p.name for p in units.iterdir()] == ["org.aud.daemon.service"]
+    assert spec.log_dir.is_dir()
+    assert runner.calls == [
+        ["systemctl", "--user", "daemon-reload"],
+        ["systemctl", "--user", "enable", "--now", "org.aud.daemon.service"],
+    ]
+
+
+def test_install_systemd_failure_raises_with_stderr(tmp_path: Path) -> None:
+    runner = FakeRunner(enable=(1, "Failed to connect to bus: No medium found"))
+    with pytest.raises(ServiceError, match="Failed to connect to bus: No medium found"):
+        install_systemd(make_spec(tmp_path), unit_dir=tmp_path / "u", runner=runner)
+
+
+def test_uninstall_systemd(tmp_path: Path) -> None:
+    units = tmp_path / "units"
+    path = install_systemd(make_spec(tmp_path), unit_dir=units, runner=FakeRunner())
+    runner = FakeRunner()
+    assert uninstall_systemd(unit_dir=units, runner=runner) == path
+    assert not path.exists()
+    assert runner.calls == [
+        ["systemctl", "--user", "disable", "--now", "org.aud.daemon.service"],
+        ["systemctl", "--user", "daemon-reload"],
+    ]
+
+
+def test_uninstall_systemd_not_installed(tmp_path: Path) -> None:
+    runner = FakeRunner(disable=(1, "Failed to disable unit: Unit file org.aud.daemon.service does not exist."))
+    assert uninstall_systemd(unit_dir=tmp_path / "none", runner=runner) is None
+    assert runner.calls == [["systemctl", "--user", "disable", "--now", "org.aud.daemon.service"]]
+
+
+def test_run_command_captures_output() -> None:
+    result = service.run_command([sys.executable, "-c", "import sys; print('o'); sys.exit(3)"])
+    assert (result.returncode, result.stdout) == (3, "o\n")
+
+
+if __name__ == "__main__":  # regenerate the committed example plist
+    TEMPLATE.write_bytes(launchd_plist(example_spec()))
+    print(f"wrote {TEMPLATE}")
