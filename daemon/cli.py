@@ -11,8 +11,8 @@ from rich.console import Console
 
 from .config import ConfigError, Settings, load_settings
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
 
 
 # --- shared flags ---------------------------------------------------------------------------------
@@ -44,14 +44,6 @@ def settings_from(args: argparse.Namespace, *names: str) -> Settings:
     return load_settings(getattr(args, "config", None), **flags)
 
 
-def pipeline_options(settings: Settings):
-    from .core.pipeline import PipelineOptions
-
-    return PipelineOptions(models_dir=settings.models, provider=settings.provider, workers=settings.workers,
-                           au45=settings.au45, detect_max_side=settings.detect_max_side,
-                           batch_size=settings.batch_size, cache_dir=settings.coreml_cache_dir)
-
-
 def socket_path(args: argparse.Namespace) -> Path:
     if args.socket:
         return args.socket
@@ -74,7 +66,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         err.print(f"{video.name}: {done}/{total} frames")
 
     try:
-        summary = extract(video, csv_path, pipeline_options(settings), workers=settings.workers,
+        summary = extract(video, csv_path, settings.pipeline_options(), workers=settings.workers,
                           shard_frames=settings.shard_frames, progress=progress)
     except (VideoError, ModelError, ProviderError) as exc:
         err.print(f"aud extract: {exc}")

@@ -102,6 +102,14 @@ class Settings(BaseSettings):
     def coreml_cache_dir(self) -> Path:
         return self.state / "coreml-cache"
 
+    def pipeline_options(self):
+        """What a worker's inference pipeline needs from the settings (a core dataclass)."""
+        from .core.pipeline import PipelineOptions
+
+        return PipelineOptions(models_dir=self.models, provider=self.provider, workers=self.workers,
+                               au45=self.au45, detect_max_side=self.detect_max_side,
+                               batch_size=self.batch_size, cache_dir=self.coreml_cache_dir)
+
     def ensure_dirs(self) -> None:
         for d in (self.inbox, self.outbox, self.state):
             d.mkdir(parents=True, exist_ok=True)

@@ -171,8 +171,8 @@ def detector(faces: Sequence[Face] = (DEFAULT_FACE,), background: float = 0.01, 
 
 def _gap_features(input_name: str) -> list[onnx.NodeProto]:
     return [
-        helper.make_node("GlobalAveragePool", [input_name], ["gap"]),
-        helper.make_node("Flatten", ["gap"], ["feat"], axis=1),  # [N,3]
+        helper.make_node("GlobalAveragePool", [input_name], ["t_gap"]),
+        helper.make_node("Flatten", ["t_gap"], ["feat"], axis=1),  # [N,3]
     ]
 
 
@@ -199,13 +199,13 @@ def landmarks(seed: int = 2, *, points: int = 98, input_name: str = "input",
     rng = np.random.default_rng(seed)
     nodes = _gap_features(input_name)
     nodes += [
-        _const("w", rng.normal(0, 0.5, (3, points * 2))),
-        _const("b", rng.uniform(-0.8, 0.8, points * 2)),
-        helper.make_node("MatMul", ["feat", "w"], ["mm"]),
-        helper.make_node("Add", ["mm", "b"], ["flat"]),
-        _const("shape", [-1, points, 2], np.int64),
-        helper.make_node("Reshape", ["flat", "shape"], ["pts"]),
-        helper.make_node("Tanh", ["pts"], [output_name]),
+        _const("t_w", rng.normal(0, 0.5, (3, points * 2))),
+        _const("t_b", rng.uniform(-0.8, 0.8, points * 2)),
+        helper.make_node("MatMul", ["feat", "t_w"], ["t_mm"]),
+        helper.make_node("Add", ["t_mm", "t_b"], ["t_flat"]),
+        _const("t_shape", [-1, points, 2], np.int64),
+        helper.make_node("Reshape", ["t_flat", "t_shape"], ["t_pts"]),
+        helper.make_node("Tanh", ["t_pts"], [output_name]),
     ]
     inp = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", 3, size, size])
     out = helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["N", points, 2])

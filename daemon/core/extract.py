@@ -16,8 +16,9 @@ from importlib import metadata
 from pathlib import Path
 
 from .csvfile import write_outputs
-from .models import load_model_set
-from .pipeline import PipelineOptions
+from .models import ModelSet, load_model_set
+from .pipeline import PipelineOptions, roles_for
+from .providers import choose
 from .results import FrameResults
 from .video import VideoInfo, probe
 from .worker import ShardDone, ShardTask, init_worker, plan_shards, run_shard, warm_up
@@ -60,10 +61,15 @@ def shard_tasks(info: VideoInfo, ranges: list[tuple[int, int]], out_dir: Path) -
     ]
 
 
-def build_sidecar(video: Path, info: dict, options: PipelineOptions, providers: dict[str, str],
-                  results: FrameResults, wall_seconds: float) -> dict:
-    roles = ("detector", "multitask", "landmarks") if options.au45 else ("detector", "multitask")
-    models = load_model_set(options.models_dir, roles)
+def check_setup(options: PipelineOptions) -> ModelSet:
+    """Fail fast, before any worker starts: the model set and the provider (ModelError, ProviderError)."""
+    models = load_model_set(options.models_dir, roles_for(options.au45))
+    choose(options.provider, options.cache_dir)
+    return models
+
+
+def build_sidecar(video: Path, info: dict, options: PipelineOptions, models: ModelSet,
+                  providers: dict[str, str], results: FrameResults, wall_seconds: float) -> dict:
     return {
         "video": str(video),
         "video_properties": info,
@@ -98,7 +104,8 @@ def extract(video: Path, csv_path: Path, options: PipelineOptions, *, workers: i
     """Run one video through the pipeline on ``workers`` processes and write ``csv_path``."""
     began = time.perf_counter()
     info = probe(video)
-    load_model_set(options.models_dir)  # fail fast, before any worker starts, on a bad model set
+    models = check_setup(options)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
     ranges = plan_shards(info.frames, shard_frames, workers)
     own_pool = executor is None
     pool = executor or make_pool(options, workers)
@@ -117,7 +124,7 @@ def extract(video: Path, csv_path: Path, options: PipelineOptions, *, workers: i
             wall = time.perf_counter() - began
             results = assemble(
                 [Path(t.out_path) for t in tasks], csv_path,
-                lambda r: build_sidecar(video, info.properties(), options, providers, r, wall),
+                lambda r: build_sidecar(video, info.properties(), options, models, providers, r, wall),
                 info.frames)
     finally:
         if own_pool:

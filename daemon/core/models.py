@@ -154,11 +154,13 @@ def multitask_outputs(path: Path, sig: Signature) -> tuple[str, str, str]:
         raise ModelError(
             f"{path} (multitask): needs three outputs emotion [N,8], gaze [N,2], au [N,8]; found {found}"
         )
-    names = {o.name.lower(): o.name for o in outs}
-    if all(any(key in n for n in names) for key in ("emotion", "gaze", "au")):
-        pick = {key: next(names[n] for n in names if key in n) for key in ("emotion", "gaze")}
-        au = next(o.name for o in outs if o.name not in pick.values())
-        return pick["emotion"], pick["gaze"], au
+    def named(key: str, size: int) -> str | None:
+        hits = [o.name for o in outs if key in o.name.lower() and _last_dim(o) == size]
+        return hits[0] if len(hits) == 1 else None
+
+    emotion, gaze = named("emotion", 8), named("gaze", 2)
+    if emotion and gaze:  # names say which is which; the AU output is the one left
+        return emotion, gaze, next(o.name for o in outs if o.name not in (emotion, gaze))
     gaze = next(o.name for o in outs if _last_dim(o) == 2)
     eights = [o.name for o in outs if _last_dim(o) == 8]
     return eights[0], gaze, eights[1]

@@ -33,12 +33,17 @@ class PipelineOptions:
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "aud" / "coreml")
 
 
+def roles_for(au45: bool) -> tuple[str, ...]:
+    """The models a run needs: STAR only when AU45 is on."""
+    return ("detector", "multitask", "landmarks") if au45 else ("detector", "multitask")
+
+
 class Pipeline:
     """Holds the sessions; ``run(frames)`` turns frames into ``FrameResults``."""
 
     def __init__(self, options: PipelineOptions):
         self.options = options
-        roles = ("detector", "multitask", "landmarks") if options.au45 else ("detector", "multitask")
+        roles = roles_for(options.au45)
         self.models: ModelSet = load_model_set(options.models_dir, roles)
         plan = providers.choose(options.provider, options.cache_dir)
         if providers.COREML in plan.names:

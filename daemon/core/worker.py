@@ -65,9 +65,10 @@ def warm_up() -> dict[str, str]:
 
 
 def plan_shards(frames: int, shard_frames: int, workers: int) -> list[tuple[int, int]]:
-    """Frame ranges [start, stop): at most ``shard_frames`` long, and at least one per worker for short
-    videos so one video uses every worker."""
+    """Frame ranges [start, stop) of near-equal length, at most ``shard_frames`` long, and at least one
+    per worker (when there are enough frames) so that one video uses every worker."""
     if frames <= 0:
         return []
-    size = max(1, min(shard_frames, -(-frames // max(1, workers))))
-    return [(s, min(s + size, frames)) for s in range(0, frames, size)]
+    count = max(-(-frames // max(1, shard_frames)), min(max(1, workers), frames))
+    bounds = [frames * k // count for k in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))

@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Settings
-from ..core.extract import build_sidecar, make_pool, package_versions
-from ..core.models import load_model_set
+from ..core.extract import build_sidecar, check_setup, make_pool, package_versions
 from ..core.results import FrameResults
 from ..core.video import VideoError, VideoInfo, can_open, probe
 from ..core.worker import ShardTask, plan_shards, run_shard, warm_up
@@ -111,10 +110,11 @@ class Daemon:
 
     # --- life cycle ------------------------------------------------------------------------------
 
-    def _process_pool(self) -> Executor:
-        from ..cli import pipeline_options
+    def _options(self):
+        return self.settings.pipeline_options()
 
-        return make_pool(pipeline_options(self.settings), self.settings.workers)
+    def _process_pool(self) -> Executor:
+        return make_pool(self._options(), self.settings.workers)
 
     async def run(self) -> int:
         s = self.settings
@@ -122,8 +122,7 @@ class Daemon:
         lock = StateLock(s.state)
         lock.acquire()
         try:
-            load_model_set(s.models, ("detector", "multitask", "landmarks") if s.au45 else
-                           ("detector", "multitask"))
+            self.models = check_setup(self._options())
             self.store = JobStore(s.database_path)
             return await self._serve()
         finally:
@@ -140,7 +139,8 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop, sig.name)
         self.providers = await self.dispatcher.call(warm_up)
-        log.info("workers ready: %d x %s", s.workers, self.providers)
+        log.warning("ready: %d workers on %s, watching %s, socket %s", s.workers,
+                    self.providers.get("detector"), s.inbox, s.socket_path)
         self.watcher = InboxWatcher(
             s.inbox, self.accept_settled, extensions=s.extensions, settle_seconds=s.settle_seconds,
             rescan_seconds=s.rescan_seconds, follow_symlinks=s.follow_symlinks, can_open=self._takeable)
@@ -356,9 +356,7 @@ class Daemon:
         wall = time.monotonic() - run.started
 
         def sidecar(results: FrameResults) -> dict:
-            from ..cli import pipeline_options
-
-            side = build_sidecar(run.path, run.info.properties(), pipeline_options(self.settings),
+            side = build_sidecar(run.path, run.info.properties(), self._options(), self.models,
                                  self.providers, results, wall)
             side.update(fingerprint=job.fingerprint, job=job.id, source=job.source)
             return side

@@ -205,7 +205,7 @@ class _TailView:
             case JobQueued():
                 self._print(Text.assemble(("queued ", "dim"), event.file, (f"  (job {event.job})", "dim")))
             case JobStarted():
-                self._bar(event.job, event.file, 0, event.frames_total, None, None)
+                self._bar(event.job, event.file, 0, event.frames_total)
             case JobProgress():
                 self._bar(event.job, event.file, event.frames_done, event.frames_total, event.fps, event.eta_s)
             case JobDone():
@@ -223,7 +223,16 @@ class _TailView:
             case DaemonStopping():
                 self._print(Text.assemble(("daemon stopping: ", "bold"), event.reason))
 
-    def _bar(self, job: int, file: str, done: int, total: int | None, fps: float | None, eta: float | None) -> None:
+    def _bar(
+        self,
+        job: int,
+        file: str,
+        done: int,
+        total: int | None,
+        fps: float | None = None,
+        eta: float | None = None,
+    ) -> None:
+        """Add or update the bar of one running job."""
         fields = {
             "frames": f"{done}/{total if total is not None else '?'} frames",
             "speed": f"{fps:.1f} fps" if fps is not None else "",
@@ -318,7 +327,8 @@ def _failures_table(failures: list[dict[str, Any]]) -> Table:
     table.add_column("file")
     table.add_column("reason", style="red")
     for item in failures:
-        table.add_row(str(item.get("job", "")), Text(str(item.get("file", ""))), Text(str(item.get("reason", ""))))
+        job, file, reason = (str(item.get(key, "")) for key in ("job", "file", "reason"))
+        table.add_row(job, Text(file), Text(reason))
     return table
 
 

@@ -18,6 +18,7 @@ import stat
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from . import protocol
 from .protocol import MAX_LINE, Command, DaemonStopping, Event, JobProgress, ProtocolError, Reply, Subscribe
@@ -36,6 +37,13 @@ PROBE_TIMEOUT = 1.0
 """How long start() waits when probing an existing socket for a live daemon."""
 WRITE_BATCH = 64 * 1024
 """Bytes handed to the transport per write."""
+
+
+class CommandError(ValueError):
+    """A handler's refusal (``no job 7``): the reply's error is its message, no traceback is logged.
+
+    Any ValueError is treated the same way; other exceptions are logged as crashes.
+    """
 
 
 class _Slot:
@@ -179,6 +187,10 @@ class ClientConnection:
         return self.queue.put(data, job)
 
     @property
+    def writer_task(self) -> asyncio.Task[None] | None:
+        return self._writer_task
+
+    @property
     def writer_done(self) -> bool:
         return self._writer_task is None or self._writer_task.done()
 
@@ -198,16 +210,18 @@ class ClientConnection:
             self._writer_task.cancel()
         self.writer.transport.abort()
 
+    def shut(self) -> None:
+        """Close gracefully if everything was written, else abort."""
+        if self.writer_done and self.writer.transport.get_write_buffer_size() == 0:
+            self.writer.transport.close()
+        else:
+            self.abort()
+
     async def close(self, flush_timeout: float = FLUSH_TIMEOUT) -> None:
         """Flush what is queued (bounded), then close the transport."""
         self.finish()
-        if self._writer_task is not None and not self._writer_task.done():
-            await asyncio.wait([self._writer_task], timeout=flush_timeout)
-        transport = self.writer.transport
-        if self.writer_done and transport.get_write_buffer_size() == 0:
-            transport.close()
-        else:
-            self.abort()
+        await _wait_tasks([self._writer_task] if self._writer_task else [], flush_timeout)
+        self.shut()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(flush_timeout):
                 await self.writer.wait_closed()
@@ -301,24 +315,25 @@ class ProgressServer:
         self._fan_out(DaemonStopping(reason=reason))
         self._closing = True
         self._server.close()
-        clients = list(self._clients.items())
-        for client, _ in clients:
-            client.finish()
-        await _wait_tasks([c._writer_task for c, _ in clients if c._writer_task], FLUSH_TIMEOUT)
-        for client, _ in clients:
-            if client.writer_done and client.writer.transport.get_write_buffer_size() == 0:
-                client.writer.transport.close()
-            else:
-                client.abort()
-        pending = await _wait_tasks([task for _, task in clients], FLUSH_TIMEOUT)
-        for task in pending:
-            task.cancel()
-        await _wait_tasks(pending, FLUSH_TIMEOUT)
+        await self._disconnect_all()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(FLUSH_TIMEOUT):
                 await self._server.wait_closed()
         self._unlink_socket()
         log.info("control socket closed (%s)", reason)
+
+    async def _disconnect_all(self) -> None:
+        """Let every client's queue drain (bounded), close the connections, end their tasks."""
+        connections = dict(self._clients)
+        for client in connections:
+            client.finish()
+        await _wait_tasks([c.writer_task for c in connections if c.writer_task], FLUSH_TIMEOUT)
+        for client in connections:
+            client.shut()
+        pending = await _wait_tasks(list(connections.values()), FLUSH_TIMEOUT)
+        for task in pending:  # a handler that does not return
+            task.cancel()
+        await _wait_tasks(list(pending), FLUSH_TIMEOUT)
 
     # ------------------------------------------------------------------ socket file
 
@@ -368,7 +383,7 @@ class ProgressServer:
             sock.close()
             if exc.errno == errno.EADDRINUSE:
                 raise RuntimeError(f"another aud daemon is listening on {self.path}") from exc
-            raise
+            raise RuntimeError(f"cannot create the control socket {self.path}: {exc}") from exc
         return sock
 
     def _unlink_socket(self) -> None:
@@ -440,9 +455,11 @@ class ProgressServer:
             return Reply(id=command.id, ok=True)
         try:
             data = await self._handler(command)
+        except ValueError as exc:  # includes CommandError: a refusal, not a crash
+            return Reply(id=command.id, ok=False, error=str(exc))
         except Exception as exc:
             log.exception("control command %r failed", command)
-            return Reply(id=command.id, ok=False, error=str(exc) or type(exc).__name__)
+            return Reply(id=command.id, ok=False, error=f"internal error: {type(exc).__name__}: {exc}")
         return Reply(id=command.id, ok=True, data=data)
 
     def _fan_out(self, event: Event) -> None:
@@ -493,7 +510,7 @@ async def _is_listening(path: Path) -> bool:
     return True
 
 
-async def _wait_tasks(tasks: list[asyncio.Task[None]], timeout: float) -> set[asyncio.Task[None]]:
+async def _wait_tasks(tasks: list[asyncio.Task[Any]], timeout: float) -> set[asyncio.Task[Any]]:
     """Wait up to ``timeout`` for ``tasks``; return those still pending."""
     tasks = [t for t in tasks if not t.done()]
     if not tasks:

@@ -156,6 +156,14 @@ def test_nms_plus_one_area_convention():
     assert detection.nms(boxes, scores) == [0]
 
 
+def test_nms_keeps_a_box_at_exactly_the_iou_threshold():
+    # B (4x10 = 40 pixels with +1) inside A (10x10 = 100): IoU = 40 / 100 = 0.4, not above 0.4 => kept
+    boxes = np.array([[0, 0, 9, 9], [0, 0, 3, 9]], np.float32)
+    scores = np.array([0.9, 0.8], np.float32)
+    dets = np.hstack([boxes, scores[:, None]])
+    assert detection.nms(boxes, scores) == [int(i) for i in py_cpu_nms(dets, 0.4)] == [0, 1]
+
+
 def test_nms_keeps_disjoint_boxes_best_first():
     boxes = np.array([[0, 0, 10, 10], [50, 50, 60, 60], [100, 0, 110, 10]], np.float32)
     scores = np.array([0.3, 0.9, 0.6], np.float32)

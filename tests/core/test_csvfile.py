@@ -1,0 +1,215 @@
+"""The CSV: columns, rows, number formatting, and atomic writes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daemon.core import blink, csvfile
+from daemon.core.csvfile import COLUMNS, EMOTIONS
+from daemon.core.results import FrameResults
+
+EXPECTED_HEAD = [
+    "frame", "face_id", "timestamp", "confidence", "success",
+    "face_x1", "face_y1", "face_x2", "face_y2", "gaze_yaw", "gaze_pitch", "emotion",
+    "emotion_neutral", "emotion_happy", "emotion_sad", "emotion_surprise", "emotion_fear", "emotion_disgust",
+    "emotion_anger", "emotion_contempt",
+    "AU01_r", "AU02_r", "AU04_r", "AU06_r", "AU09_r", "AU12_r", "AU25_r", "AU26_r",
+    "AU45_r", "eye_open_right", "eye_open_left",
+]
+
+
+def make_results(n: int = 9, failed=(2, 5), seed: int = 0) -> FrameResults:
+    rng = np.random.default_rng(seed)
+    r = FrameResults.empty(n)
+    r.frame[:] = np.arange(n)
+    r.timestamp[:] = np.arange(n) / 29.97
+    for i in range(n):
+        if i in failed:
+            r.confidence[i] = 0.1
+            continue
+        r.success[i] = True
+        r.confidence[i] = rng.uniform(0.5, 1)
+        r.box[i] = rng.uniform(0, 500, 4)
+        r.gaze[i] = rng.normal(0, 0.3, 2)
+        r.emotion[i] = rng.normal(0, 3, 8)
+        r.au[i] = rng.normal(0, 1, 8)
+        r.landmarks[i] = rng.uniform(0, 640, (98, 2))
+        r.eye_open[i] = rng.uniform(0.1, 0.4, 2)
+    # values that need all their digits
+    r.au[0, 0] = np.float32(1.0000001)
+    r.au[0, 1] = np.float32(123456.789)
+    r.au[0, 2] = np.float32(-3.4028235e38)
+    r.au[0, 3] = np.float32(1.4e-45)
+    return r
+
+
+def parse(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_columns_exact_order_and_count():
+    assert len(COLUMNS) == 31 + 196 == 227
+    assert list(COLUMNS[:31]) == EXPECTED_HEAD
+    assert list(COLUMNS[31:]) == [f"x_{i}" for i in range(98)] + [f"y_{i}" for i in range(98)]
+    assert COLUMNS[0] == "frame" and COLUMNS[-1] == "y_97"
+    assert len(set(COLUMNS)) == len(COLUMNS)
+
+
+def test_header_line_and_row_lengths():
+    text = csvfile.csv_text(make_results())
+    lines = text.splitlines()
+    assert lines[0] == ",".join(EXPECTED_HEAD + [f"x_{i}" for i in range(98)] + [f"y_{i}" for i in range(98)])
+    assert len(lines) == 1 + 9
+    assert all(len(line.split(",")) == 227 for line in lines)
+    assert text.endswith("\n") and "\r" not in text
+
+
+def test_frames_start_at_one_and_timestamps():
+    r = make_results()
+    rows = parse(csvfile.csv_text(r))
+    assert [int(row["frame"]) for row in rows] == list(range(1, 10))
+    assert all(row["face_id"] == "0" for row in rows)
+    np.testing.assert_allclose([float(row["timestamp"]) for row in rows], r.timestamp, atol=5e-7)
+
+
+def test_failed_frames_have_success_0_and_empty_measurements():
+    rows = parse(csvfile.csv_text(make_results()))
+    for i, row in enumerate(rows):
+        if i in (2, 5):
+            assert row["success"] == "0"
+            assert all(row[c] == "" for c in COLUMNS[5:]), i
+            assert float(row["confidence"]) == pytest.approx(0.1)
+        else:
+            assert row["success"] == "1"
+            assert all(row[c] != "" for c in COLUMNS), i
+
+
+def test_emotion_probabilities_and_name():
+    r = make_results()
+    rows = parse(csvfile.csv_text(r))
+    for i, row in enumerate(rows):
+        if not r.success[i]:
+            continue
+        logits = r.emotion[i].astype(np.float64)
+        probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        got = np.array([float(row[f"emotion_{e}"]) for e in EMOTIONS])
+        np.testing.assert_allclose(got, probs, rtol=1e-8)
+        assert got.sum() == pytest.approx(1, abs=1e-7)
+        assert row["emotion"] == EMOTIONS[int(np.argmax(logits))]
+
+
+def test_softmax_is_stable_for_large_logits():
+    p = csvfile.softmax(np.array([[1000.0, 0.0, -1000.0]]))
+    np.testing.assert_allclose(p, [[1, 0, 0]])
+
+
+def test_float32_values_round_trip_with_7_significant_digits():
+    r = make_results()
+    rows = parse(csvfile.csv_text(r))
+    for i, row in enumerate(rows):
+        if not r.success[i]:
+            continue
+        pairs = [(row[f"face_{k}"], r.box[i, j]) for j, k in enumerate(("x1", "y1", "x2", "y2"))]
+        pairs += [(row["gaze_yaw"], r.gaze[i, 0]), (row["gaze_pitch"], r.gaze[i, 1])]
+        pairs += [(row[name], r.au[i, j]) for j, name in enumerate(csvfile.AUS)]
+        pairs += [(row[f"x_{k}"], r.landmarks[i, k, 0]) for k in range(98)]
+        pairs += [(row[f"y_{k}"], r.landmarks[i, k, 1]) for k in range(98)]
+        pairs += [(row["eye_open_right"], r.eye_open[i, 0]), (row["eye_open_left"], r.eye_open[i, 1]),
+                  (row["confidence"], r.confidence[i])]
+        for text, value in pairs:
+            np.testing.assert_allclose(float(text), float(value), rtol=1e-7)
+            assert np.float32(float(text)) == value  # float32 exactly recoverable
+
+
+def test_extreme_values_keep_their_digits():
+    rows = parse(csvfile.csv_text(make_results()))
+    assert np.float32(float(rows[0]["AU01_r"])) == np.float32(1.0000001)
+    assert np.float32(float(rows[0]["AU02_r"])) == np.float32(123456.789)
+    assert np.float32(float(rows[0]["AU04_r"])) == np.float32(-3.4028235e38)
+    assert np.float32(float(rows[0]["AU06_r"])) == np.float32(1.4e-45)
+
+
+def test_au45_column_is_over_the_whole_video():
+    r = make_results()
+    expected = blink.au45(r.eye_open[:, 0], r.eye_open[:, 1], r.success)
+    rows = parse(csvfile.csv_text(r))
+    for i, row in enumerate(rows):
+        if r.success[i]:
+            assert float(row["AU45_r"]) == pytest.approx(expected[i], rel=1e-7, abs=1e-9)
+        else:
+            assert row["AU45_r"] == ""
+
+
+def test_successful_frame_with_au45_off_has_empty_landmark_fields():
+    r = make_results(n=3, failed=())
+    r.landmarks[:] = np.nan
+    r.eye_open[:] = np.nan
+    rows = parse(csvfile.csv_text(r))
+    for row in rows:
+        assert row["success"] == "1" and row["AU01_r"] != "" and row["emotion"] in EMOTIONS
+        assert row["AU45_r"] == row["eye_open_right"] == row["x_0"] == row["y_97"] == ""
+
+
+def test_no_frames_is_header_only():
+    assert csvfile.csv_text(FrameResults.empty(0)) == ",".join(COLUMNS) + "\n"
+
+
+# --- writing -------------------------------------------------------------------------------------------------
+
+def test_write_outputs_csv_and_sidecar(tmp_path):
+    out = tmp_path / "clip.csv"
+    r = make_results()
+    csvfile.write_outputs(out, r, {"frames": 9, "path": Path("/x/y")})
+    assert out.read_text() == csvfile.csv_text(r)
+    assert json.loads((tmp_path / "clip.json").read_text()) == {"frames": 9, "path": "/x/y"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.csv", "clip.json"]  # no temp files
+    assert [row["frame"] for row in csvfile.read_csv(out)] == [str(i) for i in range(1, 10)]
+
+
+def test_sidecar_path():
+    assert csvfile.sidecar_path(Path("/a/b/video.csv")) == Path("/a/b/video.json")
+
+
+def test_failed_write_leaves_no_partial_csv(tmp_path, monkeypatch):
+    out = tmp_path / "clip.csv"
+
+    def broken(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken)
+    with pytest.raises(OSError, match="No space"):
+        csvfile.write_outputs(out, make_results(), {})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_write_keeps_the_previous_csv(tmp_path, monkeypatch):
+    out = tmp_path / "clip.csv"
+    out.write_text("old\n")
+
+    def broken(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", broken)
+    with pytest.raises(KeyboardInterrupt):
+        csvfile.atomic_write_text(out, "new\n")
+    assert out.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.csv"]
+
+
+def test_failure_while_writing_the_temp_file(tmp_path, monkeypatch):
+    out = tmp_path / "clip.csv"
+
+    def broken(fd):
+        raise OSError(5, "I/O error")
+
+    monkeypatch.setattr(os, "fsync", broken)
+    with pytest.raises(OSError):
+        csvfile.atomic_write_text(out, "data\n")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,85 @@
+"""Shard planning, and the worker's task functions run in this process."""
+
+from __future__ import annotations
+
+from itertools import product
+
+import numpy as np
+import pytest
+
+from daemon.core import worker
+from daemon.core.pipeline import Pipeline, PipelineOptions
+from daemon.core.results import FrameResults
+from daemon.core.video import probe, read_range
+from daemon.core.worker import ShardTask, plan_shards
+
+GRID = list(product([1, 2, 3, 5, 9, 10, 47, 48, 49, 96, 97, 275, 1000], [1, 7, 48], [1, 2, 3, 4, 8]))
+
+
+def check_cover(ranges, frames, shard_frames):
+    covered = [i for start, stop in ranges for i in range(start, stop)]
+    assert covered == list(range(frames))  # every frame exactly once, in order
+    assert all(0 < stop - start <= shard_frames for start, stop in ranges)
+
+
+@pytest.mark.parametrize("frames,shard_frames,workers", GRID)
+def test_plan_covers_every_frame_once(frames, shard_frames, workers):
+    check_cover(plan_shards(frames, shard_frames, workers), frames, shard_frames)
+
+
+@pytest.mark.parametrize("frames", [0, -3])
+def test_plan_of_nothing(frames):
+    assert plan_shards(frames, 48, 4) == []
+
+
+@pytest.mark.parametrize("frames,workers", [(1, 1), (2, 2), (10, 4), (12, 4), (30, 8), (100, 8), (96, 2), (8, 8)])
+def test_plan_gives_every_worker_a_shard(frames, workers):
+    assert len(plan_shards(frames, 48, workers)) >= workers
+
+
+def test_plan_long_video_uses_as_few_shards_as_fit():
+    ranges = plan_shards(1000, 48, 2)
+    assert len(ranges) == 21  # ceil(1000 / 48)
+    check_cover(ranges, 1000, 48)
+
+
+def test_plan_fewer_frames_than_workers():
+    assert plan_shards(3, 48, 8) == [(0, 1), (1, 2), (2, 3)]
+
+
+@pytest.mark.parametrize("frames,workers", [(9, 4), (5, 4), (20, 8)])
+def test_plan_gives_every_worker_a_shard_for_any_short_video(frames, workers):
+    ranges = plan_shards(frames, 48, workers)
+    check_cover(ranges, frames, 48)
+    assert len(ranges) >= workers
+
+
+# --- task functions ------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def fresh_worker(monkeypatch):
+    monkeypatch.setattr(worker, "_pipeline", None)
+
+
+def test_pipeline_before_init_is_an_error(fresh_worker):
+    with pytest.raises(RuntimeError, match="not initialised"):
+        worker.pipeline()
+
+
+def test_run_shard_in_process(fresh_worker, tiny_models, synthetic_video, tmp_path):
+    video = synthetic_video(frames=14, width=64, height=48)
+    info = probe(video)
+    opts = PipelineOptions(models_dir=tiny_models, provider="cpu", batch_size=3, cache_dir=tmp_path / "cache")
+    worker.init_worker(opts)
+    assert worker.warm_up() == {"detector": "CPUExecutionProvider", "multitask": "CPUExecutionProvider",
+                                "landmarks": "CPUExecutionProvider"}
+    out = tmp_path / "shard-5-11.npz"
+    done = worker.run_shard(ShardTask(str(video), 5, 11, info.timestamps[4], str(out)))
+    assert (done.start, done.stop, done.frames) == (5, 11, 6)
+    assert done.providers["multitask"] == "CPUExecutionProvider"
+    assert done.seconds > 0
+    saved = FrameResults.load(out)
+    assert saved.frame.tolist() == list(range(5, 11)) and saved.success.all()
+    expected = Pipeline(opts).run(read_range(video, 5, 11))
+    for name, arr in expected.arrays().items():
+        np.testing.assert_array_equal(getattr(saved, name), arr, err_msg=name)
