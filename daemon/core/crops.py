@@ -51,11 +51,13 @@ def resize_weights(in_size: int, out_size: int) -> np.ndarray:
 
 
 def resize_antialiased(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """Resize an HxWxC float image, bilinear with antialiasing (separable, exact weights)."""
-    wy = resize_weights(image.shape[0], out_h)
-    wx = resize_weights(image.shape[1], out_w)
-    tmp = np.einsum("oh,hwc->owc", wy, image.astype(np.float64, copy=False))
-    return np.einsum("pw,owc->opc", wx, tmp).astype(np.float32)
+    """Resize an HxWxC float image, bilinear with antialiasing: two float32 matrix products."""
+    h, w, c = image.shape
+    wy = resize_weights(h, out_h).astype(np.float32)
+    wx = resize_weights(w, out_w).astype(np.float32)
+    rows = wy @ np.ascontiguousarray(image, dtype=np.float32).reshape(h, w * c)  # [out_h, w*c]
+    cols = rows.reshape(out_h, w, c).transpose(0, 2, 1) @ wx.T  # [out_h, c, out_w]
+    return np.ascontiguousarray(cols.transpose(0, 2, 1))
 
 
 def mtl_input(frame_bgr: np.ndarray, box: np.ndarray) -> np.ndarray:

@@ -21,6 +21,9 @@ BGR_MEAN = np.array([104.0, 117.0, 123.0], dtype=np.float32)
 SCORE_THRESHOLD = 0.02
 NMS_IOU = 0.4
 FACE_THRESHOLD = 0.5
+# Frames larger than 4K UHD are detected on a scaled copy: RetinaFace's activations at full
+# resolution would need gigabytes per worker. Crops for MTL and STAR still use the full frame.
+MAX_DETECT_PIXELS = 3840 * 2160
 
 
 @dataclass(frozen=True)
@@ -31,15 +34,23 @@ class Detection:
 
 def detector_input(image_bgr: np.ndarray, max_side: int = 0) -> tuple[np.ndarray, float]:
     """NCHW float32 tensor for RetinaFace and the scale it was resized by (1.0 = full resolution)."""
-    scale = 1.0
     h, w = image_bgr.shape[:2]
-    if max_side and max(h, w) > max_side:
-        scale = max_side / max(h, w)
+    scale = detect_scale(h, w, max_side)
     img = np.float32(image_bgr)
     if scale != 1.0:
         img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
     img -= BGR_MEAN
     return img.transpose(2, 0, 1)[np.newaxis], scale
+
+
+def detect_scale(height: int, width: int, max_side: int = 0) -> float:
+    """1.0 (full resolution) unless ``max_side`` or the pixel cap asks for a smaller frame."""
+    scale = 1.0
+    if max_side and max(height, width) > max_side:
+        scale = max_side / max(height, width)
+    if height * width * scale * scale > MAX_DETECT_PIXELS:
+        scale = (MAX_DETECT_PIXELS / (height * width)) ** 0.5
+    return scale
 
 
 @lru_cache(maxsize=8)

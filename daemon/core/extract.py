@@ -124,7 +124,8 @@ def extract(video: Path, csv_path: Path, options: PipelineOptions, *, workers: i
             wall = time.perf_counter() - began
             results = assemble(
                 [Path(t.out_path) for t in tasks], csv_path,
-                lambda r: build_sidecar(video, info.properties(), options, models, providers, r, wall),
+                lambda r: {**build_sidecar(video, info.properties(), options, models, providers, r, wall),
+                           "first_frame_seconds": round(first_frame, 3)},
                 info.frames)
     finally:
         if own_pool:
