@@ -51,13 +51,12 @@ def resize_weights(in_size: int, out_size: int) -> np.ndarray:
 
 
 def resize_antialiased(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """Resize an HxWxC float image, bilinear with antialiasing: two float32 matrix products."""
+    """Resize an HxWxC float image, bilinear with antialiasing: two matrix products in float64."""
     h, w, c = image.shape
-    wy = resize_weights(h, out_h).astype(np.float32)
-    wx = resize_weights(w, out_w).astype(np.float32)
-    rows = wy @ np.ascontiguousarray(image, dtype=np.float32).reshape(h, w * c)  # [out_h, w*c]
+    wy, wx = resize_weights(h, out_h), resize_weights(w, out_w)
+    rows = wy @ np.asarray(image, dtype=np.float64).reshape(h, w * c)  # [out_h, w*c]
     cols = rows.reshape(out_h, w, c).transpose(0, 2, 1) @ wx.T  # [out_h, c, out_w]
-    return np.ascontiguousarray(cols.transpose(0, 2, 1))
+    return np.ascontiguousarray(cols.transpose(0, 2, 1), dtype=np.float32)
 
 
 def mtl_input(frame_bgr: np.ndarray, box: np.ndarray) -> np.ndarray:

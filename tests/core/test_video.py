@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import struct
 from pathlib import Path
 
 import cv2
@@ -12,6 +11,7 @@ import pytest
 
 from daemon.core import video
 from daemon.core.video import VideoError, VideoInfo
+from tests.media import faststart
 
 N = 30
 
@@ -153,34 +153,6 @@ def test_random_bytes(tmp_path):
 
 def test_video_error_is_a_value_error():
     assert issubclass(VideoError, ValueError)
-
-
-def _atoms(buf: bytes):
-    off = 0
-    while off < len(buf):
-        size, typ = struct.unpack(">I4s", buf[off:off + 8])
-        yield off, size, typ
-        off += size
-
-
-def faststart(data: bytes) -> tuple[bytes, int, int]:
-    """Move the moov atom before mdat (patching stco chunk offsets), as ``-movflags faststart`` does.
-    Returns the new bytes and where mdat starts and how long it is."""
-    tops = {typ: (off, size) for off, size, typ in _atoms(data)}
-    (moov_off, moov_size), (mdat_off, mdat_size) = tops[b"moov"], tops[b"mdat"]
-    assert mdat_off < moov_off and moov_off + moov_size == len(data)
-    moov = bytearray(data[moov_off:moov_off + moov_size])
-    assert b"co64" not in moov
-    i = moov.find(b"stco")
-    assert i > 0
-    while i != -1:
-        count = struct.unpack(">I", moov[i + 8:i + 12])[0]
-        for k in range(count):
-            at = i + 12 + 4 * k
-            struct.pack_into(">I", moov, at, struct.unpack(">I", moov[at:at + 4])[0] + moov_size)
-        i = moov.find(b"stco", i + 4)
-    out = data[:mdat_off] + bytes(moov) + data[mdat_off:moov_off]
-    return out, mdat_off + moov_size, mdat_size
 
 
 def test_faststart_helper_keeps_the_video_intact(clip, tmp_path):

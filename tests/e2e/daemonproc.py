@@ -65,7 +65,8 @@ class Subscriber:
 class DaemonProcess:
     """``aud run`` on ``root``/{inbox,outbox,state}; ``start()`` returns once it says it is ready."""
 
-    def __init__(self, root: Path | None = None, workers: int = 2, env: dict | None = None, **settings):
+    def __init__(self, root: Path | None = None, workers: int = 2, env: dict | None = None,
+                 preexec_fn=None, **settings):
         # AF_UNIX paths are short (104 bytes on macOS): keep the state dir near /tmp
         self.root = Path(root or tempfile.mkdtemp(prefix="aud-e2e-", dir="/tmp"))
         self.inbox, self.outbox, self.state = (self.root / n for n in ("inbox", "outbox", "state"))
@@ -73,6 +74,7 @@ class DaemonProcess:
         self.env = {"AUD_SETTLE_SECONDS": "0.5", "AUD_RESCAN_SECONDS": "2", "AUD_SHARD_FRAMES": "16",
                     "AUD_UNOPENABLE_GRACE_SECONDS": "3", **(env or {})}
         self.env.update({f"AUD_{k.upper()}": str(v) for k, v in settings.items()})
+        self.preexec_fn = preexec_fn  # run in the child before exec (e.g. to drop capabilities)
         self.proc: subprocess.Popen | None = None
         self.log: list[str] = []
 
@@ -89,7 +91,7 @@ class DaemonProcess:
         self.inbox.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env}
         self.proc = subprocess.Popen(self.command(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     text=True, env=env)
+                                     text=True, env=env, preexec_fn=self.preexec_fn)
         ready = threading.Event()
 
         def pump() -> None:
@@ -106,6 +108,14 @@ class DaemonProcess:
 
     def subscribe(self) -> Subscriber:
         return Subscriber(self.socket_path)
+
+    def request(self, command: dict, timeout: float = 10.0) -> dict:
+        return request(self.socket_path, command, timeout)
+
+    def status(self) -> dict:
+        reply = self.request({"type": "status", "id": "status"})
+        assert reply["ok"], reply
+        return reply["data"]
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
@@ -134,6 +144,20 @@ class DaemonProcess:
 
     def outbox_files(self) -> list[str]:
         return sorted(p.relative_to(self.outbox).as_posix() for p in self.outbox.rglob("*") if p.is_file())
+
+
+def request(socket_path: Path, command: dict, timeout: float = 10.0) -> dict:
+    """Send one command on a fresh connection and return its reply."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(socket_path))
+        sock.sendall(json.dumps(command).encode() + b"\n")
+        with sock.makefile("rb") as f:
+            for line in f:
+                message = json.loads(line)
+                if message["type"] == "reply":
+                    return message
+    raise AssertionError(f"the daemon closed the connection without replying to {command}")
 
 
 def _children(pid: int) -> list[int]:
