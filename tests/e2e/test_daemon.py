@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from daemon.core.csvfile import read_csv
@@ -69,7 +68,7 @@ def assert_same_csv(ours: Path, theirs: Path) -> None:
                 assert float(ra[key]) == pytest.approx(float(rb[key]), rel=1e-5, abs=1e-5), (key, ra["frame"])
 
 
-def test_full_clip_copied_slowly_streams_events_and_matches_extract(daemon, tmp_path):
+def test_full_clip_copied_slowly_streams_events_and_matches_extract(daemon, full_clip_extract):
     require_shared("media/hamilton_clip.mp4", "models/openface3/star.onnx")
     d = daemon().start()
     sub = d.subscribe()
@@ -87,7 +86,7 @@ def test_full_clip_copied_slowly_streams_events_and_matches_extract(daemon, tmp_
     assert csv_path == d.outbox / "hamilton clip.csv"
     rows = read_csv(csv_path)
     assert [int(r["frame"]) for r in rows] == list(range(1, 276))
-    assert_same_csv(csv_path, extract(CLIP, tmp_path / "extract.csv"))
+    assert_same_csv(csv_path, full_clip_extract)
     assert (d.inbox / ".done" / "hamilton clip.mp4").is_file()
     assert d.outbox_files() == ["hamilton clip.csv", "hamilton clip.json"]
 

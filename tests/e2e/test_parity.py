@@ -7,8 +7,6 @@ post-processing with ONNX Runtime forward passes on the same model files; frames
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,22 +16,14 @@ from tests.conftest import SHARED, require_shared
 
 pytestmark = pytest.mark.slow
 
-CLIP = "media/hamilton_clip.mp4"
 REFERENCE = "reference/hamilton_clip.reference.json"
-MODELS = "models/openface3"
 
 
 @pytest.fixture(scope="module")
-def extracted(tmp_path_factory):
-    require_shared(CLIP, REFERENCE, f"{MODELS}/retinaface.onnx", f"{MODELS}/mtl.onnx", f"{MODELS}/star.onnx")
-    out = tmp_path_factory.mktemp("parity") / "hamilton.csv"
-    proc = subprocess.run(
-        [sys.executable, "-m", "daemon", "extract", str(SHARED / CLIP), "-o", str(out),
-         "--models", str(SHARED / MODELS), "--workers", "2", "--provider", "cpu"],
-        capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr
+def extracted(full_clip_extract):
+    require_shared(REFERENCE)
     reference = json.loads((SHARED / REFERENCE).read_text())["rows"]
-    return read_csv(out), reference, out
+    return read_csv(full_clip_extract), reference, full_clip_extract
 
 
 def floats(row: dict, names) -> np.ndarray:

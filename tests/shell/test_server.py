@@ -11,7 +11,6 @@ import shutil
 import socket
 import stat
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path

@@ -1,0 +1,26 @@
+"""Session-wide end-to-end material: `aud extract` on the full shared clip runs once and is reused."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import SHARED, require_shared
+
+CLIP = "media/hamilton_clip.mp4"
+MODELS = "models/openface3"
+
+
+@pytest.fixture(scope="session")
+def full_clip_extract(tmp_path_factory):
+    """The CSV `aud extract` writes for the whole shared clip (2 workers, CPU)."""
+    require_shared(CLIP, f"{MODELS}/retinaface.onnx", f"{MODELS}/mtl.onnx", f"{MODELS}/star.onnx")
+    out = tmp_path_factory.mktemp("extract") / "hamilton.csv"
+    proc = subprocess.run(
+        [sys.executable, "-m", "daemon", "extract", str(SHARED / CLIP), "-o", str(out),
+         "--models", str(SHARED / MODELS), "--workers", "2", "--provider", "cpu"],
+        capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    return out
