@@ -30,7 +30,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                    help="skip STAR landmarks and AU45 (much faster)")
     p.add_argument("--detect-max-side", type=int,
                    help="detect faces on a frame scaled to this many pixels (0 = full resolution)")
-    p.add_argument("--batch-size", type=int, help="frames per MTL/STAR batch")
+    p.add_argument("--batch-size", type=int, help="frames per MTL batch")
+    p.add_argument("--threads-per-worker", type=int,
+                   help="ONNX Runtime threads per worker (default: the machine's cores / workers)")
 
 
 def add_socket_flags(p: argparse.ArgumentParser) -> None:
@@ -58,7 +60,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from .core.providers import ProviderError
     from .core.video import VideoError
 
-    settings = settings_from(args, "models", "provider", "workers", "au45", "detect_max_side", "batch_size")
+    settings = settings_from(args, "models", "provider", "workers", "au45", "detect_max_side", "batch_size",
+                             "threads_per_worker")
     video = Path(args.video)
     csv_path = Path(args.output) if args.output else video.with_suffix(".csv")
 
@@ -99,13 +102,37 @@ def cmd_models_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_quantize(args: argparse.Namespace) -> int:
+    from .core.models import ModelError
+    from .core.quantize import QuantizeError, quantize_model_set, usage_hint
+
+    settings = settings_from(args, "models")
+    method = args.method or ("static" if args.calibration else "dynamic")
+    if method == "dynamic" and not args.method:
+        err.print("no --calibration given: dynamic INT8 (static quantisation, calibrated with "
+                  "--calibration VIDEO, runs faster on CPU)")
+    try:
+        result = quantize_model_set(settings.models, args.output, method=method,
+                                    calibration_sources=args.calibration, samples=args.samples)
+    except (ModelError, QuantizeError, OSError) as exc:
+        err.print(f"aud models quantize: {exc}", markup=False)
+        return 2
+    out.print(f"{result.method} INT8: {result.source} ({result.source_bytes / 1e6:.1f} MB) -> "
+              f"{result.output} ({result.output_bytes / 1e6:.1f} MB) in {result.seconds:.1f} s"
+              + (f", calibrated on {result.calibration_samples} face crops" if result.calibration_samples else ""),
+              markup=False)
+    out.print(usage_hint(settings.models, result.output), markup=False)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .core.models import ModelError
     from .shell.app import AlreadyRunning, Daemon
     from .shell.jobstore import StoreError
 
     settings = settings_from(args, "inbox", "outbox", "state", "models", "workers", "provider", "au45",
-                             "detect_max_side", "batch_size")
+                             "detect_max_side", "batch_size",
+                             "threads_per_worker")
     logging.getLogger().setLevel(getattr(logging, settings.log_level.upper(), logging.INFO)
                                  if not args.verbose else logging.DEBUG)
     try:
@@ -228,6 +255,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = models.add_parser("check", help="check the model set and print its signatures")
     add_model_flags(p)
     p.set_defaults(func=cmd_models_check)
+    p = models.add_parser("quantize", help="write an INT8 copy of the STAR landmark model (faster AU45)")
+    p.add_argument("--config", type=Path, help="TOML configuration file")
+    p.add_argument("--models", type=Path, help="directory holding the model set")
+    p.add_argument("--output", type=Path, help="the file to write (default: <models>/star.int8.onnx)")
+    p.add_argument("--calibration", type=Path, action="append", default=[], metavar="FILE",
+                   help="a video or image with faces to calibrate on (repeatable; enables static INT8)")
+    p.add_argument("--method", choices=("static", "dynamic"),
+                   help="static (needs --calibration; the default with it) or dynamic (the default without)")
+    p.add_argument("--samples", type=int, default=32, help="face crops to calibrate on (default 32)")
+    p.set_defaults(func=cmd_models_quantize)
 
     p = sub.add_parser("run", help="run the daemon in the foreground (what launchd/systemd run)")
     add_run_flags(p)

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     models: Path = Field(default_factory=default_models_dir)
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     provider: str = "auto"  # auto | coreml | cuda | cpu (or a full ORT provider name)
+    threads_per_worker: int = Field(0, ge=0)  # ONNX Runtime intra-op threads; 0 = cores / workers
     au45: bool = True  # run STAR landmarks and compute AU45 (blink)
     detect_max_side: int = Field(0, ge=0)  # 0 = detect at full resolution (exact)
     batch_size: int = Field(8, ge=1)  # frames per MTL/STAR batch inside a worker
@@ -107,6 +108,7 @@ class Settings(BaseSettings):
         from .core.pipeline import PipelineOptions
 
         return PipelineOptions(models_dir=self.models, provider=self.provider, workers=self.workers,
+                               threads=self.threads_per_worker,
                                au45=self.au45, detect_max_side=self.detect_max_side,
                                batch_size=self.batch_size, cache_dir=self.coreml_cache_dir)
 

@@ -31,21 +31,20 @@ def clip_box(box: np.ndarray, width: int, height: int) -> np.ndarray:
 
 # --- antialiased bilinear resize (the algorithm of Pillow and torchvision's antialias=True) ---------
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=1024)
 def resize_weights(in_size: int, out_size: int) -> np.ndarray:
-    """Weight matrix [out, in] of a triangle filter widened by the downscale factor."""
+    """Weight matrix [out, in] of a triangle filter widened by the downscale factor (Pillow's and
+    torchvision's antialiased bilinear): output pixel i centred at (i + 0.5) * scale in the input."""
     scale = in_size / out_size
     support = max(scale, 1.0)  # triangle filter support 1.0, stretched when shrinking
-    weights = np.zeros((out_size, in_size), dtype=np.float64)
-    for i in range(out_size):
-        center = (i + 0.5) * scale
-        lo = max(int(center - support + 0.5), 0)
-        hi = min(int(center + support + 0.5), in_size)
-        taps = np.arange(lo, hi)
-        w = np.maximum(0.0, 1.0 - np.abs((taps - center + 0.5) / support))
-        total = w.sum()
-        if total > 0:
-            weights[i, lo:hi] = w / total
+    center = (np.arange(out_size) + 0.5) * scale
+    lo = np.maximum((center - support + 0.5).astype(int), 0)
+    hi = np.minimum((center + support + 0.5).astype(int), in_size)
+    taps = np.arange(in_size)
+    weights = np.maximum(0.0, 1.0 - np.abs((taps[None, :] - center[:, None] + 0.5) / support))
+    weights[(taps[None, :] < lo[:, None]) | (taps[None, :] >= hi[:, None])] = 0.0
+    totals = weights.sum(axis=1, keepdims=True)
+    weights = np.divide(weights, totals, out=np.zeros_like(weights), where=totals > 0)
     weights.setflags(write=False)
     return weights
 

@@ -27,6 +27,7 @@ class PipelineOptions:
     models_dir: Path
     provider: str = "auto"
     workers: int = 1  # how many pipelines share the machine (sets intra-op threads)
+    threads: int = 0  # intra-op threads per session; 0 = the machine's cores / workers
     au45: bool = True  # run STAR
     detect_max_side: int = 0  # 0 = full resolution
     batch_size: int = 8  # frames per batch (MTL runs batched; STAR runs one face at a time)
@@ -48,7 +49,7 @@ class Pipeline:
         plan = providers.choose(options.provider, options.cache_dir)
         if providers.COREML in plan.names:
             options.cache_dir.mkdir(parents=True, exist_ok=True)
-        session_options = providers.session_options(options.workers)
+        session_options = providers.session_options(options.workers, threads=options.threads)
         self.sessions = {
             role: ort.InferenceSession(str(self.models.path(role)), session_options, providers=plan.providers)
             for role in roles

@@ -89,14 +89,15 @@ def choose(requested: str, cache_dir: Path, available: list[str] | None = None) 
     return ProviderPlan([(n, options_for(n, cache_dir)) for n in names])
 
 
-def session_options(workers: int, cpu_count: int | None = None) -> ort.SessionOptions:
-    """Graph optimisation on; intra-op threads share the machine's cores among the workers."""
+def session_options(workers: int, cpu_count: int | None = None, threads: int = 0) -> ort.SessionOptions:
+    """Graph optimisation on; intra-op threads share the machine's cores among the workers
+    (``threads`` > 0 sets them explicitly)."""
     import os
 
     cores = cpu_count or os.cpu_count() or 1
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = intra_op_threads(workers, cores)
+    opts.intra_op_num_threads = threads if threads > 0 else intra_op_threads(workers, cores)
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3

@@ -63,7 +63,8 @@ def open_capture(path: str | Path) -> cv2.VideoCapture:
         raise VideoError(f"{path}: the file is empty (0 bytes)")
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     if not cap.isOpened():
-        raise VideoError(f"{path}: not a video OpenCV can open (unknown format, or a corrupt file)")
+        raise VideoError(f"{path}: not a video OpenCV can open (no video stream, e.g. audio only; an "
+                         f"unknown format; or a corrupt or incomplete file)")
     cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
     return cap
 
