@@ -606,8 +606,21 @@ def markdown(r: dict) -> str:
                  "One worker runs with all cores as intra-op threads (aud gives each worker cores//workers), so "
                  "it can beat the 1-core bound. RSS sums double-count shared pages.")
 
-    rows = []
-    for k, runs in r["daemon"].items():
+    if r.get("extract_1thread"):
+        rows = []
+        for k, x in r["extract_1thread"].items():
+            bound = r["compute_bound"][k]["bound_fps"]
+            two = r["extract"][k].get("2")
+            rows.append([k, x["fps"], x["fps"] / bound["1"], x["steady_fps"],
+                         x["steady_fps"] / bound["1"] if x["steady_fps"] else None,
+                         two["fps"] / x["fps"] if two else None])
+        parts.append("## aud extract, one worker on one thread")
+        parts.append(table(["video, AU45", "fps", "fps / 1-core bound", "steady fps", "steady / bound",
+                            "2 workers / this"], rows))
+        parts.append("AUD_THREADS_PER_WORKER=1: the same per-core footing as the compute bound and as each of "
+                     "N workers; *2 workers / this* is the speed-up of two workers over one on one core.")
+
+
         base = runs.get("1")
         for n, x in runs.items():
             bound = r["compute_bound"][k]["bound_fps"][n]
@@ -763,6 +776,15 @@ def main(argv: list[str] | None = None) -> int:
                     x = run_extract(path, csv_path, shared_models, n, au45, env)
                     r["extract"][k][str(n)] = x
                     log(f"extract W={n} {k}: {x['fps']} frames/s, peak RSS {x['peak_rss_total_mb']} MB")
+
+        # one worker pinned to one thread: the same per-core footing as the compute bound and as each
+        # of N workers (by default one worker gets every core as intra-op threads)
+        r["extract_1thread"] = {}
+        for video, path in videos.items():
+            csv_path = work / "csv" / f"extract-{video}-au45-1w1t.csv"
+            x = run_extract(path, csv_path, shared_models, 1, True, {**env, "AUD_THREADS_PER_WORKER": "1"})
+            r["extract_1thread"][key(video, True)] = x
+            log(f"extract W=1 threads=1 {key(video, True)}: {x['fps']} frames/s")
 
         r["daemon"], r["daemon_ready_seconds"], r["daemon_settle_seconds"] = {}, {}, args.settle
         for au45 in (True, False):
