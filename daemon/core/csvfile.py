@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write_text
 from .blink import au45
-from .results import FrameResults, fsync_dir
+from .results import FrameResults
 
 EMOTIONS = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt")
 AUS = ("AU01_r", "AU02_r", "AU04_r", "AU06_r", "AU09_r", "AU12_r", "AU25_r", "AU26_r")
@@ -54,22 +54,6 @@ def rows(results: FrameResults) -> list[list[str]]:
         body += [_num(v) for v in results.landmarks[i, :, 0]] + [_num(v) for v in results.landmarks[i, :, 1]]
         out.append(head + body)
     return out
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Temp file in the same directory, fsync, rename, fsync the directory."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def csv_text(results: FrameResults) -> str:

@@ -6,11 +6,12 @@ order when a video is assembled. Frames without a face have ``success`` False an
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import atomic_write
 
 N_LANDMARKS = 98
 
@@ -59,35 +60,10 @@ class FrameResults:
         return cls(**{k: v[order] for k, v in merged.arrays().items()})
 
     def save(self, path: Path) -> None:
-        """Write atomically: temp file, fsync, rename, fsync the directory."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, **self.arrays())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        fsync_dir(path.parent)
+        """Write atomically (temp file, fsync, rename)."""
+        atomic_write(Path(path), lambda f: np.savez(f, **self.arrays()))
 
     @classmethod
     def load(cls, path: Path) -> "FrameResults":
         with np.load(path) as data:
             return cls(**{f.name: data[f.name] for f in fields(cls)})
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

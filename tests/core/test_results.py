@@ -8,7 +8,8 @@ from dataclasses import fields
 import numpy as np
 import pytest
 
-from daemon.core.results import N_LANDMARKS, FrameResults, fsync_dir
+from daemon.core.atomic import fsync_dir
+from daemon.core.results import N_LANDMARKS, FrameResults
 
 SHAPES = {"frame": (), "timestamp": (), "success": (), "confidence": (), "box": (4,), "gaze": (2,),
           "emotion": (8,), "au": (8,), "landmarks": (N_LANDMARKS, 2), "eye_open": (2,)}
