@@ -67,9 +67,10 @@ def sidecar_path(csv_path: Path) -> Path:
 
 
 def write_outputs(csv_path: Path, results: FrameResults, sidecar: dict) -> None:
-    """The CSV, then its sidecar JSON; each atomic. The CSV appears complete or not at all."""
-    atomic_write_text(csv_path, csv_text(results))
+    """The sidecar JSON, then the CSV; each atomic. The CSV appears complete or not at all, and last:
+    once it is there its sidecar is too (a resumed job recognises its own result by the sidecar)."""
     atomic_write_text(sidecar_path(csv_path), json.dumps(sidecar, indent=2, default=str) + "\n")
+    atomic_write_text(csv_path, csv_text(results))
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -9,6 +9,7 @@ but small task descriptions crosses between processes.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,11 @@ _pipeline: Pipeline | None = None
 
 
 def init_worker(options: PipelineOptions) -> None:
+    """Pool initializer. Workers ignore SIGINT: Ctrl-C in a terminal signals the whole process group,
+    and only the parent should act on it (finish or stop the running shards), not every worker die
+    mid-task with a KeyboardInterrupt."""
     global _pipeline
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _pipeline = Pipeline(options)
 
 

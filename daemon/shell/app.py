@@ -17,6 +17,7 @@ where the store says it was.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import json
 import logging
@@ -41,6 +42,9 @@ from .watcher import InboxWatcher
 
 log = logging.getLogger("aud.daemon")
 
+# the outbox cannot take the CSV for a reason that is the filesystem's, not the job's: wait and retry
+OUTBOX_WAIT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
 
 class AlreadyRunning(RuntimeError):
     """Another daemon holds this state directory."""
@@ -56,10 +60,13 @@ class Running:
     pending: list[int]  # shard indexes not yet dispatched
     ranges: dict[int, tuple[int, int]]
     frames_done: int
+    identity: tuple[int, int, int, int]  # of the input when its content was checked (files.identity)
+    redo: set[int] = field(default_factory=set)  # done in the store, but the result file is gone
     in_flight: set[int] = field(default_factory=set)
     crashes: dict[int, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     frames_this_run: int = 0
+    waiting: str | None = None  # why the finished job's CSV cannot be written yet
 
     @property
     def fps(self) -> float:
@@ -106,6 +113,7 @@ class Daemon:
         self._tasks: set[asyncio.Task] = set()
         self._rr = 0  # round-robin cursor over running jobs
         self._sources: dict[int, Path] = {}  # job -> where its input is now, when not job.source
+        self._writing: set[Path] = set()  # CSVs being written now (two jobs never share a name)
         self._stop_reason = "shutdown"
 
     # --- life cycle ------------------------------------------------------------------------------
@@ -138,7 +146,9 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop, sig.name)
-        self.providers = await self.dispatcher.call(warm_up)
+        # load every worker's sessions now, not when the first video arrives
+        warmed = await asyncio.gather(*(self.dispatcher.call(warm_up) for _ in range(s.workers)))
+        self.providers = warmed[0]
         log.warning("ready: %d workers on %s, watching %s, socket %s", s.workers,
                     self.providers.get("detector"), s.inbox, s.socket_path)
         self.watcher = InboxWatcher(
@@ -220,10 +230,15 @@ class Daemon:
         return job
 
     async def _reject_unreadable(self, path: Path, exc: OSError) -> None:
-        """A file we cannot even read (permissions): say so beside it, in .failed, and keep it."""
-        subdir = files.relative_subdir(path, self.settings.inbox)
+        """A file we cannot even read (permissions): keep it in .failed with the reason beside it."""
+        inbox = self.settings.inbox
+        subdir = files.relative_subdir(path, inbox)
         reason = f"the file cannot be read ({exc.strerror or exc}); check its permissions"
-        files.write_error(self.settings.inbox, subdir, path.name, reason, 0)
+        try:
+            files.write_error(inbox, subdir, path.name, reason, 0)
+            self._move_input(path, files.FAILED_DIR, subdir)
+        except OSError as move_exc:
+            log.error("%s cannot be read (%s) and could not be set aside: %s", path, reason, move_exc)
         return None
 
     def _set_aside_duplicate(self, path: Path, job: Job) -> None:
@@ -231,8 +246,7 @@ class Daemon:
             return
         if not path.exists() or os.path.abspath(path) == os.path.abspath(job.source):
             return
-        target = files.move_input(path, self.settings.inbox, files.DONE_DIR,
-                                  files.relative_subdir(path, self.settings.inbox))
+        target = self._move_input(path, files.DONE_DIR, files.relative_subdir(path, self.settings.inbox))
         log.info("%s has the same content as job %s (%s); moved to %s", path.name, job.id, job.name, target)
 
     # --- scheduling ------------------------------------------------------------------------------
@@ -259,11 +273,18 @@ class Daemon:
         job = self.store.start(job.id)
         self.server.publish(msg.JobStarted(job=job.id, file=job.name, frames_total=job.frames_total))
         try:
-            info = await asyncio.to_thread(probe, path)
+            identity = files.identity(path)
+            content = await asyncio.to_thread(files.fingerprint, path)
+            info = await asyncio.to_thread(probe, path) if content == job.fingerprint else None
+        except FileNotFoundError:
+            return self._fail(job, path, f"{path} was moved or deleted before it was processed")
         except VideoError as exc:
             return self._fail(job, path, str(exc))
         except OSError as exc:
             return self._fail(job, path, f"{path}: cannot be read: {exc}")
+        if info is None:  # the file at this path now holds other content: that is another job
+            return self._fail(job, path, f"{path} was replaced by different content before it was "
+                                         f"processed; the new content is a job of its own", set_aside=False)
         ranges = plan_shards(info.frames, self.settings.shard_frames, self.settings.workers)
         info_json = json.dumps({**info.properties(), "fingerprint": job.fingerprint})
         if job.frames_total is not None and job.frames_total != info.frames:
@@ -280,7 +301,8 @@ class Daemon:
         self.running[job.id] = Running(
             job=self.store.get(job.id), path=path, info=info, pending=pending,
             ranges={s.index: (s.start, s.stop) for s in existing},
-            frames_done=sum(s.stop - s.start for s in done))
+            frames_done=sum(s.stop - s.start for s in done), identity=identity,
+            redo={s.index for s in existing if s.state == "done" and s not in done})
         if not pending:
             self._spawn(self._finish(job.id))
 
@@ -307,7 +329,8 @@ class Daemon:
         task = ShardTask(str(run.path), start, stop, run.info.timestamps[start - 1] if start else None,
                          str(out))
         try:
-            self.store.mark_dispatched(job_id, index)
+            if index not in run.redo:
+                self.store.mark_dispatched(job_id, index)
             done = await self.dispatcher.call(run_shard, task)
         except WorkerCrashed as exc:
             return self._shard_crashed(run, index, str(exc))
@@ -351,8 +374,15 @@ class Daemon:
         if run is None:
             return
         job = run.job
+        try:
+            changed = files.identity(run.path) != run.identity
+        except FileNotFoundError:
+            changed = False  # its frames were all read before it went; the result stands
+        if changed:
+            return self._fail_running(run, f"{run.path} changed while it was being processed; the result "
+                                           f"was discarded (the new content is a job of its own)", False)
         shard_paths = [Path(s.result_path) for s in self.store.shards(job_id)]
-        csv_path = files.outbox_csv(self.settings.outbox, job.subdir, job.name, job.fingerprint)
+        csv_path = files.outbox_csv(self.settings.outbox, job.subdir, job.name, job.fingerprint, self._writing)
         wall = time.monotonic() - run.started
 
         def sidecar(results: FrameResults) -> dict:
@@ -361,10 +391,17 @@ class Daemon:
             side.update(fingerprint=job.fingerprint, job=job.id, source=job.source)
             return side
 
+        self._writing.add(csv_path)
         try:
             results = await asyncio.to_thread(_assemble, shard_paths, csv_path, sidecar, run.info.frames)
         except OSError as exc:
-            return self._fail_running(run, f"cannot write the CSV to {csv_path.parent}: {exc.strerror or exc}")
+            files.discard_partial(csv_path, job.fingerprint)
+            reason = f"cannot write the CSV to {csv_path.parent}: {exc.strerror or exc}"
+            if exc.errno in OUTBOX_WAIT_ERRNOS:
+                return self._wait_for_outbox(run, reason)
+            return self._fail_running(run, reason)
+        finally:
+            self._writing.discard(csv_path)
         self.store.finish(job_id, str(csv_path))
         del self.running[job_id]
         self.server.publish(msg.JobDone(job=job_id, file=job.name, csv=str(csv_path), frames=len(results),
@@ -373,33 +410,58 @@ class Daemon:
         shutil.rmtree(self._shard_dir(job_id), ignore_errors=True)
         self._wake.set()
 
-    def _after_done(self, run: Running) -> None:
-        if self.settings.after_done == "move" and files.is_inside(run.path, self.settings.inbox):
-            files.move_input(run.path, self.settings.inbox, files.DONE_DIR, run.job.subdir)
+    def _wait_for_outbox(self, run: Running, reason: str) -> None:
+        """Keep the finished job (its results and its input) and try the CSV again after a while."""
+        if run.waiting != reason:
+            log.warning("job %s (%s): %s; retrying every %g s", run.job.id, run.job.name, reason,
+                        self.settings.rescan_seconds)
+        run.waiting = reason
 
-    def _fail_running(self, run: Running, reason: str) -> None:
+        def retry() -> None:
+            if self.running.get(run.job.id) is run and not self._stopping.is_set():
+                self._spawn(self._finish(run.job.id))
+
+        asyncio.get_running_loop().call_later(self.settings.rescan_seconds, retry)
+
+    def _after_done(self, run: Running) -> None:
+        if self.settings.after_done == "move":
+            self._move_input(run.path, files.DONE_DIR, run.job.subdir)
+
+    def _move_input(self, path: Path, folder: str, subdir: str) -> Path | None:
+        """Move an input out of the inbox into ``folder``; the watcher forgets it, so a file put back
+        there later (same size and mtime, say) is a new arrival. Inputs outside the inbox stay."""
+        if not files.is_inside(path, self.settings.inbox):
+            return None
+        target = files.move_input(path, self.settings.inbox, folder, subdir)
+        self.watcher.forget(path)
+        return target
+
+    def _fail_running(self, run: Running, reason: str, set_aside: bool = True) -> None:
         if self.running.get(run.job.id) is not run:
             return
         del self.running[run.job.id]
-        self._fail(run.job, run.path, reason)
+        self._fail(run.job, run.path, reason, set_aside)
 
-    def _fail(self, job: Job, path: Path, reason: str) -> None:
-        """Record the failure first, then keep the input in .failed with the reason beside it."""
+    def _fail(self, job: Job, path: Path, reason: str, set_aside: bool = True) -> None:
+        """Record the failure first, then keep the input in .failed with the reason beside it
+        (``set_aside`` False: the file at ``path`` is not this job's content any more; leave it)."""
         self.store.fail(job.id, reason)
         self.running.pop(job.id, None)
-        self._set_aside_failed(job, path, reason)
+        if set_aside:
+            self._set_aside_failed(job, path, reason)
+        shutil.rmtree(self._shard_dir(job.id), ignore_errors=True)
         self.server.publish(msg.JobFailed(job=job.id, file=job.name, reason=reason))
         self._wake.set()
 
     def _set_aside_failed(self, job: Job, path: Path, reason: str) -> None:
+        """The input goes to .failed with ``<name>.error.txt``; an input that is gone leaves nothing."""
         inbox = self.settings.inbox
         try:
-            files.write_error(inbox, job.subdir, job.name, reason, job.id)
-            if files.is_inside(path, inbox):
-                files.move_input(path, inbox, files.FAILED_DIR, job.subdir)
+            if path.exists():
+                files.write_error(inbox, job.subdir, job.name, reason, job.id)
+                self._move_input(path, files.FAILED_DIR, job.subdir)
         except OSError as exc:
             log.error("job %s failed (%s) and its input could not be set aside: %s", job.id, reason, exc)
-        shutil.rmtree(self._shard_dir(job.id), ignore_errors=True)
 
     # --- commands --------------------------------------------------------------------------------
 
@@ -434,6 +496,7 @@ class Daemon:
         run = self.running.pop(job_id, None)
         path = run.path if run else self._sources.get(job_id, Path(job.source))
         self._set_aside_failed(job, path, "cancelled by the user")
+        shutil.rmtree(self._shard_dir(job_id), ignore_errors=True)
         self.server.publish(msg.JobCancelled(job=job_id, file=job.name))
         return {"job": job_id, "state": job.state}
 
@@ -443,7 +506,8 @@ class Daemon:
             "queued": [{"job": j.id, "file": j.name} for j in self.store.jobs(["queued"])],
             "running": [{"job": r.job.id, "file": r.job.name, "frames_done": r.frames_done,
                          "frames_total": r.info.frames, "fps": round(r.fps, 3),
-                         "eta_s": round((r.info.frames - r.frames_done) / r.fps, 1) if r.fps > 0 else None}
+                         "eta_s": round((r.info.frames - r.frames_done) / r.fps, 1) if r.fps > 0 else None,
+                         "waiting": r.waiting}
                         for r in self.running.values()],
             "recent_failures": [{"job": j.id, "file": j.name, "reason": j.reason}
                                 for j in self.store.recent_failures()],

@@ -304,6 +304,8 @@ def _running_table(running: list[dict[str, Any]]) -> Table:
             f"{fps:.1f}" if fps is not None else "",
             _duration(eta) if eta is not None else "",
         )
+        if job.get("waiting"):  # finished, but the outbox cannot take the CSV yet
+            table.add_row("", Text(f"waiting: {job['waiting']}", style="yellow"), "", "", "", "")
     return table
 
 

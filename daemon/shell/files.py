@@ -6,9 +6,11 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 
-from ..core.csvfile import atomic_write_text, sidecar_path
+from ..core.atomic import atomic_write_text
+from ..core.csvfile import sidecar_path
 
 DONE_DIR = ".done"
 FAILED_DIR = ".failed"
@@ -40,20 +42,34 @@ def is_inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def outbox_csv(outbox: Path, subdir: str, name: str, fingerprint_: str) -> Path:
+def identity(path: Path) -> tuple[int, int, int, int]:
+    """``(device, inode, size, mtime_ns)``: changes when the file is replaced or rewritten."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def outbox_csv(outbox: Path, subdir: str, name: str, fingerprint_: str, taken: Collection[Path] = ()) -> Path:
     """``<outbox>/<subdir>/<stem>.csv``; on a clash with another video's result, ``<stem> (2).csv`` etc.
 
     A file that already holds this very job's result (same fingerprint in its sidecar, left by a crash
-    between writing it and recording it) is reused, so a resumed job is not written twice.
+    between writing it and recording it) is reused, so a resumed job is not written twice. Names in
+    ``taken`` (results being written right now) are skipped.
     """
     folder = outbox / subdir
     folder.mkdir(parents=True, exist_ok=True)
     stem = Path(name).stem
     for n in range(1, 10_000):
         candidate = folder / (f"{stem}.csv" if n == 1 else f"{stem} ({n}).csv")
-        if not candidate.exists() or _result_of(candidate, fingerprint_):
+        if candidate not in taken and (not candidate.exists() or _result_of(candidate, fingerprint_)):
             return candidate
     raise FileExistsError(f"no free name for {stem}.csv in {folder}")
+
+
+def discard_partial(csv_path: Path, fingerprint_: str) -> None:
+    """After a failed write: the sidecar is written first, so remove this job's sidecar when its CSV
+    never appeared (nothing half-done stays in the outbox while the job waits)."""
+    if not csv_path.exists() and _result_of(csv_path, fingerprint_):
+        sidecar_path(csv_path).unlink(missing_ok=True)
 
 
 def _result_of(csv_path: Path, fingerprint_: str) -> bool:

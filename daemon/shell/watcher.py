@@ -258,6 +258,13 @@ class InboxWatcher:
             return
         self._consider(path, force=True)
 
+    def forget(self, path: Path) -> None:
+        """The file at ``path`` was taken away (e.g. moved to .done or .failed): whatever appears there
+        next is new, even with the same size and mtime (a failed video moved back in). Loop thread."""
+        path = _absolute(Path(path), self.inbox)
+        self._delivered.pop(path, None)
+        self._unopenable.pop(path, None)
+
     # ------------------------------------------------------------------ observer
 
     def _start_observer(self, loop: asyncio.AbstractEventLoop) -> BaseObserver | None:

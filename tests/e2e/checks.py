@@ -21,9 +21,11 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def ended(sub: Subscriber, name: str, job: int | None = None, timeout: float = 120.0) -> dict:
-    """The end event (done, failed or cancelled) of the job for ``name`` (and ``job``, if given)."""
-    return sub.wait_for(lambda e: e["type"] in ENDS and e["file"] == name and job in (None, e["job"]), timeout)
+def ended(sub: Subscriber, name: str, job: int | None = None, timeout: float = 120.0, after: float = 0.0) -> dict:
+    """The end event (done, failed or cancelled) of the job for ``name`` (and ``job``, if given) that
+    happened after ``after`` (a time.time())."""
+    return sub.wait_for(lambda e: e["type"] in ENDS and e["file"] == name and job in (None, e["job"])
+                        and e["ts"] > after, timeout)
 
 
 def queued(sub: Subscriber, name: str) -> list[dict]:
@@ -37,8 +39,12 @@ def assert_alive(d: DaemonProcess) -> dict:
     return d.status()
 
 
-def assert_outbox_clean(outbox: Path) -> None:
-    """Only finished results: every CSV has its sidecar and the other way round; no temp files."""
+def assert_outbox_clean(outbox: Path, d: DaemonProcess | None = None) -> None:
+    """Only finished results: every CSV has its sidecar and the other way round; no temp files.
+    With ``d``, first wait until it has no job queued or running (a result being written is a CSV
+    without its sidecar for a moment, and a temp file before that)."""
+    if d is not None:
+        wait_until(lambda: not (s := d.status())["running"] and not s["queued"], 120, "no job queued or running")
     names = [p.relative_to(outbox) for p in outbox.rglob("*") if p.is_file()]
     stray = [n for n in names if n.name.startswith(".") or n.suffix not in (".csv", ".json")]
     assert not stray, f"partial or temporary files in the outbox: {stray}"
@@ -48,10 +54,12 @@ def assert_outbox_clean(outbox: Path) -> None:
 
 
 def assert_done(d: DaemonProcess, sub: Subscriber, name: str, frames: int, job: int | None = None,
-                timeout: float = 120.0) -> tuple[dict, list[dict], dict]:
-    """The job for ``name`` finished with a complete CSV (every frame once, in order), queued once, its
-    input in .done. Returns the event, the CSV rows and the sidecar."""
-    event = ended(sub, name, job, timeout)
+                timeout: float = 120.0, times_queued: int = 1,
+                after: float = 0.0) -> tuple[dict, list[dict], dict]:
+    """The job for ``name`` finished with a complete CSV (every frame once, in order), was queued
+    ``times_queued`` times (as this subscriber saw), its input in .done. Returns the event, the CSV rows
+    and the sidecar."""
+    event = ended(sub, name, job, timeout, after)
     assert event["type"] == "job_done", event
     assert event["frames"] == frames, event
     csv_path = Path(event["csv"])
@@ -59,10 +67,10 @@ def assert_done(d: DaemonProcess, sub: Subscriber, name: str, frames: int, job: 
     assert [int(r["frame"]) for r in rows] == list(range(1, frames + 1))
     sidecar = json.loads(csv_path.with_suffix(".json").read_text())
     assert sidecar["frames"] == frames and sidecar["job"] == event["job"]
-    assert len([e for e in queued(sub, name) if e["job"] == event["job"]]) == 1
+    assert len([e for e in queued(sub, name) if e["job"] == event["job"]]) == times_queued
     assert (d.inbox / ".done" / name).is_file()
     assert not (d.inbox / name).exists()
-    assert_outbox_clean(d.outbox)
+    assert_outbox_clean(d.outbox, d)
     return event, rows, sidecar
 
 
@@ -78,7 +86,7 @@ def assert_failed(d: DaemonProcess, sub: Subscriber, name: str, *reason: str, ti
     error = (d.inbox / ".failed" / f"{name}.error.txt").read_text(encoding="utf-8")
     assert name in error and event["reason"] in error, error
     assert not [p for p in d.outbox.rglob("*") if p.stem == Path(name).stem]
-    assert_outbox_clean(d.outbox)
+    assert_outbox_clean(d.outbox, d)
     return event
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
-import json
 import os
 import re
 import shutil
@@ -28,7 +26,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-from daemon.core.csvfile import read_csv
 from daemon.shell.jobstore import JobStore
 from tests.conftest import SHARED, require_shared
 from tests.e2e.checks import (assert_alive, assert_done, assert_failed, assert_outbox_clean, ended, no_face_video,
@@ -70,7 +67,9 @@ def inbox():
     yield d, sub
     sub.close()
     d.stop()
+    shutil.rmtree(d.root, ignore_errors=True)
     assert d.proc.returncode == 0, "".join(d.log[-40:])
+    assert "Traceback" not in "".join(d.log), "".join(d.log)  # every case handled, none crashed a task
 
 
 @pytest.fixture
@@ -85,6 +84,8 @@ def daemon():
     yield make
     for proc in procs:
         proc.stop()
+    for root in {proc.root for proc in procs}:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -195,7 +196,7 @@ def test_huge_resolution_does_not_take_the_daemon_down(inbox, frames, tmp_path):
     d, sub = inbox
     big = write_video(tmp_path / "8k.mp4", [cv2.resize(f, (7680, 4320)) for f in frames[160:162]])
     drop(big, d.inbox, "8k.mp4")
-    event = ended(sub, "8k.mp4", timeout=300)
+    event = ended(sub, "8k.mp4", timeout=120)
     if event["type"] == "job_done":  # processed (detection runs on a scaled copy above 4K)
         _, _, sidecar = assert_done(d, sub, "8k.mp4", 2)
         assert (sidecar["video_properties"]["width"], sidecar["video_properties"]["height"]) == (7680, 4320)
@@ -260,7 +261,7 @@ def test_file_deleted_between_discovery_and_processing(inbox, clip):
     event = ended(sub, "gone.mp4")
     assert event["type"] == "job_failed" and "moved or deleted before it was processed" in event["reason"], event
     assert not list((d.inbox / ".failed").glob("gone.mp4*"))  # nothing to keep, nothing claimed kept
-    assert_outbox_clean(d.outbox)
+    assert_outbox_clean(d.outbox, d)
     assert_alive(d)
 
 
@@ -290,3 +291,375 @@ def test_second_daemon_on_the_same_state_directory_is_refused(inbox):
     assert_alive(d)
     assert d.socket_path.exists()
     assert d.request({"type": "status", "id": 7})["id"] == 7
+
+
+# --- faults -------------------------------------------------------------------------------------------------
+
+# Injected into the daemon's processes through PYTHONPATH, no product hooks. In spawned workers it wraps
+# run_shard to die (exit 70) on frames after the first of any video named "crashme" while the crash flag
+# file exists, the first time waiting until a shard of "innocent.mp4" (frames 0 and 2) runs beside it;
+# in the daemon process it makes writing a CSV fail with ENOSPC while the full flag exists,
+# or take AUD_TEST_SLOW_WRITE seconds. Each activation and each injected fault is logged to AUD_TEST_LOG,
+# so the test sees the patch at work.
+SITECUSTOMIZE = textwrap.dedent('''
+    import errno, os, sys, time
+
+    def _log(line):
+        with open(os.environ["AUD_TEST_LOG"], "a") as f:
+            f.write(f"{line} {os.getpid()}\\n")
+
+    def _innocent_in_flight_or_done(shards):
+        """True once a shard of innocent.mp4 runs (or all of them are done), or after the first crash."""
+        with open(os.environ["AUD_TEST_LOG"]) as f:
+            lines = [line.split() for line in f]
+        started = {l[2] for l in lines if l[:2] == ["run", "innocent.mp4"]}
+        ended = {l[2] for l in lines if l[:2] == ["end", "innocent.mp4"]}
+        return bool(started - ended) or ended >= shards or ["crash"] in [l[:1] for l in lines]
+
+    def _patch_worker():
+        import daemon.core.worker as worker
+        real = worker.run_shard
+
+        def run_shard(task):
+            name = os.path.basename(task.video)
+            _log(f"run {name} {task.start}")
+            if "crashme" in name and task.start > 0 and os.path.exists(os.environ["AUD_TEST_CRASH_FLAG"]):
+                for _ in range(400):
+                    if _innocent_in_flight_or_done({"0", "2"}):
+                        break
+                    time.sleep(0.05)
+                _log("crash")
+                os._exit(70)
+            done = real(task)
+            _log(f"end {name} {task.start}")
+            return done
+
+        run_shard.__module__, run_shard.__qualname__ = real.__module__, real.__qualname__
+        worker.run_shard = run_shard
+        _log("worker-patched")
+
+    def _patch_outbox():
+        import daemon.core.extract as extract
+        real = extract.write_outputs
+
+        def write_outputs(csv_path, *args):
+            if os.path.exists(os.environ.get("AUD_TEST_FULL_FLAG", "/nonexistent")):
+                _log("enospc")
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(csv_path))
+            if "AUD_TEST_SLOW_WRITE" in os.environ:
+                _log("slow-write")
+                time.sleep(float(os.environ["AUD_TEST_SLOW_WRITE"]))
+            return real(csv_path, *args)
+
+        extract.write_outputs = write_outputs
+        _log("outbox-patched")
+
+    if "AUD_TEST_LOG" in os.environ:
+        if "--multiprocessing-fork" in sys.argv:
+            if "AUD_TEST_CRASH_FLAG" in os.environ:
+                _patch_worker()
+        elif "run" in sys.argv:
+            if "AUD_TEST_FULL_FLAG" in os.environ or "AUD_TEST_SLOW_WRITE" in os.environ:
+                _patch_outbox()
+''')
+
+
+def injected(tmp_path: Path, **flags: Path) -> dict:
+    """Environment for a daemon with SITECUSTOMIZE on its path; ``flags`` name the AUD_TEST_* flag files."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    path = os.pathsep.join(filter(None, [str(tmp_path / "site"), os.environ.get("PYTHONPATH")]))
+    env = {"PYTHONPATH": path, "AUD_TEST_LOG": str(tmp_path / "injected.log")}
+    env.update({f"AUD_TEST_{k.upper()}_FLAG": str(v) for k, v in flags.items()})
+    return env
+
+
+def injected_log(tmp_path: Path, full: bool = False) -> list[str]:
+    """What the injected code did, in order: its first words per line (``full``: whole lines)."""
+    log = tmp_path / "injected.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return lines if full else [line.split()[0] for line in lines]
+
+
+def worker_processes(d: DaemonProcess) -> list[psutil.Process]:
+    return [p for p in psutil.Process(d.proc.pid).children(recursive=True)
+            if "spawn_main" in " ".join(p.cmdline())]
+
+
+def test_sigkill_of_a_worker_mid_shard_retries_the_shard(daemon, clip):
+    d = daemon(workers=2).start()
+    sub = d.subscribe()
+    drop(clip("victim.mp4", 100, 8), d.inbox, "victim.mp4")  # two shards of four frames, one per worker
+    sub.wait_for(lambda e: e["type"] == "job_started" and e["file"] == "victim.mp4", 60)
+    workers = worker_processes(d)  # the warmed-up ones (the pool starts more on demand)
+    assert workers
+    base = {w.pid: w.cpu_times().user for w in workers}
+    busy = wait_until(lambda: next((w for w in workers if w.cpu_times().user > base[w.pid] + 0.2), None),
+                      60, "a worker busy with a shard")
+    busy.kill()
+    restarted = sub.wait_for(lambda e: e["type"] == "worker_restarted", 60)
+    assert restarted["reason"]
+    assert_done(d, sub, "victim.mp4", 8, timeout=180)
+    assert not [e for e in sub.events if e["type"] == "job_failed"]
+    assert assert_alive(d)["workers"]["restarts"] >= 1
+    assert busy.pid not in {w.pid for w in worker_processes(d)}
+
+
+def test_worker_crashing_on_one_video_fails_it_after_the_retries_and_spares_the_rest(daemon, clip, tmp_path):
+    flag = tmp_path / "crash.flag"
+    flag.touch()
+    d = daemon(workers=2, shard_retries=1, env=injected(tmp_path, crash=flag)).start()
+    sub = d.subscribe()
+    with paused(d):  # queued in this order, so crashme.mp4 starts first and innocent.mp4 runs beside it
+        drop(clip("crashme.mp4", 110, 4), d.inbox, "crashme.mp4")  # shard 1 (frames 3-4) kills its worker
+        sub.wait_for(lambda e: e["type"] == "job_queued" and e["file"] == "crashme.mp4", 60)
+        drop(clip("innocent.mp4", 120, 4), d.inbox, "innocent.mp4")
+        sub.wait_for(lambda e: e["type"] == "job_queued" and e["file"] == "innocent.mp4", 60)
+    event = assert_failed(d, sub, "crashme.mp4", "a worker process died 2 times on frames 3-4")
+    innocent, _, _ = assert_done(d, sub, "innocent.mp4", 4)
+    assert [e for e in sub.events if e["type"] == "worker_restarted"]
+    assert assert_alive(d)["recent_failures"][0]["reason"] == event["reason"]
+    # the injection really ran; an innocent shard in flight when the pool broke was run again (alone) and
+    # completed once: the crash was pinned on the guilty shard, not on its neighbour
+    log = injected_log(tmp_path, full=True)
+    assert "worker-patched" in injected_log(tmp_path) and injected_log(tmp_path).count("crash") >= 2, log
+    runs = [line.split()[2] for line in log if line.startswith("run innocent.mp4 ")]
+    ends = [line.split()[2] for line in log if line.startswith("end innocent.mp4 ")]
+    assert sorted(ends) == ["0", "2"] and any(runs.count(s) >= 2 for s in ends), log
+    blamed = [line for line in d.log if f"job {innocent['job']} shard" in line]  # "...; retrying"
+    assert not blamed, blamed
+
+    # the cause fixed, the failed video dropped again is processed in full
+    flag.unlink()
+    shutil.move(d.inbox / ".failed" / "crashme.mp4", d.inbox / "crashme.mp4")
+    assert_done(d, sub, "crashme.mp4", 4, times_queued=2, after=event["ts"])
+    assert sorted(d.outbox_files()) == ["crashme.csv", "crashme.json", "innocent.csv", "innocent.json"]
+
+
+def test_two_videos_with_one_stem_finishing_together_get_a_csv_each(daemon, clip, tmp_path):
+    # writing a CSV takes 3 s here, so the second job finishes while the first one still writes
+    env = {**injected(tmp_path), "AUD_TEST_SLOW_WRITE": "3"}
+    d = daemon(workers=2, env=env).start()
+    sub = d.subscribe()
+    with paused(d):
+        drop(clip("same a.mp4", 170, 1), d.inbox, "same.mp4")
+        drop(clip("same b.mp4", 172, 1), d.inbox, "same.mov")
+        for name in ("same.mp4", "same.mov"):
+            sub.wait_for(lambda e, name=name: e["type"] == "job_queued" and e["file"] == name, 60)
+    mp4, _, mp4_side = assert_done(d, sub, "same.mp4", 1)
+    mov, _, mov_side = assert_done(d, sub, "same.mov", 1)
+    assert injected_log(tmp_path).count("slow-write") == 2
+    assert abs(mp4["ts"] - mov["ts"]) < 3, "the two did not overlap: the test proves nothing"
+    assert d.outbox_files() == ["same (2).csv", "same (2).json", "same.csv", "same.json"]
+    assert {mp4_side["fingerprint"], mov_side["fingerprint"]} == {sha256(d.inbox / ".done" / n)
+                                                                 for n in ("same.mp4", "same.mov")}
+    assert mp4["csv"] != mov["csv"]
+
+
+# SIGKILL of the daemon mid-job, then a restart, is
+# test_daemon.py::test_sigkill_mid_job_then_restart_gives_the_same_csv_once
+
+@pytest.mark.parametrize("how", ["SIGTERM to the daemon", "Ctrl-C: SIGINT to its process group"])
+def test_stop_signal_during_a_job_exits_0_and_the_job_resumes_on_restart(daemon, clip, how):
+    settings = dict(workers=2, shard_frames=2, stop_timeout_seconds=30)
+    ctrl_c = how.startswith("Ctrl-C")
+    d = daemon(**settings, preexec_fn=os.setsid if ctrl_c else None).start()  # own group: killpg hits only it
+    sub = d.subscribe()
+    name = "interrupted.mp4" if ctrl_c else "terminated.mp4"
+    drop(clip(name, 130 + 10 * ctrl_c, 8), d.inbox, name)  # four shards of two frames
+    first = sub.wait_for(lambda e: e["type"] == "progress" and e["file"] == name, 120)
+    assert first["frames_done"] < first["frames_total"]
+    asked = time.monotonic()
+    if ctrl_c:  # the terminal signals the daemon and its workers alike
+        os.killpg(d.proc.pid, signal.SIGINT)
+    else:
+        d.signal(signal.SIGTERM)
+    assert d.wait(30 + 15) == 0, "".join(d.log[-30:])
+    assert time.monotonic() - asked < 30 + 5
+    assert "Traceback" not in "".join(d.log), "".join(d.log)
+    sub.wait_for(lambda e: e["type"] == "daemon_stopping", 10)
+    assert not [e for e in sub.events if e["type"] in ("job_done", "job_failed")]
+    assert not list(d.outbox.rglob("*.csv")) and not d.socket_path.exists()
+    stopped_at = max(e["frames_done"] for e in sub.events if e["type"] == "progress")
+
+    again = daemon(root=d.root, **settings).start()
+    sub = again.subscribe()
+    assert_done(again, sub, name, 8, timeout=180, times_queued=0)  # resumed, not queued anew
+    progress = [e for e in sub.events if e["type"] == "progress"]
+    assert progress[0]["frames_done"] > stopped_at, "work finished before the stop was done again"
+    assert again.outbox_files() == [name.replace(".mp4", ".csv"), name.replace(".mp4", ".json")]
+
+
+def _mount_tmpfs(folder: Path, size: str) -> bool:
+    if os.geteuid() != 0:
+        return False
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                          capture_output=True).returncode == 0
+
+
+def _fill(folder: Path, leave_pages: int) -> Path:
+    """Fill the filesystem of ``folder`` (with ``folder/.filler``) until only ``leave_pages`` blocks are free."""
+    filler = folder / ".filler"
+    with open(filler, "wb") as f:
+        while os.statvfs(folder).f_bavail > leave_pages:
+            f.write(b"\0" * os.statvfs(folder).f_bsize)
+            f.flush()
+    return filler
+
+
+def _waiting(d: DaemonProcess, name: str) -> str | None:
+    return next((r["waiting"] for r in d.status()["running"] if r["file"] == name and r.get("waiting")), None)
+
+
+def test_full_or_read_only_outbox_makes_finished_jobs_wait_and_resume(daemon, clip, tmp_path):
+    """Decided behaviour: a job whose CSV cannot be written for a reason of the outbox's filesystem (full,
+    read-only, no permission) waits, its input and results kept, says why in ``status`` and the log,
+    and retries every rescan period until it can write. Needs root to mount a 64 KiB tmpfs; without
+    it, ENOSPC is injected into the daemon process instead (the first part only)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = _mount_tmpfs(disk, "64k")
+    outbox = disk / "outbox"
+    full = tmp_path / "full.flag"
+    d = None
+    try:
+        # a waiting job retries every rescan period (2 s): the checks below fall between two attempts
+        d = daemon(workers=2, rescan_seconds=2, env={} if mounted else injected(tmp_path, full=full))
+        d.outbox = outbox
+        d.start()
+        sub = d.subscribe()
+
+        # full: the finished job waits with the reason; its input is kept
+        filler = _fill(disk, 0) if mounted else full
+        filler.touch()
+        drop(clip("first.mp4", 150, 2), d.inbox, "first.mp4")
+        reason = wait_until(lambda: _waiting(d, "first.mp4"), 120, "first.mp4 waiting for space")
+        assert "No space left on device" in reason and str(outbox) in reason
+        assert (d.inbox / "first.mp4").is_file()
+        assert not [e for e in sub.events if e["type"] in ("job_done", "job_failed")]
+        assert not list(outbox.glob("first*"))
+        assert_outbox_clean(outbox)
+        filler.unlink()
+        first, _, _ = assert_done(d, sub, "first.mp4", 2)
+        if not mounted:
+            assert {"outbox-patched", "enospc"} <= set(injected_log(tmp_path))
+            return
+
+        # room for the CSV but not for its sidecar: the CSV must not stay behind alone
+        filler = _fill(disk, -(-Path(first["csv"]).stat().st_size // os.statvfs(disk).f_bsize))
+        drop(clip("second.mp4", 152, 2), d.inbox, "second.mp4")
+        wait_until(lambda: _waiting(d, "second.mp4"), 120, "second.mp4 waiting for space")
+        assert not list(outbox.glob("second*"))
+        assert_outbox_clean(outbox)
+        filler.unlink()
+        assert_done(d, sub, "second.mp4", 2)
+
+        # read-only: the same, until it is writable again
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        drop(clip("third.mp4", 154, 2), d.inbox, "third.mp4")
+        reason = wait_until(lambda: _waiting(d, "third.mp4"), 120, "third.mp4 waiting for a writable outbox")
+        assert "Read-only file system" in reason
+        subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+        assert_done(d, sub, "third.mp4", 2)
+        assert d.outbox_files() == ["first.csv", "first.json", "second.csv", "second.json", "third.csv",
+                                    "third.json"]
+        assert_alive(d)
+    finally:
+        if d is not None:
+            d.stop()
+        if mounted:
+            subprocess.run(["umount", str(disk)], check=True)
+
+
+def _without_dac_override() -> None:
+    """preexec_fn: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set, so that root,
+    after exec, is bound by file permissions like anyone else."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def test_file_without_read_permission_is_set_aside_with_a_reason(daemon, clip, tmp_path):
+    secret = clip("secret source.mp4", 160, 2)
+    preexec = None
+    if os.geteuid() == 0:  # root reads anything: run the daemon as root without the override capabilities
+        probe = tmp_path / "probe"
+        probe.write_text("x")
+        probe.chmod(0)
+        try:
+            denied = subprocess.run([sys.executable, "-c", f"open({str(probe)!r}).read()"],
+                                    preexec_fn=_without_dac_override, capture_output=True).returncode != 0
+        except subprocess.SubprocessError:
+            denied = False
+        if not denied:
+            pytest.skip("running as root and cannot drop CAP_DAC_OVERRIDE here: chmod 000 would not stop reading")
+        preexec = _without_dac_override
+    d = daemon(workers=1, preexec_fn=preexec).start()
+    sub = d.subscribe()
+    shutil.copyfile(secret, tmp_path / "locked.mp4")
+    (tmp_path / "locked.mp4").chmod(0)
+    drop_target = d.inbox / "locked.mp4"
+    os.rename(tmp_path / "locked.mp4", drop_target)
+    wait_until(lambda: (d.inbox / ".failed" / "locked.mp4.error.txt").is_file(), 60,
+               "locked.mp4.error.txt in .failed")  # no job, so no event: it never got a fingerprint
+    text = (d.inbox / ".failed" / "locked.mp4.error.txt").read_text()
+    assert "locked.mp4" in text and "cannot be read" in text and "permission" in text.lower(), text
+    assert (d.inbox / ".failed" / "locked.mp4").is_file() and not drop_target.exists()
+    assert not d.outbox_files()
+    assert_alive(d)
+    # after fixing the permissions, dropping it again works
+    moved = d.inbox / ".failed" / "locked.mp4"
+    moved.chmod(0o644)
+    shutil.move(moved, d.inbox / "locked.mp4")
+    assert_done(d, sub, "locked.mp4", 2)
+
+
+def _store_with_a_job(state: Path) -> Path:
+    state.mkdir(parents=True)
+    with JobStore(state / "jobs.sqlite3") as store:
+        job, _ = store.add_job("a" * 64, Path("/videos/a.mp4"), "", "a.mp4")
+        store.start(job.id)
+        store.set_plan(job.id, 10, "{}", [(0, 5), (5, 10)])
+    return state / "jobs.sqlite3"
+
+
+def _aud_run(d: DaemonProcess) -> subprocess.CompletedProcess:
+    return subprocess.run(d.command(), env={**os.environ, **d.env}, capture_output=True, text=True, timeout=120)
+
+
+def test_corrupted_state_database_stops_the_start_and_is_kept(tmp_path):
+    require_shared(*NEEDS)
+    d = DaemonProcess(root=tmp_path)
+    db = _store_with_a_job(d.state)
+    data = bytearray(db.read_bytes())
+    page = 4096
+    assert len(data) >= 2 * page
+    data[page + 8:page + 200] = os.urandom(192)  # damage the second page (a table's b-tree page)
+    db.write_bytes(bytes(data))
+    before = sha256(db)
+    result = _aud_run(d)
+    assert result.returncode != 0
+    assert "corrupted" in result.stderr and "jobs.sqlite3" in result.stderr and "move it aside" in result.stderr, \
+        result.stderr
+    assert sha256(db) == before, "the corrupted store was written to"
+    assert not d.socket_path.exists()
+
+
+def test_locked_state_database_stops_the_start_without_losing_jobs(tmp_path):
+    require_shared(*NEEDS)
+    d = DaemonProcess(root=tmp_path)
+    db = _store_with_a_job(d.state)
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        result = _aud_run(d)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.returncode != 0
+    assert "locked" in result.stderr and "jobs.sqlite3" in result.stderr, result.stderr
+    with JobStore(db) as store:
+        (job,) = store.jobs()
+        assert (job.name, job.state, job.frames_total) == ("a.mp4", "running", 10)
+        assert len(store.shards(job.id)) == 2
