@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from .config import ConfigError, Settings, load_settings
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)  # messages hold [N,98,2]
 out = Console(highlight=False, soft_wrap=True)
 
 
@@ -93,10 +94,10 @@ def cmd_models_check(args: argparse.Namespace) -> int:
     out.print(f"model set: {models.directory}")
     for role in ROLES:
         f = models.files[role]
-        out.print(f"[bold]{role}[/bold]: {f.path}")
+        out.print(f"[bold]{role}[/bold]: {escape(str(f.path))}")
         out.print(f"  size: {f.size} bytes   sha256: {f.sha256}")
-        out.print("  inputs: " + ", ".join(str(s) for s in f.signature.inputs))
-        out.print("  outputs: " + ", ".join(str(s) for s in f.signature.outputs))
+        out.print("  inputs: " + ", ".join(str(s) for s in f.signature.inputs), markup=False)
+        out.print("  outputs: " + ", ".join(str(s) for s in f.signature.outputs), markup=False)
         out.print(f"  provider: {plan.primary}")
     out.print("ok: all three models have the expected signatures")
     return 0

@@ -62,8 +62,9 @@ def shard_tasks(info: VideoInfo, ranges: list[tuple[int, int]], out_dir: Path) -
 
 
 def check_setup(options: PipelineOptions) -> ModelSet:
-    """Fail fast, before any worker starts: the model set and the provider (ModelError, ProviderError)."""
-    models = load_model_set(options.models_dir, roles_for(options.au45))
+    """Fail fast, before any worker starts: the model files and the provider (ModelError, ProviderError).
+    The workers check the signatures when they load the models (``warm_up`` reports it)."""
+    models = load_model_set(options.models_dir, roles_for(options.au45), signatures=False)
     choose(options.provider, options.cache_dir)
     return models
 

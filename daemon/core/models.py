@@ -46,7 +46,7 @@ class ModelFile:
     path: Path
     size: int
     sha256: str
-    signature: Signature
+    signature: Signature | None  # None when only found and hashed (load_model_set(signatures=False))
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ def landmark_output(path: Path, sig: Signature) -> str:
     return matches[-1]
 
 
-def inspect_file(role: str, path: Path, pinned: str | None = None) -> ModelFile:
+def inspect_file(role: str, path: Path, pinned: str | None = None, signature: bool = True) -> ModelFile:
     if not path.is_file():
         raise ModelError(f"{path} ({role}): file not found")
     try:
@@ -185,13 +185,18 @@ def inspect_file(role: str, path: Path, pinned: str | None = None) -> ModelFile:
         raise ModelError(f"{path} ({role}): cannot read: {exc.strerror}") from exc
     if pinned and pinned != digest:
         raise ModelError(f"{path} ({role}): sha256 {digest} does not match the manifest's {pinned}")
+    if not signature:
+        return ModelFile(role, path, size, digest, None)
     sig = read_signature(path)
     _one_image_input(role, path, sig, {"detector": None, "multitask": 224, "landmarks": 256}[role])
     return ModelFile(role, path, size, digest, sig)
 
 
-def load_model_set(directory: Path, roles: tuple[str, ...] = ROLES) -> ModelSet:
-    """Find and check the model files in ``directory``; raise ModelError naming any problem."""
+def load_model_set(directory: Path, roles: tuple[str, ...] = ROLES, signatures: bool = True) -> ModelSet:
+    """Find and check the model files in ``directory``; raise ModelError naming any problem.
+
+    ``signatures=False`` only finds and hashes the files: a process that will not run the models (the
+    daemon, the parent of a pool) need not hold them in memory; its workers check the signatures."""
     directory = Path(directory).expanduser()
     if not directory.is_dir():
         raise ModelError(
@@ -199,7 +204,9 @@ def load_model_set(directory: Path, roles: tuple[str, ...] = ROLES) -> ModelSet:
             f"directory holding {', '.join(DEFAULT_FILES.values())})"
         )
     names, hashes = read_manifest(directory)
-    files = {r: inspect_file(r, directory / names[r], hashes.get(r)) for r in roles}
+    files = {r: inspect_file(r, directory / names[r], hashes.get(r), signatures) for r in roles}
+    if not signatures:
+        return ModelSet(directory, files, OutputNames())
     outputs = OutputNames(
         detector=detector_outputs(files["detector"].path, files["detector"].signature)
         if "detector" in files else None,

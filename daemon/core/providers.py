@@ -99,6 +99,9 @@ def session_options(workers: int, cpu_count: int | None = None, threads: int = 0
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = threads if threads > 0 else intra_op_threads(workers, cores)
     opts.inter_op_num_threads = 1
+    # without the arena, activations are returned after each run: peak RSS per worker measured
+    # 896 -> 573 MB at 1920x1080 and 698 -> 601 MB at 640x360, at the same speed within noise
+    opts.enable_cpu_mem_arena = False
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
     return opts

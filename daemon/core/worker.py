@@ -18,18 +18,24 @@ from .pipeline import Pipeline, PipelineOptions
 from .video import read_range
 
 _pipeline: Pipeline | None = None
+_init_error: Exception | None = None  # why init_worker could not load the models (raised by tasks)
 
 
 def init_worker(options: PipelineOptions) -> None:
     """Pool initializer. Workers ignore SIGINT: Ctrl-C in a terminal signals the whole process group,
     and only the parent should act on it (finish or stop the running shards), not every worker die
     mid-task with a KeyboardInterrupt."""
-    global _pipeline
+    global _pipeline, _init_error
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _pipeline = Pipeline(options)
+    try:
+        _pipeline = Pipeline(options)
+    except Exception as exc:  # a raising initializer breaks the pool without a word: report it instead
+        _init_error = exc
 
 
 def pipeline() -> Pipeline:
+    if _init_error is not None:
+        raise _init_error
     if _pipeline is None:
         raise RuntimeError("worker not initialised: init_worker() was not run in this process")
     return _pipeline
@@ -70,10 +76,13 @@ def warm_up() -> dict[str, str]:
 
 
 def plan_shards(frames: int, shard_frames: int, workers: int) -> list[tuple[int, int]]:
-    """Frame ranges [start, stop) of near-equal length, at most ``shard_frames`` long, and at least one
-    per worker (when there are enough frames) so that one video uses every worker."""
+    """Frame ranges [start, stop) of near-equal length, at most ``shard_frames`` long, their count a
+    multiple of the workers (when there are enough frames): one video keeps every worker busy to the
+    end instead of leaving the last shard to run alone."""
     if frames <= 0:
         return []
-    count = max(-(-frames // max(1, shard_frames)), min(max(1, workers), frames))
+    workers = max(1, min(workers, frames))
+    count = -(-frames // max(1, shard_frames))
+    count = min(frames, -(-count // workers) * workers)
     bounds = [frames * k // count for k in range(count + 1)]
     return list(zip(bounds[:-1], bounds[1:]))

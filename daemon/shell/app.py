@@ -147,7 +147,12 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop, sig.name)
         # load every worker's sessions now, not when the first video arrives
-        warmed = await asyncio.gather(*(self.dispatcher.call(warm_up) for _ in range(s.workers)))
+        try:
+            warmed = await asyncio.gather(*(self.dispatcher.call(warm_up) for _ in range(s.workers)))
+        except BaseException:  # e.g. a model with the wrong signature: say so and stop cleanly
+            await self.server.close("the workers could not load the models")
+            self.dispatcher.shutdown(kill=True)
+            raise
         self.providers = warmed[0]
         log.warning("ready: %d workers on %s, watching %s, socket %s", s.workers,
                     self.providers.get("detector"), s.inbox, s.socket_path)

@@ -37,10 +37,12 @@ def test_plan_gives_every_worker_a_shard(frames, workers):
     assert len(plan_shards(frames, 48, workers)) >= workers
 
 
-def test_plan_long_video_uses_as_few_shards_as_fit():
+def test_plan_long_video_uses_as_few_shards_as_fit_in_a_multiple_of_the_workers():
     ranges = plan_shards(1000, 48, 2)
-    assert len(ranges) == 21  # ceil(1000 / 48)
+    assert len(ranges) == 22  # ceil(1000 / 48) = 21, rounded up to a multiple of 2 workers
     check_cover(ranges, 1000, 48)
+    assert len(plan_shards(1000, 48, 3)) == 21
+    assert len(plan_shards(275, 32, 2)) == 10  # not 9: the last shard would run alone
 
 
 def test_plan_fewer_frames_than_workers():
