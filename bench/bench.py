@@ -620,7 +620,8 @@ def markdown(r: dict) -> str:
         parts.append("AUD_THREADS_PER_WORKER=1: the same per-core footing as the compute bound and as each of "
                      "N workers; *2 workers / this* is the speed-up of two workers over one on one core.")
 
-
+    rows = []
+    for k, runs in r["daemon"].items():
         base = runs.get("1")
         for n, x in runs.items():
             bound = r["compute_bound"][k]["bound_fps"][n]
