@@ -16,18 +16,15 @@ def cut_clip(src: Path, dst: Path, start: int, count: int) -> Path:
     """Frames [start, start+count) of ``src`` re-encoded as mp4v (a short clip for end-to-end tests)."""
     cap = cv2.VideoCapture(str(src))
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    cap.release()
+    frames = read_frames(src, start, count)
+    h, w = frames[0].shape[:2]
     writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
     try:
-        for index in range(start + count):
-            ok, frame = cap.read()
-            if not ok:
-                raise ValueError(f"{src} has fewer than {start + count} frames")
-            if index >= start:
-                writer.write(frame)
+        for frame in frames:
+            writer.write(frame)
     finally:
         writer.release()
-        cap.release()
     return dst
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 from tests.conftest import SHARED, require_shared
+from tests.e2e.daemonproc import DaemonProcess
 
 CLIP = "media/hamilton_clip.mp4"
 MODELS = "models/openface3"
@@ -24,3 +26,20 @@ def full_clip_extract(tmp_path_factory):
         capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     return out
+
+
+@pytest.fixture
+def daemon():
+    """Factory of `aud run` subprocesses (``DaemonProcess(**kw)``), all stopped and cleaned up after."""
+    procs = []
+
+    def make(**kw) -> DaemonProcess:
+        proc = DaemonProcess(**kw)
+        procs.append(proc)
+        return proc
+
+    yield make
+    for proc in procs:
+        proc.stop()
+    for root in {proc.root for proc in procs}:
+        shutil.rmtree(root, ignore_errors=True)

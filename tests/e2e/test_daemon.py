@@ -16,7 +16,7 @@ import pytest
 
 from daemon.core.csvfile import read_csv
 from tests.conftest import SHARED, require_shared
-from tests.e2e.daemonproc import MODELS, DaemonProcess
+from tests.e2e.daemonproc import MODELS
 from tests.media import copy_slowly, cut_clip, drop
 
 pytestmark = pytest.mark.slow
@@ -30,20 +30,6 @@ def clips(tmp_path_factory):
     d = tmp_path_factory.mktemp("clips")
     return {"a": cut_clip(CLIP, d / "a.mp4", 0, 32), "b": cut_clip(CLIP, d / "b.mp4", 150, 24),
             "c": cut_clip(CLIP, d / "c.mp4", 60, 48)}
-
-
-@pytest.fixture
-def daemon():
-    procs = []
-
-    def make(**kw) -> DaemonProcess:
-        proc = DaemonProcess(**kw)
-        procs.append(proc)
-        return proc
-
-    yield make
-    for proc in procs:
-        proc.stop()
 
 
 def extract(video: Path, out: Path) -> Path:
@@ -135,8 +121,11 @@ def test_aud_tail_renders_progress_for_a_running_job(daemon, clips):
     d = daemon().start()
     master, slave = pty.openpty()
     env = {**os.environ, "COLUMNS": "120", "LINES": "30", "TERM": "xterm"}
+    # SIGINT back to its default in the child: a test run started in the background (nohup …, CI)
+    # inherits SIGINT ignored, and Python then never turns Ctrl-C into KeyboardInterrupt
     tail = subprocess.Popen([sys.executable, "-m", "daemon", "tail", "--state", str(d.state)],
-                            stdin=slave, stdout=slave, stderr=slave, env=env)
+                            stdin=slave, stdout=slave, stderr=slave, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(slave)
     sub = d.subscribe()
     drop(clips["b"], d.inbox, "b.mp4")

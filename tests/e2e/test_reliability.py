@@ -72,20 +72,6 @@ def inbox():
     assert "Traceback" not in "".join(d.log), "".join(d.log)  # every case handled, none crashed a task
 
 
-@pytest.fixture
-def daemon():
-    procs = []
-
-    def make(**kw) -> DaemonProcess:
-        proc = DaemonProcess(**kw)
-        procs.append(proc)
-        return proc
-
-    yield make
-    for proc in procs:
-        proc.stop()
-    for root in {proc.root for proc in procs}:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextlib.contextmanager
