@@ -17,15 +17,7 @@ def cut_clip(src: Path, dst: Path, start: int, count: int) -> Path:
     cap = cv2.VideoCapture(str(src))
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     cap.release()
-    frames = read_frames(src, start, count)
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    try:
-        for frame in frames:
-            writer.write(frame)
-    finally:
-        writer.release()
-    return dst
+    return write_video(dst, read_frames(src, start, count), fps)
 
 
 def copy_slowly(src: Path, dst: Path, chunks: int = 6, pause: float = 0.3) -> Path:

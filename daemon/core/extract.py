@@ -55,8 +55,7 @@ def package_versions() -> dict[str, str]:
 
 def shard_tasks(info: VideoInfo, ranges: list[tuple[int, int]], out_dir: Path) -> list[ShardTask]:
     return [
-        ShardTask(info.path, start, stop, info.timestamps[start - 1] if start else None,
-                  str(out_dir / f"shard-{start:09d}-{stop:09d}.npz"))
+        ShardTask.of(info.path, info, start, stop, out_dir / f"shard-{start:09d}-{stop:09d}.npz")
         for start, stop in ranges
     ]
 

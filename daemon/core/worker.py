@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .pipeline import Pipeline, PipelineOptions
-from .video import read_range
+from .video import VideoInfo, read_range
 
 _pipeline: Pipeline | None = None
 _init_error: Exception | None = None  # why init_worker could not load the models (raised by tasks)
@@ -48,6 +48,11 @@ class ShardTask:
     stop: int  # one past the last frame
     previous_timestamp: float | None  # probe timestamp of frame start-1 (verifies the seek)
     out_path: str  # where the .npz results go
+
+    @classmethod
+    def of(cls, video: str | Path, info: VideoInfo, start: int, stop: int, out_path: str | Path) -> "ShardTask":
+        """The task for frames [start, stop) of a probed video (``info`` supplies the seek check)."""
+        return cls(str(video), start, stop, info.timestamps[start - 1] if start else None, str(out_path))
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,12 @@ class Running:
         elapsed = time.monotonic() - self.started
         return self.frames_this_run / elapsed if elapsed > 0 else 0.0
 
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the current rate (None before the first shard of this run ends)."""
+        fps = self.fps
+        return round((self.info.frames - self.frames_done) / fps, 1) if fps > 0 else None
+
 
 class StateLock:
     """One daemon per state directory: an exclusive ``flock`` on ``<state>/aud.lock``."""
@@ -331,8 +337,7 @@ class Daemon:
         job_id = run.job.id
         start, stop = run.ranges[index]
         out = self._shard_dir(job_id) / f"shard-{index:06d}.npz"
-        task = ShardTask(str(run.path), start, stop, run.info.timestamps[start - 1] if start else None,
-                         str(out))
+        task = ShardTask.of(run.path, run.info, start, stop, out)
         try:
             if index not in run.redo:
                 self.store.mark_dispatched(job_id, index)
@@ -366,11 +371,9 @@ class Daemon:
             run.pending.insert(0, index)
 
     def _publish_progress(self, run: Running) -> None:
-        total = run.info.frames
-        eta = (total - run.frames_done) / run.fps if run.fps > 0 else None
         self.server.publish(msg.JobProgress(job=run.job.id, file=run.job.name, frames_done=run.frames_done,
-                                            frames_total=total, fps=round(run.fps, 3),
-                                            eta_s=round(eta, 1) if eta is not None else None))
+                                            frames_total=run.info.frames, fps=round(run.fps, 3),
+                                            eta_s=run.eta_s))
 
     # --- endings ---------------------------------------------------------------------------------
 
@@ -511,7 +514,7 @@ class Daemon:
             "queued": [{"job": j.id, "file": j.name} for j in self.store.jobs(["queued"])],
             "running": [{"job": r.job.id, "file": r.job.name, "frames_done": r.frames_done,
                          "frames_total": r.info.frames, "fps": round(r.fps, 3),
-                         "eta_s": round((r.info.frames - r.frames_done) / r.fps, 1) if r.fps > 0 else None,
+                         "eta_s": r.eta_s,
                          "waiting": r.waiting}
                         for r in self.running.values()],
             "recent_failures": [{"job": j.id, "file": j.name, "reason": j.reason}

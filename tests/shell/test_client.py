@@ -7,9 +7,7 @@ import contextlib
 import io
 import json
 import os
-import shutil
 import socket
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -21,6 +19,7 @@ from rich.console import Console
 from daemon.shell import protocol as p
 from daemon.shell.client import ClientError, render_status, request, subscribe, tail
 from daemon.shell.server import CommandError, ProgressServer
+from tests.shell.test_server import short_dir
 
 TIMEOUT = 10.0
 
@@ -50,13 +49,6 @@ def output(console: Console) -> str:
     return console.file.getvalue()  # type: ignore[attr-defined]
 
 
-@contextlib.contextmanager
-def short_dir() -> Any:
-    path = Path(tempfile.mkdtemp(dir="/tmp", prefix="aud-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 async def status_handler(command: p.Command) -> dict[str, Any] | None:
