@@ -33,14 +33,19 @@ class Detection:
 
 
 def detector_input(image_bgr: np.ndarray, max_side: int = 0) -> tuple[np.ndarray, float]:
-    """NCHW float32 tensor for RetinaFace and the scale it was resized by (1.0 = full resolution)."""
+    """NCHW float32 tensor for RetinaFace and the scale it was resized by (1.0 = full resolution).
+
+    Filled one channel plane at a time into a contiguous tensor: ONNX Runtime would copy a transposed
+    view, and the plane-wise fill is several times faster than converting and transposing the frame."""
     h, w = image_bgr.shape[:2]
     scale = detect_scale(h, w, max_side)
-    img = np.float32(image_bgr)
     if scale != 1.0:
-        img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
-    img -= BGR_MEAN
-    return img.transpose(2, 0, 1)[np.newaxis], scale
+        image_bgr = cv2.resize(np.float32(image_bgr), None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    tensor = np.empty((1, 3, *image_bgr.shape[:2]), dtype=np.float32)
+    for c, plane in enumerate(cv2.split(image_bgr)):
+        tensor[0, c] = plane
+        tensor[0, c] -= BGR_MEAN[c]
+    return tensor, scale
 
 
 def detect_scale(height: int, width: int, max_side: int = 0) -> float:
@@ -100,12 +105,12 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU) -> list[int
 
 
 def detections(loc: np.ndarray, conf: np.ndarray, input_hw: tuple[int, int], scale: float) -> list[Detection]:
-    """All faces of one image after thresholding and NMS, best first, in frame pixels."""
+    """All faces of one image after thresholding and NMS, best first, in frame pixels. Only the priors
+    above the score threshold are decoded (a few hundred of the 85,200 at 1920x1080)."""
     h, w = input_hw
-    boxes = decode_boxes(loc, priors(h, w)) * np.array([w, h, w, h], dtype=np.float32) / scale
-    scores = conf[:, 1]
-    keep_mask = scores > SCORE_THRESHOLD
-    boxes, scores = boxes[keep_mask].astype(np.float32), scores[keep_mask].astype(np.float32)
+    keep = conf[:, 1] > SCORE_THRESHOLD
+    boxes = decode_boxes(loc[keep], priors(h, w)[keep]) * np.array([w, h, w, h], dtype=np.float32) / scale
+    boxes, scores = boxes.astype(np.float32), conf[keep, 1].astype(np.float32)
     return [Detection(boxes[i], float(scores[i])) for i in nms(boxes, scores)]
 
 

@@ -30,7 +30,7 @@ class PipelineOptions:
     threads: int = 0  # intra-op threads per session; 0 = the machine's cores / workers
     au45: bool = True  # run STAR
     detect_max_side: int = 0  # 0 = full resolution
-    batch_size: int = 8  # frames per batch (MTL runs batched; STAR runs one face at a time)
+    batch_size: int = 4  # frames per batch (MTL runs batched; STAR runs one face at a time)
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "aud" / "coreml")
 
 

@@ -8,12 +8,18 @@ but small task descriptions crosses between processes.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+import threadpoolctl
+
+from . import providers
 from .pipeline import Pipeline, PipelineOptions
 from .video import VideoInfo, read_range
 
@@ -24,13 +30,40 @@ _init_error: Exception | None = None  # why init_worker could not load the model
 def init_worker(options: PipelineOptions) -> None:
     """Pool initializer. Workers ignore SIGINT: Ctrl-C in a terminal signals the whole process group,
     and only the parent should act on it (finish or stop the running shards), not every worker die
-    mid-task with a KeyboardInterrupt."""
+    mid-task with a KeyboardInterrupt. Every native thread pool of the worker gets the worker's share
+    of the cores (see ``limit_threads``), and its sessions share one memory arena."""
     global _pipeline, _init_error
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limit_threads(providers.worker_threads(options.workers, options.threads))
+    providers.share_cpu_arena()
     try:
         _pipeline = Pipeline(options)
+        release_freed_memory()
     except Exception as exc:  # a raising initializer breaks the pool without a word: report it instead
         _init_error = exc
+
+
+def limit_threads(threads: int) -> None:
+    """BLAS (numpy's matmuls in the crop resize) and OpenCV to ``threads`` threads, like ONNX Runtime.
+
+    Left at their default (one thread per core), BLAS threads spin after each matmul and take a core
+    from the other workers' inference: measured with two single-thread pipelines side by side at
+    1920x1080, 570 -> 512 ms a frame (MTL 35 -> 19 ms, STAR 385 -> 355 ms)."""
+    threadpoolctl.threadpool_limits(limits=threads)
+    cv2.setNumThreads(threads)
+
+
+def release_freed_memory() -> None:
+    """Hand the memory that loading the models freed (the parsed ONNX files) back to the system.
+
+    glibc keeps freed heap memory for reuse, so each worker would hold about the size of the model
+    files twice; measured after loading, MTL 216 -> 111 MB and STAR 146 -> 70 MB of RSS. Other C
+    libraries (macOS) return large blocks themselves and have no ``malloc_trim``."""
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 def pipeline() -> Pipeline:

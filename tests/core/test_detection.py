@@ -5,6 +5,7 @@ from __future__ import annotations
 from itertools import product
 from math import ceil
 
+import cv2
 import numpy as np
 import pytest
 
@@ -222,6 +223,17 @@ def test_detector_input_is_bgr_minus_mean_nchw():
     assert scale == 1.0 and tensor.shape == (1, 3, 2, 3) and tensor.dtype == np.float32
     np.testing.assert_array_equal(tensor[0, 0], img[:, :, 0].astype(np.float32) - 104)
     np.testing.assert_array_equal(tensor[0, 2], img[:, :, 2].astype(np.float32) - 123)
+
+
+@pytest.mark.parametrize("max_side", [0, 50])
+def test_detector_input_is_contiguous_and_equals_convert_subtract_transpose(max_side):
+    img = np.random.default_rng(3).integers(0, 256, (72, 96, 3), dtype=np.uint8)
+    tensor, scale = detection.detector_input(img, max_side)
+    assert tensor.flags.c_contiguous  # ONNX Runtime would copy a transposed view
+    reference = np.float32(img)
+    if scale != 1.0:
+        reference = cv2.resize(reference, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(tensor, (reference - detection.BGR_MEAN).transpose(2, 0, 1)[np.newaxis])
 
 
 def test_detector_input_max_side_scales_down_only():

@@ -88,8 +88,12 @@ def test_resolve_name():
 @pytest.mark.parametrize("workers,cores,expected", [
     (1, 8, 8), (2, 8, 4), (3, 8, 2), (8, 8, 1), (16, 8, 1), (0, 4, 4), (1, 1, 1), (4, 10, 2),
 ])
-def test_intra_op_threads(workers, cores, expected):
-    assert providers.intra_op_threads(workers, cores) == expected
+def test_worker_threads(workers, cores, expected):
+    assert providers.worker_threads(workers, cpu_count=cores) == expected
+
+
+def test_worker_threads_explicit():
+    assert providers.worker_threads(4, threads=3, cpu_count=2) == 3
 
 
 def test_session_options():
@@ -97,3 +101,6 @@ def test_session_options():
     assert opts.intra_op_num_threads == 3
     assert opts.inter_op_num_threads == 1
     assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert opts.enable_cpu_mem_arena and not opts.enable_mem_pattern
+    # the worker's shared arena, where one is registered (share_cpu_arena), else the session's own
+    assert opts.get_session_config_entry("session.use_env_allocators") == "1"

@@ -7,7 +7,8 @@ from itertools import product
 import numpy as np
 import pytest
 
-from daemon.core import worker
+from daemon.core import providers, worker
+from daemon.core.extract import make_pool
 from daemon.core.pipeline import Pipeline, PipelineOptions
 from daemon.core.results import FrameResults
 from daemon.core.video import probe, read_range
@@ -85,3 +86,28 @@ def test_run_shard_in_process(fresh_worker, tiny_models, synthetic_video, tmp_pa
     expected = Pipeline(opts).run(read_range(video, 5, 11))
     for name, arr in expected.arrays().items():
         np.testing.assert_array_equal(getattr(saved, name), arr, err_msg=name)
+
+
+# --- worker initialisation in real worker processes ---------------------------------------------------------
+
+def native_threads() -> tuple[list[int], int]:
+    import cv2
+    import threadpoolctl
+
+    return [lib["num_threads"] for lib in threadpoolctl.threadpool_info()], cv2.getNumThreads()
+
+
+@pytest.mark.parametrize("workers,threads", [(2, 0), (1, 1), (1, 3)])
+def test_workers_limit_blas_and_opencv_to_their_share_of_the_cores(tiny_models, tmp_path, workers, threads):
+    opts = PipelineOptions(models_dir=tiny_models, provider="cpu", workers=workers, threads=threads,
+                           cache_dir=tmp_path / "cache")
+    expected = providers.worker_threads(workers, threads)
+    with make_pool(opts, 1) as pool:
+        pool.submit(worker.warm_up).result(timeout=120)  # sessions built on the shared arena
+        blas, opencv = pool.submit(native_threads).result(timeout=60)
+    assert blas and set(blas) == {expected}
+    assert opencv == expected
+
+
+def test_release_freed_memory_runs_anywhere():
+    worker.release_freed_memory()  # glibc: malloc_trim(0); elsewhere: nothing to do
