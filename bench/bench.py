@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -230,6 +231,56 @@ def compute_bound(lat: dict, workers: list[int]) -> dict:
     return out
 
 
+def _models_side_by_side(models: str, inputs: dict[str, np.ndarray], repeats: int, barrier, results) -> None:
+    """One of n processes timing the models at once (``concurrent_bound``): warm up, wait for the
+    others, then run every model once per frame ``repeats`` times."""
+    feeds = []
+    for name, x in inputs.items():
+        sess = session(Path(models) / f"{name}.onnx", 1)
+        feeds.append((sess, {sess.get_inputs()[0].name: x}))
+    for _ in range(2):
+        for sess, feed in feeds:
+            sess.run(None, feed)
+    barrier.wait()
+    began = time.perf_counter()
+    for _ in range(repeats):
+        for sess, feed in feeds:
+            sess.run(None, feed)
+    results.put(1000 * (time.perf_counter() - began) / repeats)
+
+
+def concurrent_bound(models: Path, faces: Faces, workers: list[int], repeats: int) -> dict:
+    """The compute bound measured side by side: n processes (one thread each) run the models on real
+    inputs at the same time, as n workers would, with nothing else to do. Cores share caches and
+    memory bandwidth, so this is what n cores really give for model time alone; n x the one-core
+    bound assumes they do not slow each other."""
+    frame = faces.frames[0]
+    detector = {video: detection.detector_input(cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR))[0]
+                for video, size in (("360p", (640, 360)), ("1080p", (1920, 1080)))}
+    ctx = multiprocessing.get_context("spawn")
+    out = {}
+    for video, det in detector.items():
+        for au45 in (True, False):
+            inputs = {"retinaface": det, "mtl": faces.mtl[:1]} | ({"star": faces.star[:1]} if au45 else {})
+            per = {}
+            for n in workers:
+                barrier, results = ctx.Barrier(n), ctx.Queue()
+                procs = [ctx.Process(target=_models_side_by_side,
+                                     args=(str(models), inputs, repeats if au45 else 8 * repeats, barrier, results))
+                         for _ in range(n)]
+                for proc in procs:
+                    proc.start()
+                ms = [results.get(timeout=1800) for _ in procs]
+                for proc in procs:
+                    proc.join()
+                mean_ms = float(np.mean(ms))
+                per[str(n)] = {"ms_per_frame": round(mean_ms, 2), "fps": round(n * 1000 / mean_ms, 3)}
+            out[key(video, au45)] = per
+            log(f"side-by-side bound {key(video, au45)}: "
+                + ", ".join(f"{n}w {v['fps']} fps ({v['ms_per_frame']} ms/frame)" for n, v in per.items()))
+    return out
+
+
 def key(video: str, au45: bool) -> str:
     return f"{video} AU45 {'on' if au45 else 'off'}"
 
@@ -238,8 +289,10 @@ def pipeline_single_thread(models: Path, videos: dict[str, Path], frames: int) -
     """The in-process pipeline with one intra-op thread on decoded frames: model compute plus the
     per-frame Python work (pre/post-processing, crops), without decoding, processes or pools."""
     from daemon.core.pipeline import Pipeline, PipelineOptions
+    from daemon.core.providers import share_cpu_arena
     from daemon.core.video import read_range
 
+    share_cpu_arena()  # the sessions' memory as in a worker (init_worker)
     cores = os.cpu_count() or 1
     out = {}
     for au45 in (True, False):
@@ -590,14 +643,20 @@ def markdown(r: dict) -> str:
     parts.append(table(["model@input", "median ms", "min ms"],
                        [[k, v["median_ms"], v["min_ms"]] for k, v in lat.items()]))
 
+    side = r["concurrent_bound"]
     parts.append("## Compute bound (model time only: 1/(det+mtl[+star]) per core, x n cores)")
     parts.append(table(
         ["video, AU45", "ms/frame", "per core fps"] + [f"bound {n}w" for n in workers]
+        + [f"side by side {n}w" for n in workers]
         + ["pipeline 1 thread fps", "pipeline / 1-core bound"],
         [[k, v["per_frame_ms"], v["per_core_fps"]] + [v["bound_fps"][str(n)] for n in workers]
+         + [side[k][str(n)]["fps"] for n in workers]
          + [r["pipeline_1thread"][k]["fps"], r["pipeline_1thread"][k]["fps"] / v["per_core_fps"]]
          for k, v in r["compute_bound"].items()]))
-    parts.append("*pipeline 1 thread*: the in-process pipeline (detect, crops, MTL, STAR, Python "
+    parts.append("*bound n w*: n x the one-core bound from the latencies above (the bound the targets use); "
+                 "*side by side n w*: measured, n processes running the three models at once on the same "
+                 "inputs, one thread each, nothing else (cores share caches and memory bandwidth); "
+                 "*pipeline 1 thread*: the in-process pipeline (detect, crops, MTL, STAR, Python "
                  "post-processing) on already decoded frames, one intra-op thread.")
 
     rows = []
@@ -607,18 +666,21 @@ def markdown(r: dict) -> str:
             bound = r["compute_bound"][k]["bound_fps"][n]
             eff = x["fps"] / (int(n) * base["fps"]) if base and n != "1" else None
             steady = x["steady_fps"] / bound if x["steady_fps"] else None
-            rows.append([k, n, x["frames"], x["wall_seconds"], x["fps"], x["fps"] / bound, eff, x["steady_fps"], steady,
+            rows.append([k, n, x["frames"], x["wall_seconds"], x["fps"], x["fps"] / bound,
+                         x["fps"] / side[k][n]["fps"], eff, x["steady_fps"], steady,
                          x["first_frame_seconds"], x["first_shard_done_seconds"], x["external_seconds"],
-                         x["peak_rss_worker_mb"], x["peak_rss_total_mb"]])
+                         x["peak_rss_worker_mb"], x["peak_rss_total_mb"], x["peak_pss_total_mb"]])
     parts.append("## aud extract")
-    parts.append(table(["video, AU45", "workers", "frames", "wall s", "fps", "fps / bound", "scaling eff",
-                        "steady fps", "steady / bound", "first frame s", "first shard s", "process s", "peak RSS/worker MB",
-                        "peak RSS total MB"], rows))
+    parts.append(table(["video, AU45", "workers", "frames", "wall s", "fps", "fps / bound", "fps / side by side",
+                        "scaling eff", "steady fps", "steady / bound", "first frame s", "first shard s", "process s",
+                        "peak RSS/worker MB", "peak RSS total MB", "peak PSS total MB"], rows))
     parts.append("*wall s*, *fps*: the sidecar's (probe to last shard, model loading included); *steady fps*: "
                  "without the time to first frame; *first shard s*: the first progress line, from process start; "
                  "*process s*: the whole subprocess (interpreter start to exit); *scaling eff*: fps(n)/(n*fps(1)). "
                  "One worker runs with all cores as intra-op threads (aud gives each worker cores//workers), so "
-                 "it can beat the 1-core bound. RSS sums double-count shared pages.")
+                 "it can beat the 1-core bound. Memory: RSS sampled every 0.2 s, PSS every 1 s; the RSS sum "
+                 "counts pages shared between the processes once per process, the PSS sum splits them (the "
+                 "memory the run really holds).")
 
     if r.get("extract_1thread"):
         rows = []
@@ -641,13 +703,14 @@ def markdown(r: dict) -> str:
             bound = r["compute_bound"][k]["bound_fps"][n]
             eff = x["fps_excl_settle"] / (int(n) * base["fps_excl_settle"]) if base and n != "1" else None
             rows.append([k, n, x["frames"], x["drop_to_done_seconds"], x["fps_from_drop"], x["fps_excl_settle"],
-                         x["fps_excl_settle"] / bound, eff, x["fps_processing"], x["queued_after_seconds"],
-                         x["first_progress_seconds"], x["peak_rss_worker_mb"], x["peak_rss_total_mb"]])
+                         x["fps_excl_settle"] / bound, x["fps_excl_settle"] / side[k][n]["fps"], eff,
+                         x["fps_processing"], x["queued_after_seconds"], x["first_progress_seconds"],
+                         x["peak_rss_worker_mb"], x["peak_rss_total_mb"], x["peak_pss_total_mb"]])
     ready = ", ".join(f"{n}: {s} s" for n, s in r["daemon_ready_seconds"].items())
     parts.append("## Daemon end to end (inbox -> CSV)")
     parts.append(table(["video, AU45", "workers", "frames", "drop->done s", "fps from drop", "fps excl settle",
-                        "fps / bound", "scaling eff", "fps started->done", "queued after s", "first progress s",
-                        "peak RSS/worker MB", "peak RSS total MB"], rows))
+                        "fps / bound", "fps / side by side", "scaling eff", "fps started->done", "queued after s",
+                        "first progress s", "peak RSS/worker MB", "peak RSS total MB", "peak PSS total MB"], rows))
     parts.append(f"Timed from the rename into the inbox to the job_done event; *fps excl settle* subtracts the "
                  f"configured settle period ({r['daemon_settle_seconds']} s, AUD_SETTLE_SECONDS) during which the "
                  f"daemon waits for the file to stop changing. The workers are loaded before the drop (daemon "
@@ -712,7 +775,10 @@ def plot(r: dict, path: Path) -> None:
         for row, au45 in enumerate((True, False)):
             ax, k = axes[row][col], key(video, au45)
             b = r["compute_bound"][k]["bound_fps"]
-            ax.plot([int(n) for n in b], list(b.values()), "--", color="grey", label="compute bound")
+            ax.plot([int(n) for n in b], list(b.values()), "--", color="grey", label="compute bound (n x 1 core)")
+            sb = r["concurrent_bound"][k]
+            ax.plot([int(n) for n in sb], [x["fps"] for x in sb.values()], ":", color="black",
+                    label="models side by side (measured)")
             ns = [int(n) for n in r["extract"][k]]
             ax.plot(ns, [r["extract"][k][str(n)]["fps"] for n in ns], "o-", color="tab:blue", label="aud extract")
             if k in r.get("daemon", {}):
@@ -774,6 +840,7 @@ def main(argv: list[str] | None = None) -> int:
 
         r["latency"] = latencies(shared_models, int8_dir / "star.int8.onnx", faces, warmup, repeats)
         r["compute_bound"] = compute_bound(r["latency"], workers)
+        r["concurrent_bound"] = concurrent_bound(shared_models, faces, workers, 3 if args.quick else 10)
         r["pipeline_1thread"] = pipeline_single_thread(shared_models, videos, 8 if args.quick else 24)
 
         log("STAR INT8 drift in process")

@@ -114,13 +114,24 @@ def warm_up() -> dict[str, str]:
 
 
 def plan_shards(frames: int, shard_frames: int, workers: int) -> list[tuple[int, int]]:
-    """Frame ranges [start, stop) of near-equal length, at most ``shard_frames`` long, their count a
-    multiple of the workers (when there are enough frames): one video keeps every worker busy to the
-    end instead of leaving the last shard to run alone."""
+    """Frame ranges [start, stop) covering the video in order, at most ``shard_frames`` long.
+
+    Guided: each shard is half of an equal share of the frames that remain (capped at
+    ``shard_frames``), so shards shrink towards the end of the video. The workers take shards as
+    they become free, so one that runs faster takes more of the small final shards and all finish
+    nearly together, instead of one idling while another finishes a full-size shard. Shards never
+    get smaller than an eighth of ``shard_frames`` (each costs a seek), nor so large that a short
+    video leaves a worker without one, and a leftover too small for a shard joins the one before."""
     if frames <= 0:
         return []
     workers = max(1, min(workers, frames))
-    count = -(-frames // max(1, shard_frames))
-    count = min(frames, -(-count // workers) * workers)
-    bounds = [frames * k // count for k in range(count + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
+    smallest = max(1, min(shard_frames // 8, frames // workers))
+    ranges, start = [], 0
+    while start < frames:
+        remaining = frames - start
+        size = min(remaining, max(smallest, min(shard_frames, -(-remaining // (2 * workers)))))
+        if remaining - size < smallest and remaining <= shard_frames:
+            size = remaining  # no leftover shard smaller than the smallest
+        ranges.append((start, start + size))
+        start += size
+    return ranges

@@ -14,6 +14,7 @@ from daemon.core.models import ModelError, sha256_of
 from daemon.core.pipeline import Pipeline, PipelineOptions
 from daemon.core.results import FrameResults
 from daemon.core.video import VideoError, probe, read_range
+from daemon.core.worker import plan_shards
 from tests import tinymodels
 from tests.conftest import frame_pattern
 
@@ -70,7 +71,7 @@ def test_extract_with_two_worker_processes(tiny_models, synthetic_video, tmp_pat
     assert (summary.csv, summary.frames, summary.faces) == (out, 20, 20)
     assert summary.providers["detector"] == "CPUExecutionProvider"
     assert seen[-1] == (20, 20) and [d for d, _ in seen] == sorted(d for d, _ in seen)
-    assert len(seen) == 4  # 20 frames in shards of at most 6
+    assert len(seen) == len(plan_shards(20, 6, 2)) == 9  # one progress report per shard (guided sizes)
 
     sidecar = json.loads((tmp_path / "out" / "clip.json").read_text())
     assert sidecar["frames"] == 20 and sidecar["frames_with_face"] == 20

@@ -38,12 +38,20 @@ def test_plan_gives_every_worker_a_shard(frames, workers):
     assert len(plan_shards(frames, 48, workers)) >= workers
 
 
-def test_plan_long_video_uses_as_few_shards_as_fit_in_a_multiple_of_the_workers():
-    ranges = plan_shards(1000, 48, 2)
-    assert len(ranges) == 22  # ceil(1000 / 48) = 21, rounded up to a multiple of 2 workers
-    check_cover(ranges, 1000, 48)
-    assert len(plan_shards(1000, 48, 3)) == 21
-    assert len(plan_shards(275, 32, 2)) == 10  # not 9: the last shard would run alone
+@pytest.mark.parametrize("frames,shard_frames,workers", [(1000, 48, 2), (1000, 48, 3), (275, 32, 2), (5000, 32, 8)])
+def test_plan_shards_shrink_towards_the_end(frames, shard_frames, workers):
+    ranges = plan_shards(frames, shard_frames, workers)
+    check_cover(ranges, frames, shard_frames)
+    sizes = [stop - start for start, stop in ranges]
+    full = (frames - 4 * workers * shard_frames) // shard_frames  # while plenty remains: full shards
+    assert sizes[:full] == [shard_frames] * full
+    assert sizes[:-1] == sorted(sizes[:-1], reverse=True)  # shrinking; the last may hold a leftover
+    assert max(sizes[-workers:]) < 2 * (shard_frames // 8)  # each worker's last shard is small
+    assert len(ranges) < frames / shard_frames + 4 * workers + 8  # but not many more than equal shards
+
+
+def test_plan_shards_guided_sizes():
+    assert [b - a for a, b in plan_shards(275, 32, 2)] == [32, 32, 32, 32, 32, 29, 22, 16, 12, 9, 7, 5, 4, 4, 7]
 
 
 def test_plan_fewer_frames_than_workers():
