@@ -26,6 +26,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from daemon.core.worker import plan_shards
 from daemon.shell.jobstore import JobStore
 from tests.conftest import SHARED, require_shared
 from tests.e2e.checks import (assert_alive, assert_done, assert_failed, assert_outbox_clean, ended, no_face_video,
@@ -394,7 +395,8 @@ def test_sigkill_of_a_worker_mid_shard_retries_the_shard(daemon, clip):
 def test_worker_crashing_on_one_video_fails_it_after_the_retries_and_spares_the_rest(daemon, clip, tmp_path):
     flag = tmp_path / "crash.flag"
     flag.touch()
-    d = daemon(workers=2, shard_retries=1, env=injected(tmp_path, crash=flag)).start()
+    assert plan_shards(4, 32, 2) == [(0, 2), (2, 4)]  # each 4-frame video: two shards of two frames
+    d = daemon(workers=2, shard_retries=1, shard_frames=32, env=injected(tmp_path, crash=flag)).start()
     sub = d.subscribe()
     with paused(d):  # queued in this order, so crashme.mp4 starts first and innocent.mp4 runs beside it
         drop(clip("crashme.mp4", 110, 4), d.inbox, "crashme.mp4")  # shard 1 (frames 3-4) kills its worker
