@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     au45: bool = True  # run STAR landmarks and compute AU45 (blink)
     detect_max_side: int = Field(0, ge=0)  # 0 = detect at full resolution (exact)
     batch_size: int = Field(4, ge=1)  # frames per MTL batch inside a worker (4: fastest, half the memory of 8)
-    shard_frames: int = Field(32, ge=1)  # frames per shard handed to one worker
+    shard_frames: int = Field(32, ge=1)  # largest shard handed to one worker (shards shrink towards the end)
     shard_retries: int = Field(2, ge=0)  # extra attempts for a shard whose worker died
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
     settle_seconds: float = Field(3.0, ge=0)  # size and mtime must be still this long
