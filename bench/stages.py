@@ -13,6 +13,7 @@ once to see what two workers on two cores do to each other, e.g. with and withou
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -37,7 +38,7 @@ def main() -> None:
         worker.limit_threads(1)
     if args.shared_arena:
         providers.share_cpu_arena()
-    cores = __import__("os").cpu_count() or 1
+    cores = os.cpu_count() or 1
     pipe = Pipeline(PipelineOptions(models_dir=args.models, provider="cpu", workers=cores))  # 1 thread
     spent: dict[str, float] = defaultdict(float)
     warm_up = 2

@@ -47,8 +47,9 @@ def limit_threads(threads: int) -> None:
     """BLAS (numpy's matmuls in the crop resize) and OpenCV to ``threads`` threads, like ONNX Runtime.
 
     Left at their default (one thread per core), BLAS threads spin after each matmul and take a core
-    from the other workers' inference: measured with two single-thread pipelines side by side at
-    1920x1080, 570 -> 512 ms a frame (MTL 35 -> 19 ms, STAR 385 -> 355 ms)."""
+    from the other workers' inference. Two one-thread pipelines side by side at 1920x1080
+    (``bench/stages.py``): 575 and 578 ms a frame with the defaults, 509 and 542 ms set up as
+    workers (MTL crop 15 -> 4 ms, MTL 35 -> 18-21 ms, STAR 383 -> 352-370 ms)."""
     threadpoolctl.threadpool_limits(limits=threads)
     cv2.setNumThreads(threads)
 
@@ -57,8 +58,9 @@ def release_freed_memory() -> None:
     """Hand the memory that loading the models freed (the parsed ONNX files) back to the system.
 
     glibc keeps freed heap memory for reuse, so each worker would hold about the size of the model
-    files twice; measured after loading, MTL 216 -> 111 MB and STAR 146 -> 70 MB of RSS. Other C
-    libraries (macOS) return large blocks themselves and have no ``malloc_trim``."""
+    files twice while idle between jobs; measured after loading, MTL 216 -> 111 MB and STAR 146 ->
+    70 MB of RSS (at the peak of a run the gain is smaller: ~30 MB a worker, as later allocations
+    reuse freed memory). Other C libraries (macOS) have no ``malloc_trim``."""
     try:
         trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
     except (OSError, AttributeError):
