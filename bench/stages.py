@@ -42,6 +42,7 @@ def main() -> None:
     pipe = Pipeline(PipelineOptions(models_dir=args.models, provider="cpu", workers=cores))  # 1 thread
     spent: dict[str, float] = defaultdict(float)
     warm_up = 2
+    buffer = detection.InputBuffer()
     frames = read_range(args.video, 0, args.frames + warm_up)
     for i in range(args.frames + warm_up):
         if i == warm_up:
@@ -56,7 +57,7 @@ def main() -> None:
 
         frame = next(frames)
         lap("decode")
-        tensor, scale = detection.detector_input(frame.image)
+        tensor, scale = detection.detector_input(frame.image, buffer=buffer)
         lap("detector input")
         boxes, scores, _ = pipe.models.outputs.detector
         loc, conf = pipe.sessions["detector"].run([boxes, scores], {pipe.models.input_name("detector"): tensor})

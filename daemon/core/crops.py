@@ -49,12 +49,42 @@ def resize_weights(in_size: int, out_size: int) -> np.ndarray:
     return weights
 
 
+BAND_ROWS = 32  # output pixels per block of the banded resize
+
+
+@lru_cache(maxsize=1024)
+def resize_bands(in_size: int, out_size: int) -> tuple[tuple[int, int, int, int, np.ndarray], ...]:
+    """``resize_weights`` cut into blocks of ``BAND_ROWS`` output pixels, each with the range of input
+    pixels its weights cover: (out_lo, out_hi, in_lo, in_hi, weights[out_lo:out_hi, in_lo:in_hi]).
+
+    Each output pixel reads only about twice the scale factor of input pixels, so multiplying by the
+    whole [out, in] matrix is mostly multiplying by zeros. Dropping those zeros changes only the order
+    of float64 sums (after the cast to float32: equal, or one unit in the last place in a few pixels)
+    and makes the resize of a 1080p face 2-4x faster."""
+    weights = resize_weights(in_size, out_size)
+    bands = []
+    for lo in range(0, out_size, BAND_ROWS):
+        hi = min(out_size, lo + BAND_ROWS)
+        taps = np.flatnonzero(weights[lo:hi].any(axis=0))
+        first, last = (int(taps[0]), int(taps[-1]) + 1) if taps.size else (0, 1)
+        block = np.ascontiguousarray(weights[lo:hi, first:last])
+        block.setflags(write=False)
+        bands.append((lo, hi, first, last, block))
+    return tuple(bands)
+
+
 def resize_antialiased(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """Resize an HxWxC float image, bilinear with antialiasing: two matrix products in float64."""
+    """Resize an HxWxC float image, bilinear with antialiasing: rows then columns, in float64, each a
+    few banded matrix products (``resize_bands``)."""
     h, w, c = image.shape
-    wy, wx = resize_weights(h, out_h), resize_weights(w, out_w)
-    rows = wy @ np.asarray(image, dtype=np.float64).reshape(h, w * c)  # [out_h, w*c]
-    cols = rows.reshape(out_h, w, c).transpose(0, 2, 1) @ wx.T  # [out_h, c, out_w]
+    source = np.asarray(image, dtype=np.float64).reshape(h, w * c)
+    rows = np.empty((out_h, w * c))
+    for lo, hi, first, last, weights in resize_bands(h, out_h):
+        rows[lo:hi] = weights @ source[first:last]
+    by_channel = rows.reshape(out_h, w, c).transpose(0, 2, 1)  # [out_h, c, w]
+    cols = np.empty((out_h, c, out_w))
+    for lo, hi, first, last, weights in resize_bands(w, out_w):
+        cols[:, :, lo:hi] = by_channel[:, :, first:last] @ weights.T
     return np.ascontiguousarray(cols.transpose(0, 2, 1), dtype=np.float32)
 
 

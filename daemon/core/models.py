@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,7 @@ class ModelFile:
     role: str
     path: Path
     size: int
-    sha256: str
+    sha256: str | None  # None in a worker's set (open_model_set): the parent hashed the file
     signature: Signature | None  # None when only found and hashed (load_model_set(signatures=False))
 
 
@@ -176,8 +177,6 @@ def landmark_output(path: Path, sig: Signature) -> str:
 
 
 def inspect_file(role: str, path: Path, pinned: str | None = None, signature: bool = True) -> ModelFile:
-    if not path.is_file():
-        raise ModelError(f"{path} ({role}): file not found")
     try:
         size = path.stat().st_size
         digest = sha256_of(path)
@@ -187,16 +186,18 @@ def inspect_file(role: str, path: Path, pinned: str | None = None, signature: bo
         raise ModelError(f"{path} ({role}): sha256 {digest} does not match the manifest's {pinned}")
     if not signature:
         return ModelFile(role, path, size, digest, None)
-    sig = read_signature(path)
+    return checked_file(role, path, size, digest, read_signature(path))
+
+
+def checked_file(role: str, path: Path, size: int, digest: str | None, sig: Signature) -> ModelFile:
+    """The file, once its input is the image batch its role needs."""
     _one_image_input(role, path, sig, {"detector": None, "multitask": 224, "landmarks": 256}[role])
     return ModelFile(role, path, size, digest, sig)
 
 
-def load_model_set(directory: Path, roles: tuple[str, ...] = ROLES, signatures: bool = True) -> ModelSet:
-    """Find and check the model files in ``directory``; raise ModelError naming any problem.
-
-    ``signatures=False`` only finds and hashes the files: a process that will not run the models (the
-    daemon, the parent of a pool) need not hold them in memory; its workers check the signatures."""
+def locate(directory: Path, roles: tuple[str, ...]) -> tuple[Path, dict[str, Path], dict[str, str]]:
+    """The directory, each role's file (the manifest's names, else the defaults) and pinned hashes;
+    ModelError when the directory or a file is not there. Cheap: nothing is read but the manifest."""
     directory = Path(directory).expanduser()
     if not directory.is_dir():
         raise ModelError(
@@ -204,9 +205,42 @@ def load_model_set(directory: Path, roles: tuple[str, ...] = ROLES, signatures: 
             f"directory holding {', '.join(DEFAULT_FILES.values())})"
         )
     names, hashes = read_manifest(directory)
-    files = {r: inspect_file(r, directory / names[r], hashes.get(r), signatures) for r in roles}
-    if not signatures:
-        return ModelSet(directory, files, OutputNames())
+    paths = {r: directory / names[r] for r in roles}
+    for role, path in paths.items():
+        if not path.is_file():
+            raise ModelError(f"{path} ({role}): file not found")
+    return directory, paths, hashes
+
+
+def load_model_set(directory: Path, roles: tuple[str, ...] = ROLES, signatures: bool = True) -> ModelSet:
+    """Find, hash and check the model files in ``directory``; raise ModelError naming any problem.
+
+    ``signatures=False`` only finds and hashes the files: a process that will not run the models (the
+    daemon, the parent of a pool) need not hold them in memory; its workers check the signatures."""
+    directory, paths, hashes = locate(directory, roles)
+    files = {r: inspect_file(r, paths[r], hashes.get(r), signatures) for r in roles}
+    return with_outputs(directory, files) if signatures else ModelSet(directory, files, OutputNames())
+
+
+def open_model_set(directory: Path, roles: tuple[str, ...],
+                   open_session: Callable[[Path], ort.InferenceSession]) -> tuple[ModelSet, dict[str, ort.InferenceSession]]:
+    """A worker's models: each file loaded once, as the session that will run it, and checked through
+    that session's signature. Not hashed (``sha256`` None): the parent process hashed the files and
+    checked pinned hashes before it started the workers. Loading each file a second time to read its
+    signature, and hashing it in every worker, made worker start-up slower for nothing."""
+    directory, paths, _ = locate(directory, roles)
+    files, sessions = {}, {}
+    for role, path in paths.items():
+        try:
+            sessions[role] = open_session(path)
+        except Exception as exc:  # onnxruntime raises several types for a damaged file
+            raise ModelError(f"{path}: not a readable ONNX model ({exc.__class__.__name__}: {exc})") from exc
+        files[role] = checked_file(role, path, path.stat().st_size, None, signature_of(sessions[role]))
+    return with_outputs(directory, files), sessions
+
+
+def with_outputs(directory: Path, files: dict[str, ModelFile]) -> ModelSet:
+    """The set, with each role's outputs told apart from the signatures (ModelError when they do not fit)."""
     outputs = OutputNames(
         detector=detector_outputs(files["detector"].path, files["detector"].signature)
         if "detector" in files else None,

@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from . import blink, crops, detection, providers
-from .models import ModelSet, load_model_set
+from .models import ModelSet, open_model_set
 from .results import FrameResults
 from .video import Frame
 
@@ -44,23 +44,22 @@ class Pipeline:
 
     def __init__(self, options: PipelineOptions):
         self.options = options
-        roles = roles_for(options.au45)
-        self.models: ModelSet = load_model_set(options.models_dir, roles)
         plan = providers.choose(options.provider, options.cache_dir)
         if providers.COREML in plan.names:
             options.cache_dir.mkdir(parents=True, exist_ok=True)
         session_options = providers.session_options(options.workers, threads=options.threads)
-        self.sessions = {
-            role: ort.InferenceSession(str(self.models.path(role)), session_options, providers=plan.providers)
-            for role in roles
-        }
+        self.models: ModelSet
+        self.models, self.sessions = open_model_set(
+            options.models_dir, roles_for(options.au45),
+            lambda path: ort.InferenceSession(str(path), session_options, providers=plan.providers))
+        self.detector_buffer = detection.InputBuffer()
         self.providers = {role: s.get_providers()[0] for role, s in self.sessions.items()}
         log.info("sessions ready: %s", self.providers)
 
     # --- the three models -------------------------------------------------------------------------
 
     def detect(self, image: np.ndarray) -> list[detection.Detection]:
-        tensor, scale = detection.detector_input(image, self.options.detect_max_side)
+        tensor, scale = detection.detector_input(image, self.options.detect_max_side, self.detector_buffer)
         boxes, scores, _ = self.models.outputs.detector
         loc, conf = self.sessions["detector"].run(
             [boxes, scores], {self.models.input_name("detector"): tensor})

@@ -61,7 +61,9 @@ def open_capture(path: str | Path) -> cv2.VideoCapture:
         raise VideoError(f"{path}: cannot be read: {exc.strerror}") from exc
     if path.stat().st_size == 0:
         raise VideoError(f"{path}: the file is empty (0 bytes)")
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    # FFmpeg decodes on as many threads as OpenCV may use (a worker's share of the cores): left at its
+    # default, every capture's decoder threads wake beside the other workers' inference
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, max(1, cv2.getNumThreads())])
     if not cap.isOpened():
         raise VideoError(f"{path}: not a video OpenCV can open (no video stream, e.g. audio only; an "
                          f"unknown format; or a corrupt or incomplete file)")

@@ -119,6 +119,38 @@ def test_resize_antialiased_non_square_output(out):
                                atol=1e-3)
 
 
+def dense_resize(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """The same resize as two products with the whole weight matrices (zeros included)."""
+    h, w, c = image.shape
+    rows = crops.resize_weights(h, out_h) @ image.astype(np.float64).reshape(h, w * c)
+    cols = rows.reshape(out_h, w, c).transpose(0, 2, 1) @ crops.resize_weights(w, out_w).T
+    return np.ascontiguousarray(cols.transpose(0, 2, 1), dtype=np.float32)
+
+
+@pytest.mark.parametrize("hw", [(620, 540), (448, 448), (225, 223), (224, 224), (50, 37), (3, 1000),
+                                (1000, 7), (1, 1), (33, 400)])
+def test_banded_resize_equals_the_dense_products(hw):
+    """Only the order of the float64 sums differs: at most one float32 ulp."""
+    img = np.random.default_rng(hw[0] + 31 * hw[1]).uniform(0, 1, (*hw, 3)).astype(np.float32)
+    banded, dense = crops.resize_antialiased(img, 224, 224), dense_resize(img, 224, 224)
+    np.testing.assert_array_max_ulp(banded, dense, maxulp=1)
+
+
+@pytest.mark.parametrize("in_size,out_size", [(620, 224), (224, 224), (50, 224), (1, 224), (1000, 7)])
+def test_resize_bands_hold_every_nonzero_weight(in_size, out_size):
+    weights = crops.resize_weights(in_size, out_size)
+    rebuilt = np.zeros_like(weights)
+    covered = []
+    for lo, hi, first, last, block in crops.resize_bands(in_size, out_size):
+        rebuilt[lo:hi, first:last] = block
+        covered.extend(range(lo, hi))
+    assert covered == list(range(out_size))
+    np.testing.assert_array_equal(rebuilt, weights)
+    widest = max(last - first for _, _, first, last, _ in crops.resize_bands(in_size, out_size))
+    if out_size > crops.BAND_ROWS and in_size >= 4 * crops.BAND_ROWS:  # a band reads part of the input
+        assert widest < in_size
+
+
 def test_resize_preserves_constant_image():
     img = np.full((77, 301, 3), 0.37, np.float32)
     np.testing.assert_allclose(crops.resize_antialiased(img, 224, 224), 0.37, atol=1e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from itertools import product
 from math import ceil
 
@@ -234,6 +235,28 @@ def test_detector_input_is_contiguous_and_equals_convert_subtract_transpose(max_
     if scale != 1.0:
         reference = cv2.resize(reference, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
     np.testing.assert_array_equal(tensor, (reference - detection.BGR_MEAN).transpose(2, 0, 1)[np.newaxis])
+
+
+def test_detector_input_buffer_is_reused_while_the_size_stays():
+    rng = np.random.default_rng(5)
+    first, second = (rng.integers(0, 256, (40, 60, 3), dtype=np.uint8) for _ in range(2))
+    buffer = detection.InputBuffer()
+    a, _ = detection.detector_input(first, buffer=buffer)
+    b, _ = detection.detector_input(second, buffer=buffer)
+    assert a is b  # one tensor, overwritten: no fresh 25 MB a frame at 1920x1080
+    np.testing.assert_array_equal(b, detection.detector_input(second)[0])
+    c, _ = detection.detector_input(rng.integers(0, 256, (30, 60, 3), dtype=np.uint8), buffer=buffer)
+    assert c is not b and c.shape == (1, 3, 30, 60)
+    d, _ = detection.detector_input(np.zeros((100, 200, 3), np.uint8), max_side=60, buffer=buffer)
+    assert d.shape == (1, 3, 30, 60) and d is c  # the scaled frame's size
+
+
+def test_detector_input_buffer_is_one_tensor_per_thread():
+    buffer = detection.InputBuffer()
+    mine = buffer.get(4, 6)
+    with ThreadPoolExecutor(1) as pool:
+        theirs = pool.submit(buffer.get, 4, 6).result()
+    assert theirs is not mine and buffer.get(4, 6) is mine
 
 
 def test_detector_input_max_side_scales_down_only():

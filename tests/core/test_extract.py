@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 from daemon.core import csvfile, worker
+from daemon.core import extract as extract_module
 from daemon.core.extract import assemble, extract, shard_tasks
 from daemon.core.models import ModelError, sha256_of
 from daemon.core.pipeline import Pipeline, PipelineOptions
@@ -17,6 +19,7 @@ from daemon.core.video import VideoError, probe, read_range
 from daemon.core.worker import plan_shards
 from tests import tinymodels
 from tests.conftest import frame_pattern
+from tests.media import truncated_index_first
 
 W, H = 64, 48
 
@@ -148,6 +151,35 @@ def test_bad_video_fails_before_the_pool(tiny_models, tmp_path):
     with pytest.raises(VideoError, match="notes.mp4"):
         extract(bad, tmp_path / "x.csv", options(tiny_models, tmp_path), executor=NoPool())
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_workers_start_loading_before_the_video_is_probed(tiny_models, synthetic_video, tmp_path,
+                                                        in_process, monkeypatch):
+    """The probe and the model hashes run while the workers load their sessions."""
+    events = []
+    video = synthetic_video(frames=6, width=W, height=H)
+    opts = options(tiny_models, tmp_path)
+    real_probe, real_hash = extract_module.probe, extract_module.hash_models
+    monkeypatch.setattr(extract_module, "probe", lambda v: events.append("probe") or real_probe(v))
+    monkeypatch.setattr(extract_module, "hash_models", lambda o: events.append("hash") or real_hash(o))
+    with in_process(opts) as pool:
+        class Recording:
+            def submit(self, fn, *args):
+                events.append(fn.__name__)
+                return pool.submit(fn, *args)
+
+        summary = extract(video, tmp_path / "clip.csv", opts, workers=2, shard_frames=3, executor=Recording())
+    assert summary.frames == 6
+    assert events[:3] == ["warm_up", "probe", "hash"] and set(events[3:]) == {"run_shard"}
+
+
+def test_video_that_fails_its_probe_stops_the_pool_and_writes_nothing(tiny_models, synthetic_video, tmp_path):
+    """It opens (so the workers start), then its stream ends early: the error, no CSV, no workers left."""
+    video = truncated_index_first(synthetic_video(frames=30, width=W, height=H), tmp_path / "cut.mp4")
+    with pytest.raises(VideoError, match="cut.mp4.*truncated"):
+        extract(video, tmp_path / "x.csv", options(tiny_models, tmp_path), workers=2)
+    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "x.json").exists()
+    assert multiprocessing.active_children() == []
 
 
 def test_bad_model_set_fails_before_the_pool(tmp_path, synthetic_video):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
 from daemon import cli
@@ -186,6 +187,44 @@ def test_manifest_unreadable(tmp_path):
     (d / "manifest.toml").write_text("[models\ndetector = ")
     with pytest.raises(ModelError, match="manifest"):
         load_model_set(d)
+
+
+# --- a worker's set: each file loaded once, as the session that runs it ---------------------------------
+
+def counting_opener(opened: list):
+    def open_session(path: Path) -> ort.InferenceSession:
+        opened.append(path.name)
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return open_session
+
+
+def test_open_model_set_loads_each_file_once_and_checks_it_like_load_model_set(tmp_path):
+    d = tinymodels.write_set(
+        tmp_path, det=tinymodels.detector(input_name="image", output_names=("out0", "out1", "out2"),
+                                          output_order=(2, 0, 1)))
+    opened: list[str] = []
+    ms, sessions = models.open_model_set(d, models.ROLES, counting_opener(opened))
+    assert opened == ["retinaface.onnx", "mtl.onnx", "star.onnx"]  # one load each, nothing else
+    assert set(sessions) == set(models.ROLES)
+    hashed = load_model_set(d)
+    assert ms.outputs == hashed.outputs and ms.input_name("detector") == "image"
+    for role in models.ROLES:
+        assert ms.files[role].signature == hashed.files[role].signature
+        assert ms.files[role].size == hashed.files[role].size
+        assert ms.files[role].sha256 is None  # the parent hashes; workers do not hash again
+        assert sessions[role].get_inputs()[0].name == ms.input_name(role)
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda d: (d / "star.onnx").unlink(), "star.onnx \\(landmarks\\): file not found"),
+    (lambda d: (d / "mtl.onnx").write_bytes(b"\0" * 4000), "mtl.onnx: not a readable ONNX model"),
+    (lambda d: tinymodels.write_set(d, mtl=tinymodels.landmarks(size=224)), "multitask"),
+])
+def test_open_model_set_errors_name_the_file(tmp_path, damage, match):
+    d = tinymodels.write_set(tmp_path)
+    damage(d)
+    with pytest.raises(ModelError, match=match):
+        models.open_model_set(d, models.ROLES, counting_opener([]))
 
 
 def test_tensor_spec_str():

@@ -227,3 +227,17 @@ def test_no_leftover_file_descriptors(clip):
         gen.close()
     if before is not None:
         assert len(os.listdir("/proc/self/fd")) <= before + 1
+
+
+def test_decoder_threads_follow_opencvs_thread_setting(clip):
+    """A worker sets OpenCV to its share of the cores; FFmpeg's decoder threads follow."""
+    path = clip
+    before = cv2.getNumThreads()
+    try:
+        for threads in (1, 2):
+            cv2.setNumThreads(threads)
+            cap = video.open_capture(path)
+            assert cap.get(cv2.CAP_PROP_N_THREADS) == threads
+            cap.release()
+    finally:
+        cv2.setNumThreads(before)
