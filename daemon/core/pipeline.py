@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from . import blink, crops, detection, providers
-from .models import ModelSet, open_model_set
+from .models import open_model_set
 from .results import FrameResults
 from .video import Frame
 
@@ -48,7 +48,6 @@ class Pipeline:
         if providers.COREML in plan.names:
             options.cache_dir.mkdir(parents=True, exist_ok=True)
         session_options = providers.session_options(options.workers, threads=options.threads)
-        self.models: ModelSet
         self.models, self.sessions = open_model_set(
             options.models_dir, roles_for(options.au45),
             lambda path: ort.InferenceSession(str(path), session_options, providers=plan.providers))
