@@ -391,7 +391,9 @@ class TreeSampler:
 # --- aud extract ---------------------------------------------------------------------------------
 
 def run_extract(video: Path, csv_path: Path, models: Path, workers: int, au45: bool, env: dict,
-                detect_max_side: int = 0) -> dict:
+                detect_max_side: int = 0, cwd: Path = PROJECT) -> dict:
+    """One ``python -m daemon extract`` subprocess, timed and sampled. The ``daemon`` it runs is the one in
+    ``cwd`` (``-m`` puts the working directory first on the path), else the first on ``env``'s PYTHONPATH."""
     cmd = [sys.executable, "-m", "daemon", "extract", str(video), "-o", str(csv_path), "--models", str(models),
            "--workers", str(workers), "--provider", "cpu"]
     if not au45:
@@ -400,7 +402,7 @@ def run_extract(video: Path, csv_path: Path, models: Path, workers: int, au45: b
         cmd += ["--detect-max-side", str(detect_max_side)]
     began = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-                            cwd=PROJECT)
+                            cwd=cwd)
     lines: list[tuple[float, str]] = []
 
     def pump() -> None:

@@ -11,7 +11,6 @@ and the report gives every pair's ratio and the ratio of the medians.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -28,10 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--models", type=Path, default=bench.PROJECT.parent / "shared" / "models" / "openface3")
     args = ap.parse_args(argv)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUD_")}
     one, many = [], []
     with tempfile.TemporaryDirectory(prefix="aud-scaling-") as tmp:
-        env["XDG_CONFIG_HOME"] = str(Path(tmp) / "xdg-config")  # no user config file
+        env = bench.isolate_environment(Path(tmp))  # no AUD_* variables, no user config file
         for i in range(args.pairs):
             x = bench.run_extract(args.video.resolve(), Path(tmp) / "one.csv", args.models.resolve(), 1, True,
                                   {**env, "AUD_THREADS_PER_WORKER": "1"})
