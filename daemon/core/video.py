@@ -9,6 +9,7 @@ worker gets exactly the frames a sequential decode would give.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +45,15 @@ class Frame:
     index: int  # 0-based
     timestamp: float  # seconds
     image: np.ndarray  # BGR uint8, upright
+
+
+def quiet_decoder_logs() -> None:
+    """FFmpeg's own warnings (a damaged file's "moov atom not found", repeated at every look at it)
+    and OpenCV's backend warnings off; errors reach the caller as ``VideoError`` with the reason.
+    A process-wide switch: called once by a process that decodes (the daemon, ``aud extract``, a
+    worker) before its first capture."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read at the first capture
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 def open_capture(path: str | Path) -> cv2.VideoCapture:

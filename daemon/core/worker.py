@@ -15,11 +15,13 @@ import threadpoolctl
 
 from . import providers
 from .pipeline import Pipeline, PipelineOptions
+from .video import quiet_decoder_logs
 
 
 def prepare_process(options: PipelineOptions) -> Pipeline:
     """Give every native thread pool of this process the worker's share of the cores (see
     ``limit_threads``), one memory arena for its sessions, and load the models once."""
+    quiet_decoder_logs()
     limit_threads(providers.worker_threads(options.workers, options.threads))
     providers.share_cpu_arena()
     pipeline = Pipeline(options)

@@ -21,9 +21,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..core.shard import ShardResult, ShardTask
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 Progress = Callable[[int], None]  # frames of the shard finished so far
 
@@ -96,3 +99,16 @@ class Executor(Protocol):
 
     async def close(self, *, kill: bool = False) -> None:
         """Stop the workers: let a running shard finish, or with ``kill`` end it now."""
+
+
+def make_executor(settings: Settings, on_restart: Callable[[str], None] = lambda reason: None) -> Executor:
+    """The executor the settings ask for: the local process pool (default) or a Dask cluster."""
+    if settings.executor == "dask":
+        from .dask_executor import DaskExecutor
+
+        if not settings.dask_scheduler:
+            raise ValueError("executor = \"dask\" needs dask_scheduler (--dask-scheduler tcp://host:8786)")
+        return DaskExecutor(settings.dask_scheduler, settings.pipeline_options(), settings.path_map)
+    from .local import ProcessExecutor
+
+    return ProcessExecutor(settings.pipeline_options(), settings.workers, on_restart=on_restart)
