@@ -103,3 +103,10 @@ def test_au45_nan_openness_on_a_successful_frame():
     right = np.array([0.3, np.nan, 0.2])
     out = blink.au45(right, right, np.ones(3, bool))
     assert np.isnan(out[1]) and np.isfinite(out[[0, 2]]).all()
+
+
+def test_blinks_are_runs_at_or_above_threshold_marked_at_their_peak():
+    t = blink.BLINK_AU45
+    series = [0.0, t, 4.0, 3.0, 0.1, np.nan, t - 1e-9, 5.0, np.nan, 4.9, 3.0]
+    assert blink.blinks(series) == [(1, 3, 2), (7, 7, 7), (9, 10, 9)]
+    assert blink.blinks([]) == [] and blink.blinks([np.nan, 0.0]) == []
