@@ -131,11 +131,10 @@ class Settings(BaseSettings):
         """How results are written (a core dataclass)."""
         from .core.output import CsvStyle, OutputOptions
         from .core.pipeline import FacesMode
-        from .core.pose import CameraOverrides
 
         return OutputOptions(faces=FacesMode(self.faces), csv_style=CsvStyle(self.csv_style), plots=self.plots,
                              mirror=self.mirror, track_gap_frames=self.track_gap_frames,
-                             camera=CameraOverrides(self.camera_fx, self.camera_fy, self.camera_cx, self.camera_cy))
+                             camera=(self.camera_fx, self.camera_fy, self.camera_cx, self.camera_cy))
 
     def ensure_dirs(self) -> None:
         for d in (self.inbox, self.outbox, self.state):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
@@ -38,7 +38,7 @@ class OutputOptions:
     plots: bool = True
     mirror: bool = False
     track_gap_frames: int = tracking.DEFAULT_GAP
-    camera: pose.CameraOverrides = field(default_factory=pose.CameraOverrides)
+    camera: tuple[float | None, float | None, float | None, float | None] = (None, None, None, None)  # fx fy cx cy
 
 
 class AssemblyError(RuntimeError):
@@ -113,7 +113,7 @@ def build_tables(rows: FaceRows, options: OutputOptions, width: int, height: int
     main: Table = dict(identity)
     _measurements(main, ok, rows.box, rows.gaze, rows.emotion, rows.au,
                   per_face_au45(right, left, ok, ids))
-    poses = pose.estimate_poses(rows.landmarks, width, height, options.camera.for_frame(width, height))
+    poses = pose.estimate_poses(rows.landmarks, width, height, pose.camera_for(width, height, *options.camera))
     for i, name in enumerate(POSE):
         main[name] = np.where(ok, poses[:, i], np.nan)
     main["eye_open_right"] = np.where(ok, right, np.nan)
