@@ -83,7 +83,7 @@ def per_face_au45(right: np.ndarray, left: np.ndarray, success: np.ndarray, ids:
 def _measurements(table: Table, ok: np.ndarray, box, gaze, emotion, au, au45) -> None:
     """The columns a main and a hemi-face table share, blank where there is no face."""
     def put(names, values) -> None:
-        values = np.asarray(values, np.float64).reshape(len(ok), -1)
+        values = np.asarray(values, np.float64).reshape(len(ok), len(names))
         for i, name in enumerate(names):
             table[name] = np.where(ok, values[:, i], np.nan)
 
