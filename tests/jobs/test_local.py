@@ -17,6 +17,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -318,28 +319,50 @@ PARENT = """
 import asyncio, json, sys
 from pathlib import Path
 from daemon.core.pipeline import PipelineOptions
+from daemon.core.shard import ShardTask
 from daemon.jobs.local import ProcessExecutor
 
 async def main():
     ex = ProcessExecutor(PipelineOptions(Path(sys.argv[1])), 2)
     await ex.start()
     print(json.dumps([w.name for w in ex.workers()]), flush=True)
-    await asyncio.Event().wait()
+    await asyncio.gather(*(ex.run(ShardTask(fifo, 0, 10, None)) for fifo in sys.argv[2:]))
 
 asyncio.run(main())
 """
 
 
-def test_workers_exit_when_their_parent_is_killed(tiny_models: Path):
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tiny_models)], cwd=PROJECT,
+def open_for_writing(fifo: Path, timeout: float) -> int:
+    """Open ``fifo`` for writing; returns once a reader (a worker's decoder) has opened it."""
+    fds: list[int] = []
+    opener = threading.Thread(target=lambda: fds.append(os.open(fifo, os.O_WRONLY)), daemon=True)
+    opener.start()
+    opener.join(timeout)
+    if opener.is_alive():  # unblock our own open, then fail
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        opener.join()
+        os.close(fds[0])
+        raise AssertionError(f"no worker opened {fifo} within {timeout:g} s")
+    return fds[0]
+
+
+def test_busy_workers_exit_when_their_parent_is_killed(tiny_models: Path, tmp_path: Path):
+    """The parent runs two shards whose videos are FIFOs that we hold open without writing: both
+    workers are busy and silent (blocked reading), so only the lifeline can tell them the parent died."""
+    fifos = [tmp_path / "a.fifo", tmp_path / "b.fifo"]
+    for fifo in fifos:
+        os.mkfifo(fifo)
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tiny_models), *map(str, fifos)], cwd=PROJECT,
                               stdout=subprocess.PIPE, text=True)
     tree: list[psutil.Process] = []
+    writers: list[int] = []
     try:
         ready, _, _ = select.select([parent.stdout], [], [], 60)
         assert ready, "the parent did not start its workers within 60 s"
         names = json.loads(parent.stdout.readline())
         tree = psutil.Process(parent.pid).children(recursive=True)  # workers and the resource tracker
         assert {pid_of(n) for n in names} <= {p.pid for p in tree}
+        writers = [open_for_writing(fifo, 60) for fifo in fifos]  # both workers now block reading
         parent.kill()
         parent.wait(10)
         _, alive = psutil.wait_procs(tree, timeout=10)
@@ -350,6 +373,8 @@ def test_workers_exit_when_their_parent_is_killed(tiny_models: Path):
         for p in tree:
             if p.is_running():
                 p.kill()
+        for fd in writers:
+            os.close(fd)
         parent.kill()
         parent.wait(10)
         parent.stdout.close()
