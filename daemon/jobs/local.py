@@ -120,7 +120,12 @@ def failure_of(exc: BaseException) -> Failed:
 # --- errors from a worker's start -------------------------------------------------------------------
 
 class WorkerStartError(RuntimeError):
-    """A worker could not start for a reason outside ``LOAD_ERRORS``; the message names the type."""
+    """A worker could not start for a reason outside ``LOAD_ERRORS``; the message names the type and
+    ``traceback`` holds the worker's traceback text."""
+
+    def __init__(self, message: str, traceback: str = ""):
+        super().__init__(message)
+        self.traceback = traceback
 
 
 LOAD_ERRORS: dict[str, type[Exception]] = {
@@ -133,7 +138,7 @@ def remote_error(failed: Failed) -> Exception:
     """The exception a worker's start failure becomes in the parent (see the module docstring)."""
     cls = LOAD_ERRORS.get(failed.type_name)
     if cls is None:
-        return WorkerStartError(f"{failed.type_name}: {failed.message}")
+        return WorkerStartError(f"{failed.type_name}: {failed.message}", failed.traceback)
     return cls(failed.message)
 
 
@@ -401,6 +406,7 @@ class ProcessExecutor:
         self._workers: list[_Worker] = []  # every live worker, starting ones included
         self._idle: list[_Worker] = []
         self._waiters: list[asyncio.Future] = []  # runs waiting for an idle worker
+        self._started = False
         self._closing = False
         self._replacing: set[asyncio.Task] = set()
 
@@ -411,6 +417,9 @@ class ProcessExecutor:
     async def start(self) -> dict[str, str]:
         """Start every worker and wait until all have loaded their models; on a failure, end them all
         and raise it."""
+        if self._started:
+            raise RuntimeError("the process pool was started already")
+        self._started = True
         started: list[_Worker] = []
         try:
             for _ in range(self.size):
@@ -488,6 +497,8 @@ class ProcessExecutor:
         return _Worker(self.options, asyncio.get_running_loop(), self._idle_worker_died)
 
     async def _acquire(self) -> _Worker:
+        if not self._started:
+            raise RuntimeError("start() the process pool before running shards")
         while not self._closing:
             if self._idle:
                 return self._idle.pop(0)
@@ -527,7 +538,10 @@ class ProcessExecutor:
         self.restarts += 1
         log.warning("replacing worker %s: %s", worker.name, reason)
         if self.on_restart is not None:
-            self.on_restart(reason)
+            try:
+                self.on_restart(reason)
+            except Exception:
+                log.exception("the on_restart callback raised")
         fresh = self._spawn()
         self._workers[self._workers.index(worker)] = fresh
         try:

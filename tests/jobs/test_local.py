@@ -38,7 +38,7 @@ from daemon.jobs.executor import (
     ShardTimedOut,
     WorkerDied,
 )
-from daemon.jobs.local import ProcessExecutor
+from daemon.jobs.local import Failed, ProcessExecutor, WorkerStartError, remote_error
 from tests import tinymodels
 from tests.conftest import PROJECT
 
@@ -164,6 +164,14 @@ def test_bad_model_fails_start_with_its_model_error_and_leaves_no_process(tmp_pa
         assert our_children() == []
         await ex.close()  # harmless after a failed start
     run(main)
+
+
+def test_start_errors_cross_the_process_boundary_as_a_matching_type():
+    assert type(remote_error(Failed("ModelError", "m.onnx: bad", "tb", False))) is ModelError
+    assert str(remote_error(Failed("ModelError", "m.onnx: bad", "tb", False))) == "m.onnx: bad"
+    other = remote_error(Failed("Fail", "onnxruntime says no", "Traceback ...", False))
+    assert isinstance(other, WorkerStartError) and str(other) == "Fail: onnxruntime says no"
+    assert other.traceback == "Traceback ..."
 
 
 # --- shards -----------------------------------------------------------------------------------------
