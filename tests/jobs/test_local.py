@@ -326,6 +326,35 @@ def test_close_kill_ends_a_running_shard_promptly(tiny_models: Path, video):
     run(main)
 
 
+def test_a_cancelled_shard_has_its_worker_replaced_and_close_waits_boundedly(tiny_models: Path, video):
+    long = video(LONG)
+    restarts: list[str] = []
+
+    async def main():
+        ex = ProcessExecutor(PipelineOptions(tiny_models), 1, on_restart=restarts.append, close_timeout=0.5)
+        await ex.start()
+        first = pid_of(ex.workers()[0].name)
+        watch = Watch()
+        running = asyncio.ensure_future(ex.run(ShardTask.of(long, 0, LONG, label="shard X"), progress=watch))
+        await watch.first.wait()
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        await ex.replacements_done()
+        assert ex.restarts == 1 and "shard X was cancelled" in restarts[0]
+        assert not psutil.pid_exists(first) and pid_of(ex.workers()[0].name) != first
+        watch = Watch()
+        running = asyncio.ensure_future(ex.run(ShardTask.of(long, 0, LONG), progress=watch))
+        await watch.first.wait()
+        began = time.monotonic()
+        await ex.close()  # waits at most close_timeout (0.5 s) for the shard, then ends the worker
+        assert time.monotonic() - began < 3.0  # 0.5 s + SIGKILL and reaping (milliseconds) + load
+        with pytest.raises(ExecutorUnavailable, match="closed"):
+            await running
+        assert our_children() == []
+    run(main)
+
+
 PARENT = """
 import asyncio, json, sys
 from pathlib import Path
