@@ -109,26 +109,29 @@ class Watch:
         self.first.set()
 
 
-def shared_pipes(pids: list[int]) -> dict[tuple[int, int], set[str]]:
-    """Pipes and sockets open in two of ``pids`` at once (Linux: read from /proc/<pid>/fd)."""
-    held = {}
-    for pid in pids:
-        fd_dir = Path(f"/proc/{pid}/fd")
-        held[pid] = {os.readlink(fd_dir / fd) for fd in os.listdir(fd_dir)}
-        held[pid] = {target for target in held[pid] if target.startswith(("pipe:", "socket:"))}
-    return {(a, b): held[a] & held[b] for a in pids for b in pids if a < b and held[a] & held[b]}
+def pipes_of(pid: int) -> set[str]:
+    """The pipes and sockets ``pid`` has open (Linux: the targets of /proc/<pid>/fd)."""
+    fd_dir = Path(f"/proc/{pid}/fd")
+    targets = set()
+    for fd in os.listdir(fd_dir):
+        with contextlib.suppress(FileNotFoundError):  # closed while we looked
+            targets.add(os.readlink(fd_dir / fd))
+    return {t for t in targets if t.startswith(("pipe:", "socket:"))}
 
 
 def assert_no_shared_lifelines(ex: ProcessExecutor) -> None:
-    """No worker holds a pipe of another worker (its lifeline write end above all): ``spawn`` passes a
-    child only what it is given. Workers do share one pipe, the resource tracker's, which we allow."""
+    """No worker holds a pipe of another worker (a lifeline's end above all): ``spawn`` passes a child
+    only what it is given. The one pipe workers do share is the resource tracker's (multiprocessing
+    hands every spawned child its write end); the tracker shares nothing else with them."""
     if not Path("/proc/self/fd").is_dir():
         return  # macOS: no /proc; the parent-death test covers the consequence
-    tracker = [p.pid for p in psutil.Process().children() if any(RESOURCE_TRACKER in c for c in p.cmdline())]
-    tracker_pipes = set().union(*shared_pipes(tracker + [pid_of(w.name) for w in ex.workers()]).values()) \
-        if tracker else set()
-    pids = [pid_of(w.name) for w in ex.workers()]
-    shared = {pair: pipes - tracker_pipes for pair, pipes in shared_pipes(pids).items()}
+    held = {pid_of(w.name): pipes_of(pid_of(w.name)) for w in ex.workers()}
+    trackers = [p.pid for p in psutil.Process().children() if any(RESOURCE_TRACKER in c for c in p.cmdline())]
+    tracker_pipes = pipes_of(trackers[0]) if trackers else set()
+    with_tracker = {frozenset(pipes & tracker_pipes) for pipes in held.values()}
+    assert len(with_tracker) == 1 and len(next(iter(with_tracker))) <= 1, \
+        f"workers share more than the tracker's pipe with it: {with_tracker}"
+    shared = {(a, b): (held[a] & held[b]) - tracker_pipes for a in held for b in held if a < b}
     assert not any(shared.values()), f"workers share pipes: {shared}"
 
 
