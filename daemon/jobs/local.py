@@ -20,6 +20,18 @@ What the pool guarantees (the executor port, ``executor.py``):
 Errors raised while a worker loads its models travel as (type name, message, traceback) and are
 raised again in the parent by ``remote_error``: as the same class when it is one of
 ``LOAD_ERRORS``, else as ``WorkerStartError`` whose message starts with the type name.
+
+Good to know:
+
+* Replacements start in the background: a failing ``run`` raises at once; ``replacements_done()``
+  waits for the fresh workers (tests, status). A replacement that cannot load its models is logged
+  and the pool goes on with fewer workers; with none left, ``run`` raises ``ShardFailed``
+  (``INTERNAL``) saying why.
+* ``start()`` has no time limit: a first CoreML compile may legitimately take minutes.
+* A message is read whole once its first bytes arrive; a shard's rows are a few hundred kB that the
+  worker writes in one go, so the loop is held for the time of a memory copy.
+* ``spawn`` starts multiprocessing's resource tracker once per parent process: a helper child (not a
+  worker) that stays after ``close()`` and exits when the parent does.
 """
 
 from __future__ import annotations
@@ -409,6 +421,7 @@ class ProcessExecutor:
         self._started = False
         self._closing = False
         self._replacing: set[asyncio.Task] = set()
+        self._start_failure = ""  # why the last replacement could not start
 
     @property
     def capacity(self) -> int:
@@ -444,8 +457,10 @@ class ProcessExecutor:
             result = await asyncio.wait_for(worker.run(task, progress), timeout)
         except TimeoutError:
             reason = f"{label} ran longer than {timeout:g} s on worker {worker.name}"
-            await worker.kill(TERM_GRACE)
-            self._replace_later(worker, reason)
+            try:
+                await worker.kill(TERM_GRACE)
+            finally:
+                self._replace_later(worker, reason)
             raise ShardTimedOut(f"{reason}; the worker was replaced", worker.name) from None
         except WorkerDied as exc:
             self._replace_later(worker, str(exc))
@@ -502,6 +517,9 @@ class ProcessExecutor:
         while not self._closing:
             if self._idle:
                 return self._idle.pop(0)
+            if not self._workers:
+                raise ShardFailed(f"no worker process is left: a replacement could not start "
+                                  f"({self._start_failure})", FailureKind.INTERNAL)
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             await waiter
@@ -549,10 +567,12 @@ class ProcessExecutor:
         except asyncio.CancelledError:
             await fresh.kill()
             raise
-        except Exception:
+        except Exception as exc:
             self._workers.remove(fresh)
             await fresh.kill()
+            self._start_failure = f"{type(exc).__name__}: {exc}"
             log.exception("a replacement worker could not start; the pool has %d workers now",
                           len(self._workers))
+            self._wake()  # runs waiting for a worker learn when none is left
             return
         self._release(fresh)

@@ -265,6 +265,28 @@ def test_a_shard_past_its_timeout_has_its_worker_replaced(tiny_models: Path, vid
     run(main)
 
 
+def test_a_pool_whose_replacement_cannot_start_says_why(tiny_models: Path, video):
+    short = video(12)
+
+    async def main():
+        restarted = asyncio.Event()
+        ex = ProcessExecutor(PipelineOptions(tiny_models), 1, on_restart=lambda reason: restarted.set())
+        try:
+            await ex.start()
+            (tiny_models / "mtl.onnx").unlink()  # the replacement will not find its model
+            assert (await ex.run(ShardTask.of(short, 0, 12))).frames == 12  # the warm worker still runs
+            os.kill(pid_of(ex.workers()[0].name), signal.SIGKILL)  # idle: noticed by its pipe's EOF
+            await restarted.wait()
+            await ex.replacements_done()
+            assert ex.restarts == 1 and ex.workers() == []
+            with pytest.raises(ShardFailed, match=r"no worker process is left.*ModelError.*mtl\.onnx") as failed:
+                await ex.run(ShardTask.of(short, 0, 12))
+            assert failed.value.kind is FailureKind.INTERNAL
+        finally:
+            await ex.close()
+    run(main)
+
+
 def test_shard_errors_come_back_typed_and_the_worker_survives_them_and_sigint(tiny_models: Path, video):
     short = video(12)
 
