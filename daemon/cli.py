@@ -273,6 +273,26 @@ def cmd_systemd(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    """``aud plot CSV [-o PNG]``: the picture of one result (its hemi-face CSVs are found beside it)."""
+    from .plot import PlotError, plot_csv
+
+    try:
+        png = plot_csv(Path(args.csv), Path(args.output) if args.output else None)
+    except (PlotError, OSError) as exc:
+        err.print(f"aud plot: {exc}")
+        return 2
+    err.print(f"{args.csv} -> {png}")
+    return 0
+
+
+def add_plot_parser(sub) -> None:
+    p = sub.add_parser("plot", help="draw a result CSV as a PNG (AUs, blinks, gaze, head pose, emotion)")
+    p.add_argument("csv", help="an aud (or OpenFace 2.2-style) result CSV")
+    p.add_argument("-o", "--output", help="the PNG to write (default: the CSV's name with .png)")
+    p.set_defaults(func=cmd_plot)
+
+
 # --- parser ---------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -342,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", type=Path, help="config file the service runs with")
         p.add_argument("--log-dir", type=Path, help="where the service's logs go")
         p.set_defaults(func=func)
+    add_plot_parser(sub)
     return parser
 
 

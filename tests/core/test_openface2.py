@@ -61,7 +61,7 @@ def load(text: str, **kw) -> pd.DataFrame:
 
 
 def test_loads_with_pandas_under_openface_names():
-    table = aud_table(frames=60, faces={0: range(0, 40), 1: range(10, 30)})
+    table = aud_table(frames=60, faces={0: range(40), 1: range(10, 30)})
     text = openface2.openface2_text(table)
     df = load(text, skipinitialspace=True)
     assert tuple(df.columns) == openface2.COLUMNS

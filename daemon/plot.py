@@ -1,0 +1,338 @@
+"""A picture of one result: ``<stem>.png`` beside ``<stem>.csv`` (matplotlib's object API on the Agg canvas:
+no pyplot, no display, no global figure state — safe in the headless daemon).
+
+One column of panels per face (the longest-tracked faces first, at most ``MAX_FACES``; the title says how many
+more there are), against time in seconds:
+
+* **Action Units** — the eight ``AUxx_r`` traces (raw MTL scores) with the 0.5 line of aud's ``AUxx_c`` rule;
+* **AU45 (blink)** — ``AU45_r`` (0-5) with every blink marked at its peak (a blink is a run of frames with
+  AU45_r ≥ 2.5, ``blink.BLINK_AU45``);
+* **Gaze** — yaw and pitch, in degrees;
+* **Head pose** — pitch, yaw, roll (``pose_Rx, pose_Ry, pose_Rz``), in degrees (when the table has them);
+* **Emotion** — the eight probabilities, stacked to 1;
+* **Left vs right** (mirror output only) — each AU of the left hemi-face (solid) against the right (dashed).
+
+Grey bands in every panel: frames where that face was not found (in a single-face result: no face). A video without any face gets a picture
+that says so. ``read_table`` reads aud's CSVs and OpenFace 2.2-style ones (``gaze_angle_x/y`` become
+``gaze_yaw/pitch``; names and fields are stripped of spaces).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from .core.atomic import atomic_write
+from .core.blink import BLINK_AU45, blinks
+
+MAX_FACES = 4
+AUS = ("AU01", "AU02", "AU04", "AU06", "AU09", "AU12", "AU25", "AU26")
+AU_NAMES = {"AU01": "inner brow raiser", "AU02": "outer brow raiser", "AU04": "brow lowerer",
+            "AU06": "cheek raiser", "AU09": "nose wrinkler", "AU12": "lip corner puller", "AU25": "lips part",
+            "AU26": "jaw drop"}
+EMOTIONS = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt")
+OPENFACE2_NAMES = {"gaze_angle_x": "gaze_yaw", "gaze_angle_y": "gaze_pitch"}
+TEXT_COLUMNS = ("emotion",)
+NO_FACE_COLOUR = "0.85"
+NOT_FOUND = "face not found"
+
+Table = Mapping[str, np.ndarray | Sequence]
+
+
+class PlotError(ValueError):
+    """A CSV or table that cannot be plotted (missing columns, unreadable file)."""
+
+
+# --- reading ----------------------------------------------------------------------------------------------
+
+def read_table(csv_path: Path) -> dict[str, np.ndarray | list[str]]:
+    """An aud-style or OpenFace 2.2-style CSV as columns: numbers as float arrays (NaN where empty), text
+    columns (``emotion``) as lists of str."""
+    path = Path(csv_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlotError(f"{path}: cannot read the CSV ({exc})") from exc
+    rows = list(csv.reader(io.StringIO(text), skipinitialspace=True))
+    if not rows:
+        raise PlotError(f"{path}: the CSV is empty (no header)")
+    names = [OPENFACE2_NAMES.get(n.strip(), n.strip()) for n in rows[0]]
+    for required in ("frame", "timestamp", "success"):
+        if required not in names:
+            raise PlotError(f"{path}: no {required!r} column, so this is not an aud or OpenFace 2.2 CSV")
+    body = rows[1:]
+    for line, row in enumerate(body, start=2):
+        if len(row) != len(names):
+            raise PlotError(f"{path}: line {line} has {len(row)} fields, the header has {len(names)}")
+    table: dict[str, np.ndarray | list[str]] = {}
+    for k, name in enumerate(names):
+        cells = [row[k].strip() for row in body]
+        if name in TEXT_COLUMNS:
+            table[name] = cells
+            continue
+        try:
+            table[name] = np.array([float(c) if c else math.nan for c in cells], np.float64)
+        except ValueError as exc:
+            raise PlotError(f"{path}: column {name!r} holds a value that is not a number ({exc})") from exc
+    if "face_id" not in table:
+        table["face_id"] = np.where(table["success"] > 0, 0.0, math.nan)
+    return table
+
+
+def mirror_paths(csv_path: Path) -> dict[str, Path]:
+    """The hemi-face CSVs beside ``<stem>.csv`` that exist: {"left_mirrored": …, "right_mirrored": …}."""
+    path = Path(csv_path)
+    found = {}
+    for side in ("left_mirrored", "right_mirrored"):
+        sibling = path.with_name(f"{path.stem}.{side}.csv")
+        if sibling.exists():
+            found[side] = sibling
+    return found
+
+
+def plot_csv(csv_path: Path, png_path: Path | None = None) -> Path:
+    """Plot ``csv_path`` (with its mirror siblings, if any) to ``png_path`` (default ``<stem>.png`` beside it),
+    written atomically. Returns the PNG's path."""
+    path = Path(csv_path)
+    out = Path(png_path) if png_path is not None else path.with_suffix(".png")
+    tables = {"main": read_table(path)}
+    tables.update({side: read_table(p) for side, p in mirror_paths(path).items()})
+    png = render_png(tables, path.name)
+    atomic_write(out, lambda f: f.write(png))
+    return out
+
+
+# --- preparing the series -----------------------------------------------------------------------------------
+
+def _col(table: Table, name: str) -> np.ndarray:
+    if name not in table:
+        raise PlotError(f"the table has no column {name!r}")
+    return np.asarray(table[name], dtype=np.float64)
+
+
+class Timeline:
+    """The video's frames (each once, in order) and their times; per-face series on it (NaN where absent)."""
+
+    def __init__(self, table: Table):
+        frame = _col(table, "frame")
+        self.frames, first = np.unique(frame, return_index=True)
+        self.seconds = _col(table, "timestamp")[first]
+        self._frame = frame
+        self._face = _col(table, "face_id") if "face_id" in table else np.zeros(len(frame))
+        self._ok = _col(table, "success") > 0
+        self._slot = np.searchsorted(self.frames, frame)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def faces(self) -> list[tuple[int, int]]:
+        """(face_id, frames with that face found), longest-tracked first."""
+        ids, counts = np.unique(self._face[self._ok & np.isfinite(self._face)], return_counts=True)
+        order = sorted(zip(ids.astype(int).tolist(), counts.tolist()), key=lambda p: (-p[1], p[0]))
+        return order
+
+    def rows_of(self, face_id: int) -> np.ndarray:
+        return self._ok & (self._face == face_id)
+
+    def series(self, table: Table, name: str, face_id: int) -> np.ndarray:
+        """``name`` for ``face_id`` on the timeline (NaN where the face is absent)."""
+        values = _col(table, name)
+        rows = self.rows_of(face_id)
+        out = np.full(len(self.frames), np.nan)
+        out[self._slot[rows]] = values[rows]
+        return out
+
+    def present(self, face_id: int) -> np.ndarray:
+        out = np.zeros(len(self.frames), bool)
+        out[self._slot[self.rows_of(face_id)]] = True
+        return out
+
+
+def _spans(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of True as (first, last) indices."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2])]
+
+
+# --- drawing ---------------------------------------------------------------------------------------------
+
+def render_png(tables: dict[str, Table], title: str) -> bytes:
+    """The PNG of one result. ``tables``: "main" (aud column naming, one row per face per frame) and
+    optionally "left_mirrored" and "right_mirrored" (one row per main row)."""
+    if "main" not in tables:
+        raise PlotError("render_png needs the 'main' table")
+    main = tables["main"]
+    n = len(_col(main, "frame"))
+    for side in ("left_mirrored", "right_mirrored"):
+        if side in tables and len(_col(tables[side], "frame")) != n:
+            raise PlotError(f"the {side} table has {len(_col(tables[side], 'frame'))} rows, the main one {n}: "
+                            f"a hemi-face table has one row per main row")
+    timeline = Timeline(main)
+    faces = timeline.faces()
+    if not faces:
+        fig = _no_face_figure(timeline, title)
+    else:
+        fig = _result_figure(tables, timeline, faces, title)
+    buffer = io.BytesIO()
+    FigureCanvasAgg(fig).print_png(buffer)
+    return buffer.getvalue()
+
+
+def _no_face_figure(timeline: Timeline, title: str) -> Figure:
+    fig = Figure(figsize=(10, 3), dpi=100)
+    fig.suptitle(textwrap.fill(title, 90), fontsize=13, fontweight="bold")
+    duration = float(np.nanmax(timeline.seconds)) if len(timeline) else 0.0
+    fig.text(0.5, 0.5, f"No face found in any of the {len(timeline)} frames ({duration:.1f} s).",
+             ha="center", va="center", fontsize=16)
+    return fig
+
+
+def _panel_rows(tables: dict[str, Table]) -> list[str]:
+    """The panels this result has data for (an OpenFace 2.2-style CSV has no emotion, for instance)."""
+    main = tables["main"]
+
+    def has(*names: str) -> bool:
+        return all(n in main for n in names) and any(np.isfinite(_col(main, n)).any() for n in names)
+
+    rows = []
+    if has(*(f"{au}_r" for au in AUS)):
+        rows.append("aus")
+    if has("AU45_r"):
+        rows.append("au45")
+    if has("gaze_yaw", "gaze_pitch"):
+        rows.append("gaze")
+    if has("pose_Rx", "pose_Ry", "pose_Rz"):
+        rows.append("pose")
+    if has(*(f"emotion_{e}" for e in EMOTIONS)):
+        rows.append("emotion")
+    if "left_mirrored" in tables and "right_mirrored" in tables:
+        rows.append("mirror")
+    if not rows:
+        raise PlotError("the table has none of the measured columns (AUxx_r, AU45_r, gaze, pose, emotion)")
+    return rows
+
+
+def _result_figure(tables: dict[str, Table], timeline: Timeline, faces: list[tuple[int, int]],
+                   title: str) -> Figure:
+    shown = faces[:MAX_FACES]
+    rows = _panel_rows(tables)
+    heights = {"aus": 2.6, "au45": 1.6, "gaze": 1.6, "pose": 1.6, "emotion": 1.8, "mirror": 2.6}
+    fig = Figure(figsize=(4.0 + 6.0 * len(shown), 1.0 + sum(heights[r] for r in rows)), dpi=100)
+    axes = fig.subplots(len(rows), len(shown), sharex=True, squeeze=False,
+                        gridspec_kw={"height_ratios": [heights[r] for r in rows]})
+    duration = float(np.nanmax(timeline.seconds))
+    summary = f"{len(timeline)} frames, {duration:.1f} s"
+    if len(faces) > 1:
+        summary += f", {len(faces)} faces"
+    if len(faces) > MAX_FACES:
+        rest = ", ".join(str(f) for f, _ in faces[MAX_FACES:])
+        summary += f" — the {MAX_FACES} longest-tracked shown; not shown: face {rest}"
+    fig.suptitle(textwrap.fill(title, 60 + 50 * (len(shown) - 1)) + f"\n{summary}", fontsize=13,
+                 fontweight="bold")
+    t = timeline.seconds
+    for c, (face_id, count) in enumerate(shown):
+        present = timeline.present(face_id)
+        for r, kind in enumerate(rows):
+            ax = axes[r, c]
+            ax.set_label(kind)
+            _shade_absent(ax, t, present)
+            DRAW[kind](ax, tables, timeline, face_id, t)
+            ax.grid(True, alpha=0.3)
+            ax.margins(x=0)
+            if c > 0:
+                ax.set_ylabel("")
+        axes[0, c].set_title(f"face {face_id}: found in {count} of {len(timeline)} frames", fontsize=11)
+        axes[-1, c].set_xlabel("time (s)")
+    for r in range(len(rows)):
+        axes[r, -1].legend(handles=_legend_handles(axes[r, -1]), loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                           fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def _legend_handles(ax) -> list:
+    """The axes' legend entries, each label once ("no face" is one entry however many bands there are)."""
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    if NOT_FOUND in unique:
+        unique[NOT_FOUND] = Patch(color=NO_FACE_COLOUR, label=NOT_FOUND)
+    if ax.get_label() == "mirror":  # one entry per line style; the colours are the AU panel's
+        unique = {k: v for k, v in unique.items() if k == NOT_FOUND}
+        unique["left hemi-face"] = Line2D([], [], color="k", lw=1, label="left hemi-face")
+        unique["right hemi-face"] = Line2D([], [], color="k", lw=1, ls="--", label="right hemi-face")
+    return list(unique.values())
+
+
+def _shade_absent(ax, t: np.ndarray, present: np.ndarray) -> None:
+    step = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
+    for first, last in _spans(~present):
+        ax.axvspan(t[first] - step / 2, t[last] + step / 2, color=NO_FACE_COLOUR, lw=0, zorder=0, label=NOT_FOUND)
+
+
+def _draw_aus(ax, tables, timeline, face_id, t) -> None:
+    colours = colormaps["tab10"].colors
+    for k, au in enumerate(AUS):
+        ax.plot(t, timeline.series(tables["main"], f"{au}_r", face_id), lw=1, color=colours[k],
+                label=f"{au} {AU_NAMES[au]}")
+    ax.axhline(0.5, color="k", lw=0.8, ls=":", label="AUxx_c threshold (0.5)")
+    ax.set_ylabel("AU score\n(raw MTL output)")
+
+
+def _draw_au45(ax, tables, timeline, face_id, t) -> None:
+    au45 = timeline.series(tables["main"], "AU45_r", face_id)
+    ax.plot(t, au45, lw=1, color="tab:blue", label="AU45_r")
+    ax.axhline(BLINK_AU45, color="k", lw=0.8, ls=":", label=f"blink threshold ({BLINK_AU45})")
+    peaks = [p for _first, _last, p in blinks(au45)]
+    if peaks:
+        ax.plot(t[peaks], au45[peaks], "v", color="tab:red", ms=7, label="blink (peak)")
+    ax.text(0.995, 0.95, f"{len(peaks)} blinks", transform=ax.transAxes, ha="right", va="top", fontsize=9,
+            bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
+    ax.set_ylim(-0.2, 5.4)
+    ax.set_ylabel("AU45 (blink)\n0 open … 5 closed")
+
+
+def _draw_gaze(ax, tables, timeline, face_id, t) -> None:
+    for name, colour in (("gaze_yaw", "tab:purple"), ("gaze_pitch", "tab:olive")):
+        ax.plot(t, np.degrees(timeline.series(tables["main"], name, face_id)), lw=1, color=colour,
+                label=name.replace("gaze_", ""))
+    ax.set_ylabel("gaze (°)")
+
+
+def _draw_pose(ax, tables, timeline, face_id, t) -> None:
+    for name, label, colour in (("pose_Rx", "pitch (Rx)", "tab:green"), ("pose_Ry", "yaw (Ry)", "tab:orange"),
+                                ("pose_Rz", "roll (Rz)", "tab:cyan")):
+        ax.plot(t, np.degrees(timeline.series(tables["main"], name, face_id)), lw=1, color=colour, label=label)
+    ax.set_ylabel("head pose (°)")
+
+
+def _draw_emotion(ax, tables, timeline, face_id, t) -> None:
+    probs = np.stack([np.nan_to_num(timeline.series(tables["main"], f"emotion_{e}", face_id)) for e in EMOTIONS])
+    colours = colormaps["Set2"].colors
+    ax.stackplot(t, probs, labels=EMOTIONS, colors=colours, alpha=0.9, zorder=1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("emotion\nprobability")
+
+
+def _draw_mirror(ax, tables, timeline, face_id, t) -> None:
+    colours = colormaps["tab10"].colors
+    for k, au in enumerate(AUS):
+        ax.plot(t, timeline.series(tables["left_mirrored"], f"{au}_r", face_id), lw=1, color=colours[k],
+                label=f"{au} left")
+        ax.plot(t, timeline.series(tables["right_mirrored"], f"{au}_r", face_id), lw=1, color=colours[k],
+                ls="--", label=f"{au} right")
+    ax.set_ylabel("AU score, hemi-faces\nleft — / right - -")
+
+
+DRAW = {"aus": _draw_aus, "au45": _draw_au45, "gaze": _draw_gaze, "pose": _draw_pose, "emotion": _draw_emotion,
+        "mirror": _draw_mirror}

@@ -1,0 +1,139 @@
+"""The per-result PNG: written (atomically, beside the CSV), plausible size, not blank; no-face, multi-face and
+mirror cases; aud- and OpenFace 2.2-style CSVs read back; ``aud plot`` on the command line."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from daemon import cli, plot
+from daemon.core import openface2
+from tests.tables import MIRROR_COLUMNS, aud_table, mirror_table
+
+
+def image(png: bytes) -> np.ndarray:
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    return np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float64)
+
+
+def assert_not_blank(png: bytes, min_kb: float = 20) -> np.ndarray:
+    """A plot of curves: tens of kB at least, and far from one flat colour. A blank white figure of this size
+    is under 10 kB with pixel std 0; the plots here measure 80-900 kB with std 40-70 grey levels."""
+    assert len(png) > min_kb * 1024
+    pixels = image(png)
+    assert pixels.std() > 20
+    return pixels
+
+
+def write_csv(path: Path, table: dict, columns: list[str]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        n = len(table["frame"])
+        for i in range(n):
+            row = []
+            for c in columns:
+                v = table[c][i]
+                row.append(v if isinstance(v, str) else ("" if not np.isfinite(v) else format(float(v), ".9g")))
+            w.writerow(row)
+    return path
+
+
+def test_single_face_plot():
+    pixels = assert_not_blank(plot.render_png({"main": aud_table(frames=150)}, "one.csv"))
+    assert pixels.shape[1] >= 800  # one column of panels, readable width
+
+
+def test_no_face_video_gets_a_plot_that_says_so():
+    table = aud_table(frames=40, faces={})
+    png = plot.render_png({"main": table}, "empty.csv")
+    pixels = image(png)
+    assert 3 * 1024 < len(png) < 60 * 1024  # title and one sentence
+    assert (pixels < 128).mean() > 0.002  # some text is drawn
+    single = image(plot.render_png({"main": aud_table(frames=40)}, "empty.csv"))
+    assert pixels.shape[0] < single.shape[0] / 2  # not the panels: a short notice
+
+
+def test_multi_face_columns_longest_tracked_first_and_capped():
+    faces = {k: range(10 * (k + 1)) for k in range(6)}  # face 5 tracked longest
+    table = aud_table(frames=60, faces=faces)
+    timeline = plot.Timeline(table)
+    assert [f for f, _ in timeline.faces()] == [5, 4, 3, 2, 1, 0]
+    wide = image(plot.render_png({"main": table}, "six.csv"))
+    one = image(plot.render_png({"main": aud_table(frames=60)}, "one.csv"))
+    assert one.shape[1] == 100 * (4 + 6) and wide.shape[1] == 100 * (4 + 6 * plot.MAX_FACES)  # 4 of 6 shown
+    assert_not_blank(plot.render_png({"main": table}, "six.csv"))
+
+
+def test_mirror_tables_add_a_left_right_row():
+    main = aud_table(frames=90)
+    tables = {"main": main, "left_mirrored": mirror_table(main, "left"),
+              "right_mirrored": mirror_table(main, "right")}
+    with_mirror = assert_not_blank(plot.render_png(tables, "m.csv"))
+    without = image(plot.render_png({"main": main}, "m.csv"))
+    assert with_mirror.shape[0] > without.shape[0]
+    bad = dict(tables, left_mirrored=mirror_table(aud_table(frames=10), "left"))
+    with pytest.raises(plot.PlotError, match="left_mirrored table has 10 rows"):
+        plot.render_png(bad, "m.csv")
+
+
+def test_absent_frames_are_shaded():
+    """The frames without the face are painted in the 'not found' grey across the panels."""
+    table = aud_table(frames=100, faces={0: range(50)})
+    pixels = image(plot.render_png({"main": table}, "half.csv"))
+    grey = round(0.85 * 255)
+    right_half = pixels[:, pixels.shape[1] // 2: int(pixels.shape[1] * 0.75)]
+    assert (np.abs(right_half - grey) <= 1).mean() > 0.4
+
+
+def test_plot_csv_reads_aud_csv_and_mirror_siblings(tmp_path):
+    main = aud_table(frames=80, faces={0: range(70)})
+    columns = [c for c in main if c not in ("pose_Tx",)]
+    csv_path = write_csv(tmp_path / "clip.csv", main, columns)
+    for side in ("left", "right"):
+        write_csv(tmp_path / f"clip.{side}_mirrored.csv", mirror_table(main, side), MIRROR_COLUMNS)
+    assert set(plot.mirror_paths(csv_path)) == {"left_mirrored", "right_mirrored"}
+    read = plot.read_table(csv_path)
+    np.testing.assert_allclose(read["AU12_r"], main["AU12_r"], rtol=1e-8)
+    assert read["emotion"] == main["emotion"]
+    png_path = plot.plot_csv(csv_path)
+    assert png_path == tmp_path / "clip.png"
+    assert_not_blank(png_path.read_bytes())
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic write left no temp file
+
+
+def test_reads_openface2_style_csv(tmp_path):
+    table = aud_table(frames=50, faces={0: range(10, 50)})
+    path = tmp_path / "of.csv"
+    path.write_text(openface2.openface2_text(table))
+    read = plot.read_table(path)
+    np.testing.assert_allclose(read["gaze_yaw"], table["gaze_yaw"], atol=5e-4, equal_nan=True)
+    np.testing.assert_array_equal(np.isnan(read["face_id"]), table["success"] == 0)
+    out = plot.plot_csv(path, tmp_path / "of.png")
+    assert_not_blank(out.read_bytes())
+
+
+def test_bad_csv_names_the_file_and_problem(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("frame,timestamp\n1,0.0\n")
+    with pytest.raises(plot.PlotError, match=r"bad\.csv: no 'success' column"):
+        plot.read_table(path)
+    path.write_text("frame,timestamp,success\n1,abc,1\n")
+    with pytest.raises(plot.PlotError, match="'timestamp' holds a value that is not a number"):
+        plot.read_table(path)
+    path.write_text("frame,timestamp,success\n1,0.0\n")
+    with pytest.raises(plot.PlotError, match="line 2 has 2 fields"):
+        plot.read_table(path)
+
+
+def test_cli_plot(tmp_path, capsys):
+    csv_path = write_csv(tmp_path / "c.csv", aud_table(frames=30), list(aud_table(frames=1)))
+    assert cli.main(["plot", str(csv_path), "-o", str(tmp_path / "out.png")]) == 0
+    assert_not_blank((tmp_path / "out.png").read_bytes())
+    assert cli.main(["plot", str(tmp_path / "missing.csv")]) == 2
+    assert "missing.csv" in capsys.readouterr().err
