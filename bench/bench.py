@@ -39,7 +39,7 @@ import psutil
 
 from daemon.config import Settings
 from daemon.core import crops, detection, quantize
-from daemon.core.csvfile import AUS
+from daemon.core.schema import AUS_R as AUS
 from daemon.core.video import probe
 
 QUICK_FRAMES = 24

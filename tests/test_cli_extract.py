@@ -8,7 +8,7 @@ import os
 import pytest
 
 from daemon import cli
-from daemon.core import csvfile
+from daemon.core import output as csvfile
 
 
 @pytest.fixture(autouse=True)
@@ -99,8 +99,8 @@ def test_extract_writes_csv_next_to_the_video(tmp_path, tiny_models, synthetic_v
     assert [r["frame"] for r in rows] == [str(i) for i in range(1, 7)]
     assert all(r["success"] == "1" and r["AU12_r"] != "" and r["AU45_r"] == "" for r in rows)
     sidecar = json.loads((tmp_path / "session 1.json").read_text())
-    assert sidecar["options"] == {"au45": False, "detect_max_side": 0, "batch_size": 2}
-    assert "6/6 frames" in err and "6 frames (6 with a face)" in err
+    assert sidecar["options"]["au45"] is False and sidecar["options"]["batch_size"] == 2
+    assert "6/6 frames" in err and "6 frames in" in err
 
 
 def test_output_directory_missing(tmp_path, tiny_models, synthetic_video, capsys):
@@ -109,3 +109,25 @@ def test_output_directory_missing(tmp_path, tiny_models, synthetic_video, capsys
     code, _, err = run(["extract", str(video), "-o", str(out), "--models", str(tiny_models), "--provider", "cpu",
                         "--workers", "1"], capsys)
     assert (code == 0 and out.exists()) or (code == 2 and "no-such-dir" in err)
+
+
+def test_a_failed_video_among_several_exits_2_and_the_others_get_their_csv(tmp_path, tiny_models, synthetic_video,
+                                                                          capsys):
+    from tests.media import truncated_index_first
+
+    good = synthetic_video(frames=4, name="good.mp4")
+    cut = truncated_index_first(synthetic_video(frames=30, name="long.mp4"), tmp_path / "cut.mp4")
+    code, _, err = run(["extract", str(good), str(cut), "--models", str(tiny_models), "--provider", "cpu",
+                        "--workers", "1", "--no-plots"], capsys)
+    assert code == 2
+    assert (tmp_path / "good.csv").exists() and not (tmp_path / "cut.csv").exists()
+    assert "cut.mp4" in err and "truncated" in words(err)
+
+
+def test_start_end_and_every(tmp_path, tiny_models, synthetic_video, capsys):
+    video = synthetic_video(frames=25, fps=25.0)
+    code, _, err = run(["extract", str(video), "--models", str(tiny_models), "--provider", "cpu", "--workers", "1",
+                        "--start", "0.2", "--end", "0.6", "--every", "3", "--no-plots"], capsys)
+    assert code == 0, err
+    rows = csvfile.read_csv(tmp_path / "clip.csv")
+    assert [int(r["frame"]) for r in rows] == [6, 9, 12, 15]  # frames 5..14 (0-based), every third

@@ -11,7 +11,8 @@ import json
 import numpy as np
 import pytest
 
-from daemon.core.csvfile import AUS, COLUMNS, EMOTIONS, read_csv
+from daemon.core.output import read_csv
+from daemon.core.schema import AUS_R as AUS, COLUMNS, EMOTIONS
 from tests.conftest import SHARED, require_shared
 
 pytestmark = pytest.mark.slow

@@ -26,8 +26,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from daemon.core.worker import plan_shards
-from daemon.shell.jobstore import JobStore
+from daemon.jobs.plan import plan_shards
+from daemon.jobs.store import JobStore
 from tests.conftest import SHARED, require_shared
 from tests.e2e.checks import (assert_alive, assert_done, assert_failed, assert_outbox_clean, ended, no_face_video,
                               queued, sha256, wait_until)
@@ -304,10 +304,10 @@ SITECUSTOMIZE = textwrap.dedent('''
         return bool(started - ended) or ended >= shards or ["crash"] in [l[:1] for l in lines]
 
     def _patch_worker():
-        import daemon.core.worker as worker
-        real = worker.run_shard
+        import daemon.core.shard as shard
+        real = shard.run_shard
 
-        def run_shard(task):
+        def run_shard(pipeline, task, progress=None):
             name = os.path.basename(task.video)
             _log(f"run {name} {task.start}")
             if "crashme" in name and task.start > 0 and os.path.exists(os.environ["AUD_TEST_CRASH_FLAG"]):
@@ -317,28 +317,27 @@ SITECUSTOMIZE = textwrap.dedent('''
                     time.sleep(0.05)
                 _log("crash")
                 os._exit(70)
-            done = real(task)
+            done = real(pipeline, task, progress)
             _log(f"end {name} {task.start}")
             return done
 
-        run_shard.__module__, run_shard.__qualname__ = real.__module__, real.__qualname__
-        worker.run_shard = run_shard
+        shard.run_shard = run_shard
         _log("worker-patched")
 
     def _patch_outbox():
-        import daemon.core.extract as extract
-        real = extract.write_outputs
+        import daemon.core.output as output
+        real = output.write_outputs
 
-        def write_outputs(csv_path, *args):
+        def write_outputs(csv_path, *args, **kwargs):
             if os.path.exists(os.environ.get("AUD_TEST_FULL_FLAG", "/nonexistent")):
                 _log("enospc")
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(csv_path))
             if "AUD_TEST_SLOW_WRITE" in os.environ:
                 _log("slow-write")
                 time.sleep(float(os.environ["AUD_TEST_SLOW_WRITE"]))
-            return real(csv_path, *args)
+            return real(csv_path, *args, **kwargs)
 
-        extract.write_outputs = write_outputs
+        output.write_outputs = write_outputs
         _log("outbox-patched")
 
     if "AUD_TEST_LOG" in os.environ:

@@ -1,4 +1,4 @@
-"""Tests for the durable job store (daemon/shell/jobstore.py)."""
+"""Tests for the durable job store (daemon/jobs/store.py)."""
 
 from __future__ import annotations
 
