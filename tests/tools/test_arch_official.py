@@ -1,0 +1,93 @@
+"""Our architectures compute what the official OpenFace 3.0 classes compute.
+
+``../shared/models/openface3/*.onnx`` were exported with ``torch.onnx.export`` from the official classes.
+Their weights are rebuilt into a state dict for our modules (``onnx_weights``: by node name, with the
+exporter's folded BatchNorms unfolded), loaded with strict key matching, and both are run on real face
+crops. Every parameter of every module that runs must come from the file, and the outputs must agree.
+
+Tolerances (measured on this machine, x86-64, on the three faces of the shared images):
+- RetinaFace (trained weights) at 640x360 and 1280x720: max difference 9.4e-6 (boxes/landmarks, values
+  up to ~10); bound 1e-4. Float rounding only: folded vs unfolded BatchNorm and summation order.
+- MTL (random weights): 6.5e-6 on logits of size ~3; bound 5e-5. Measured layer by layer the relative
+  difference starts at 4e-7 after the first block and grows to 7e-6 at the last: rounding amplified, not
+  a structural slip (a wrong padding or activation moves outputs by 1e-2 or more).
+- STAR (random weights, before the shared file's appended template ops): 2.0e-4 in crop units; ONNX
+  Runtime's own output moves by up to 2.6e-4 when 1e-6 of noise is added to the same crop, so that is
+  the float noise floor; bound 1e-3 (0.13 px in a 256-px crop). A wrong coordinate channel or decoder
+  moves points by 1e-2 and more.
+The bounds are several times the measured noise floor, which depends on weights and inputs, not on the
+CPU's instruction set, so they hold on AVX2, AVX-512 and arm64 alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+torch = pytest.importorskip("torch", reason="the export tests need PyTorch (pip install -e '.[export]')")
+
+from daemon.tools.arch.mtl import MTL  # noqa: E402
+from daemon.tools.arch.retinaface import RetinaFace  # noqa: E402
+from daemon.tools.arch.star import StackedHourglass  # noqa: E402
+from daemon.tools.checkpoints import load_strict  # noqa: E402
+from tests.conftest import require_shared  # noqa: E402
+from tests.tools import faces  # noqa: E402
+from tests.tools.onnx_weights import state_dict_from_onnx, unread_keys_of_running_modules  # noqa: E402
+
+
+def loaded(cls, name: str, example: np.ndarray, prefix: str = ""):
+    path = require_shared(f"models/openface3/{name}") / f"models/openface3/{name}"
+    model = cls().eval()
+    x = torch.from_numpy(example)
+    state, read = state_dict_from_onnx(path, model, x, prefix)
+    load_strict(model, state, path)
+    unread = unread_keys_of_running_modules(model, x, read)
+    assert not unread, f"{name}: weights our forward pass uses but the official graph does not: {unread}"
+    return model, path
+
+
+def run_onnx(model_bytes_or_path, x: np.ndarray, outputs: list[str] | None = None) -> list[np.ndarray]:
+    session = ort.InferenceSession(model_bytes_or_path, providers=["CPUExecutionProvider"])
+    return session.run(outputs, {session.get_inputs()[0].name: x})
+
+
+def test_retinaface_matches_the_official_graph():
+    images = faces.shared_images()
+    frames = [f for image in images for f in faces.detector_frames(image)]
+    model, path = loaded(RetinaFace, "retinaface.onnx", frames[0])
+    worst = 0.0
+    for x in frames:
+        with torch.no_grad():
+            ours = model(torch.from_numpy(x))
+        for a, b in zip(ours, run_onnx(str(path), x)):
+            assert a.shape == b.shape
+            worst = max(worst, float(np.abs(a.numpy() - b).max()))
+    assert worst < 1e-4, worst
+
+
+def test_mtl_matches_the_official_graph():
+    mtl, _, _ = faces.real_crops()
+    model, path = loaded(MTL, "mtl.onnx", mtl[:1])
+    with torch.no_grad():
+        ours = model(torch.from_numpy(mtl))
+    theirs = run_onnx(str(path), mtl)
+    for name, a, b in zip(("emotion", "gaze", "au"), ours, theirs):
+        assert a.shape == b.shape
+        assert np.abs(a.numpy() - b).max() < 5e-5, name
+
+
+def test_star_matches_the_official_graph_before_its_appended_template():
+    _, star, _ = faces.real_crops()
+    model, path = loaded(StackedHourglass, "star.onnx", star[:1], prefix="n.")
+    graph = onnx.load(str(path))
+    tanh = next(n for n in graph.graph.node if n.op_type == "Tanh")  # template + 0.05·tanh(landmarks)
+    graph.graph.output.append(onnx.helper.make_tensor_value_info(tanh.input[0], onnx.TensorProto.FLOAT, None))
+    for i in range(len(star)):
+        x = star[i:i + 1]
+        (raw,) = run_onnx(graph.SerializeToString(), x, [tanh.input[0]])
+        with torch.no_grad():
+            ours = model(torch.from_numpy(x)).numpy()
+        assert ours.shape == raw.shape == (1, 98, 2)
+        assert np.abs(ours - raw).max() < 1e-3
