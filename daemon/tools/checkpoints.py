@@ -61,7 +61,7 @@ def read_pickle(path: Path) -> object:
 def _refusal(path: Path) -> str:
     try:
         found = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-    except Exception:  # the listing is only for the message
+    except (pickle.UnpicklingError, RuntimeError, OSError, ValueError):  # only for the message
         found = []
     what = ", ".join(found) if found else "an object that is not a tensor or a plain container"
     return (f"{path}: refused: the checkpoint holds {what}; loading it would run code from the file, "

@@ -5,18 +5,18 @@ Their weights are rebuilt into a state dict for our modules (``onnx_weights``: b
 exporter's folded BatchNorms unfolded), loaded with strict key matching, and both are run on real face
 crops. Every parameter of every module that runs must come from the file, and the outputs must agree.
 
-Tolerances (measured on this machine, x86-64, on the three faces of the shared images):
-- RetinaFace (trained weights) at 640x360 and 1280x720: max difference 9.4e-6 (boxes/landmarks, values
-  up to ~10); bound 1e-4. Float rounding only: folded vs unfolded BatchNorm and summation order.
-- MTL (random weights): 6.5e-6 on logits of size ~3; bound 5e-5. Measured layer by layer the relative
-  difference starts at 4e-7 after the first block and grows to 7e-6 at the last: rounding amplified, not
-  a structural slip (a wrong padding or activation moves outputs by 1e-2 or more).
-- STAR (random weights, before the shared file's appended template ops): 2.0e-4 in crop units; ONNX
-  Runtime's own output moves by up to 2.6e-4 when 1e-6 of noise is added to the same crop, so that is
-  the float noise floor; bound 1e-3 (0.13 px in a 256-px crop). A wrong coordinate channel or decoder
-  moves points by 1e-2 and more.
-The bounds are several times the measured noise floor, which depends on weights and inputs, not on the
-CPU's instruction set, so they hold on AVX2, AVX-512 and arm64 alike.
+Tolerances (measured on this machine, x86-64, on the three faces of ../shared/media/obama.jpg and
+two_people.jpg, by the same computation as these tests):
+- RetinaFace (trained weights) at 640x360 and 1280x720: max difference 4.5e-5 over loc/conf/landms; bound
+  1e-3 (PyTorch and ONNX Runtime differ by about 1e-4 on real detector weights from summation order).
+- MTL (random weights): 1.3e-6 (emotion), 6.6e-7 (gaze), 2.4e-7 (au); bound 1e-5. Layer by layer the
+  relative difference starts at 4e-7 after the first block: folded vs unfolded BatchNorm rounding,
+  amplified by depth; a wrong padding or activation moves outputs by 1e-2 or more.
+- STAR (random weights, before the shared file's appended template ops): 2.4e-5 in crop units. ONNX
+  Runtime's own output moves by up to 6.6e-4 when Gaussian noise of 1e-6 is added to the same crop (the
+  float noise floor of this network); bound 1e-3 (0.13 px in a 256-px crop).
+The bounds come from float rounding, which depends on weights and inputs and not on the instruction set
+beyond summation order, so they hold on AVX2, AVX-512 and arm64 alike.
 """
 
 from __future__ import annotations
@@ -28,13 +28,16 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the export tests need PyTorch (pip install -e '.[export]')")
 
-from daemon.tools.arch.mtl import MTL  # noqa: E402
-from daemon.tools.arch.retinaface import RetinaFace  # noqa: E402
-from daemon.tools.arch.star import StackedHourglass  # noqa: E402
-from daemon.tools.checkpoints import load_strict  # noqa: E402
-from tests.conftest import require_shared  # noqa: E402
-from tests.tools import faces  # noqa: E402
-from tests.tools.onnx_weights import state_dict_from_onnx, unread_keys_of_running_modules  # noqa: E402
+from daemon.tools.arch.mtl import MTL
+from daemon.tools.arch.retinaface import RetinaFace
+from daemon.tools.arch.star import StackedHourglass
+from daemon.tools.checkpoints import load_strict
+from tests.conftest import require_shared
+from tests.tools import faces
+from tests.tools.onnx_weights import (
+    state_dict_from_onnx,
+    unread_keys_of_running_modules,
+)
 
 
 def loaded(cls, name: str, example: np.ndarray, prefix: str = ""):
@@ -64,7 +67,7 @@ def test_retinaface_matches_the_official_graph():
         for a, b in zip(ours, run_onnx(str(path), x)):
             assert a.shape == b.shape
             worst = max(worst, float(np.abs(a.numpy() - b).max()))
-    assert worst < 1e-4, worst
+    assert worst < 1e-3, worst
 
 
 def test_mtl_matches_the_official_graph():
@@ -75,7 +78,7 @@ def test_mtl_matches_the_official_graph():
     theirs = run_onnx(str(path), mtl)
     for name, a, b in zip(("emotion", "gaze", "au"), ours, theirs):
         assert a.shape == b.shape
-        assert np.abs(a.numpy() - b).max() < 5e-5, name
+        assert np.abs(a.numpy() - b).max() < 1e-5, name
 
 
 def test_star_matches_the_official_graph_before_its_appended_template():

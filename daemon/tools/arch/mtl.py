@@ -63,7 +63,7 @@ class AUHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes = torch.cat([layer(x).unsqueeze(1) for layer in self.class_linears], dim=1)
         nodes = self.gnn(nodes)
-        b, n, c = nodes.shape
+        _, n, c = nodes.shape
         sc = F.normalize(F.relu(self.sc), p=2, dim=-1)
         cl = F.normalize(nodes, p=2, dim=-1)
         return (cl * sc.view(1, n, c)).sum(dim=-1)

@@ -22,7 +22,7 @@ CHANNELS = 256
 
 # WFLW's facial contours (closed?, point indices), which the AAM edge maps follow (conf/alignment.py).
 WFLW_EDGES = (
-    (False, tuple(range(0, 33))),  # face contour
+    (False, tuple(range(33))),  # face contour
     (True, tuple(range(33, 42))),  # right eyebrow
     (True, tuple(range(42, 51))),  # left eyebrow
     (False, tuple(range(51, 55))),  # nose line
