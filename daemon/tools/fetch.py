@@ -189,7 +189,7 @@ def read_sums(base: str, timeout: float = 60.0) -> dict[str, str] | None:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             text = response.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
-        if exc.code == 404:
+        if 400 <= exc.code < 500:  # not served (Hugging Face answers 404, some servers 401 or 403)
             return None
         raise FetchError(f"cannot read {url}: {describe(exc)}") from exc
     except urllib.error.URLError as exc:
