@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .config import ConfigError, Settings, load_settings
+from .tools import commands as model_tools  # fetch/export: torch only when run
 
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)  # messages hold [N,98,2]
 out = Console(highlight=False, soft_wrap=True)
@@ -326,6 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="static (needs --calibration; the default with it) or dynamic (the default without)")
     p.add_argument("--samples", type=int, default=32, help="face crops to calibrate on (default 32)")
     p.set_defaults(func=cmd_models_quantize)
+    p = models.add_parser("fetch", help="download the official OpenFace 3.0 checkpoints and export them")
+    model_tools.add_fetch_flags(p)
+    p.set_defaults(func=model_tools.fetch_command)
+    p = models.add_parser("export", help="export OpenFace 3.0 checkpoints (.pth/.pkl) to the ONNX model set")
+    model_tools.add_export_flags(p)
+    p.set_defaults(func=model_tools.export_command)
 
     p = sub.add_parser("run", help="run the daemon in the foreground (what launchd/systemd run)")
     add_run_flags(p)

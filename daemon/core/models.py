@@ -200,16 +200,21 @@ def locate(directory: Path, roles: tuple[str, ...]) -> tuple[Path, dict[str, Pat
     ModelError when the directory or a file is not there. Cheap: nothing is read but the manifest."""
     directory = Path(directory).expanduser()
     if not directory.is_dir():
-        raise ModelError(
-            f"model directory not found: {directory} (point --models or `models` in the config at a "
-            f"directory holding {', '.join(DEFAULT_FILES.values())})"
-        )
+        raise ModelError(f"model directory not found: {directory}. {fetch_hint(directory)}")
     names, hashes = read_manifest(directory)
     paths = {r: directory / names[r] for r in roles}
-    for role, path in paths.items():
-        if not path.is_file():
-            raise ModelError(f"{path} ({role}): file not found")
+    missing = [f"{path} ({role}): file not found" for role, path in paths.items() if not path.is_file()]
+    if missing:
+        what = "no model set" if len(missing) == len(paths) else "incomplete model set"
+        raise ModelError(f"{what} in {directory}: {'; '.join(missing)}. {fetch_hint(directory)}")
     return directory, paths, hashes
+
+
+def fetch_hint(directory: Path) -> str:
+    """What to run when the model set is not there (the one message every command prints)."""
+    return (f"Get the trained OpenFace 3.0 models with: aud models fetch --accept-license --to {directory} "
+            f"(needs pip install 'au-daemon[export]'), or point --models at a directory holding "
+            f"{', '.join(DEFAULT_FILES.values())}")
 
 
 def load_model_set(directory: Path, roles: tuple[str, ...] = ROLES, signatures: bool = True) -> ModelSet:
