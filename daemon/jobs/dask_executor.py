@@ -146,14 +146,14 @@ def keep_frame_buffers_on_heap() -> bool:
     return (mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1) & (mallopt(M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD) == 1)
 
 
-def check_hashes(options: PipelineOptions, expected: Mapping[str, str], worker: str) -> None:
+def check_hashes(options: PipelineOptions, expected: Mapping[str, str]) -> None:
     """ModelError unless this worker's model files are the daemon's (same sha256 per role)."""
     found = load_model_set(options.models_dir, roles_for(options.au45), signatures=False)
     for role, digest in expected.items():
         mine = found.files.get(role)
         if mine is not None and mine.sha256 != digest:
-            raise ModelError(f"{mine.path} ({role}) on worker {worker} has sha256 {mine.sha256}, the "
-                             f"daemon's file has {digest}: every worker needs the daemon's model files")
+            raise ModelError(f"{mine.path} ({role}) has sha256 {mine.sha256}, the daemon's file has "
+                             f"{digest}: every worker needs the daemon's model files")
 
 
 class ModelsPlugin(WorkerPlugin):
@@ -195,7 +195,7 @@ class ModelsPlugin(WorkerPlugin):
 
     def _load(self) -> None:
         assert self.local_options is not None
-        check_hashes(self.local_options, self.model_hashes, self.address)
+        check_hashes(self.local_options, self.model_hashes)
         keep_frame_buffers_on_heap()
         pipeline = prepare_process(self.local_options)
         self.providers = dict(pipeline.providers)
@@ -342,14 +342,16 @@ class DaskExecutor:
         hashes = self._hashes if self._hashes is not None else await asyncio.to_thread(model_hashes, self.options)
         self._plugin = ModelsPlugin(self.options, self.path_map, hashes)
         self._client = await self._connect()
-        await self._prepare(self._client)
         try:
+            await self._prepare(self._client)
             await self._client.wait_for_workers(1, timeout=self.worker_wait)
+            address, state = await self._client.submit(worker_state, pure=False)
         except TimeoutError:
             raise NoWorkers(f"no Dask worker joined the scheduler at {self.scheduler} within "
                             f"{self.worker_wait:g} s: start `dask worker {self.scheduler} --nthreads 1` "
                             f"on the machines that should run shards") from None
-        address, state = await self._client.submit(worker_state, pure=False)
+        except (FutureCancelledError, *_DISCONNECTED) as exc:
+            raise SchedulerUnreachable(self.scheduler, exc) from exc
         await self._log_cluster_settings(self._client)
         await self.refresh()
         self._refresher = asyncio.create_task(self._refresh_forever())
@@ -377,9 +379,33 @@ class DaskExecutor:
             return
         if self._ready is None or self._ready[1] != scheduler_id:
             assert self._plugin is not None
-            await client.register_plugin(self._plugin, name=PLUGIN_NAME)
+            await self._register(client)
         client.subscribe_topic(PROGRESS_TOPIC, self._on_progress)
         self._ready = (client.id, scheduler_id)
+
+    async def _register(self, client: Client, attempts: int = 3) -> None:
+        """Register the plugin: every worker loads the models. A worker leaving during the broadcast
+        fails it with a connection error: register again (bounded). A worker whose models do not
+        load fails it with that error: unregister (or every worker joining later would load the
+        plugin and fail) and raise it."""
+        assert self._plugin is not None
+        for attempt in range(1, attempts + 1):
+            try:
+                await client.register_plugin(self._plugin, name=PLUGIN_NAME)
+                return
+            except _DISCONNECTED as exc:
+                if attempt == attempts or client.status != "running":
+                    raise
+                log.info("a worker left while the models were being loaded (%s); registering again", exc)
+            except Exception:
+                await self._unregister(client)
+                raise
+
+    async def _unregister(self, client: Client) -> None:
+        try:
+            await client.unregister_worker_plugin(PLUGIN_NAME)
+        except Exception as exc:  # noqa: BLE001 - workers closing themselves may not answer
+            log.info("unregistering the aud plugin: %s", exc)
 
     async def _log_cluster_settings(self, client: Client) -> None:
         try:

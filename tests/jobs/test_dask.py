@@ -19,6 +19,7 @@ import threadpoolctl
 import uvloop
 from distributed import Client
 
+from daemon.core.models import ModelError
 from daemon.core.pipeline import Pipeline, PipelineOptions
 from daemon.core.shard import ShardResult, ShardTask, run_shard
 from daemon.core.video import probe
@@ -28,6 +29,7 @@ from daemon.jobs.executor import (
     ExecutorUnavailable,
     FailureKind,
     ShardFailed,
+    ShardTimedOut,
     WorkerDied,
 )
 from tests import tinymodels
@@ -138,6 +140,7 @@ def test_shards_equal_in_process_runs_and_workers_are_listed(shared_cluster, mod
         try:
             providers = await ex.start()
             assert providers == {"detector": CPU, "multitask": CPU, "landmarks": CPU}
+            await ex.client.wait_for_workers(2, timeout=60)
             seen: list[int] = []
             got = await asyncio.gather(*(ex.run(t, timeout=60, progress=seen.append) for t in tasks))
             for g, w in zip(got, want):
@@ -192,6 +195,56 @@ def test_path_map_finds_the_video_or_names_the_path_and_the_worker(shared_cluste
             assert failed.value.worker in str(failed.value)
         finally:
             await ex.close()
+
+    on_uvloop(body)
+
+
+def test_timeout_cancels_the_shard_and_restarts_its_worker(shared_cluster, models, tmp_path):
+    video = write_video(tmp_path / "long.mp4", LONG_FRAMES)
+    info = probe(video)
+    after = ShardTask.of(info, 0, 8, label="after")
+    want = in_process(models, after)
+
+    async def body():
+        ex = executor(shared_cluster, models)
+        try:
+            await ex.start()
+            await ex.client.wait_for_workers(2, timeout=60)
+            before = {w.name for w in await refreshed(ex, lambda ws: len(ws) == 2)}
+            with pytest.raises(ShardTimedOut) as timed_out:  # 1 s: a fraction of the shard's time
+                await ex.run(ShardTask.of(info, 0, LONG_FRAMES, label="long"), timeout=1.0)
+            assert timed_out.value.worker in before and "long" in str(timed_out.value)
+            # restarted by its nanny: a new process at a new address, with the models loaded again
+            now = await refreshed(ex, lambda ws: len(ws) == 2 and timed_out.value.worker not in {w.name for w in ws}
+                                  and {w.provider for w in ws} == {CPU})
+            assert timed_out.value.worker not in {w.name for w in now} and len(now) == 2
+            assert_same_rows(await ex.run(after, timeout=60), want)
+        finally:
+            await ex.close()
+
+    on_uvloop(body)
+
+
+def test_workers_with_other_model_files_are_refused(shared_cluster, models):
+    async def body():
+        ex = DaskExecutor(shared_cluster.address, PipelineOptions(models), connect_timeout=30,
+                          hashes={"detector": "0" * 64, "multitask": "1" * 64, "landmarks": "2" * 64})
+        try:
+            with pytest.raises(ModelError) as refused:
+                await ex.start()
+            message = str(refused.value)
+            assert "worker tcp://127.0.0.1:" in message and str(models / "retinaface.onnx") in message
+            assert "0" * 64 in message and "sha256" in message
+        finally:
+            await ex.close()
+        # the workers closed themselves and were started again; the plugin is gone from the scheduler,
+        # so they come back clean and a daemon with the right files runs on them
+        good = executor(shared_cluster, models)
+        try:
+            await good.start()
+            await good.client.wait_for_workers(2, timeout=60)
+        finally:
+            await good.close()
 
     on_uvloop(body)
 
