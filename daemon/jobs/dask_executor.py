@@ -133,8 +133,8 @@ MMAP_THRESHOLD = 32 << 20  # where glibc's own dynamic threshold stops rising on
 def keep_frame_buffers_on_heap() -> bool:
     """Undo a side effect of Dask's nanny on glibc: it starts workers with ``MALLOC_TRIM_THRESHOLD_``
     set (``distributed.nanny.pre-spawn-environ``), and setting it freezes glibc's mmap threshold at
-    128 KiB, so every frame-sized buffer (crops, tensors) is mmapped and page-faulted afresh (shards
-    2.7x slower: docs/scale-out.md). The thresholds are set where glibc's dynamic ones would settle
+    128 KiB, so every frame-sized buffer (crops, tensors) is mmapped and page-faulted afresh (slower
+    shards: docs/scale-out.md). The thresholds are set where glibc's dynamic ones would settle
     (mmap above 32 MiB, trim above twice that), as in a local worker. True when set; False where
     there is nothing to undo (the variable is unset, or not glibc: macOS)."""
     if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
@@ -365,7 +365,7 @@ class DaskExecutor:
             client = Client(self.scheduler, asynchronous=True, timeout=self.connect_timeout,
                             set_as_default=False, name="aud")
             await client
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: tcp:// when TLS is required
             if client is not None:
                 await client.close()
             raise SchedulerUnreachable(self.scheduler, exc) from exc

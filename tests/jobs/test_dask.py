@@ -24,7 +24,7 @@ from daemon.core.pipeline import Pipeline, PipelineOptions
 from daemon.core.shard import ShardResult, ShardTask, run_shard
 from daemon.core.video import probe
 from daemon.jobs import dask_executor
-from daemon.jobs.dask_executor import DaskExecutor, SchedulerUnreachable
+from daemon.jobs.dask_executor import DaskExecutor, NoWorkers, SchedulerUnreachable
 from daemon.jobs.executor import (
     ExecutorUnavailable,
     FailureKind,
@@ -261,6 +261,23 @@ def test_unreachable_scheduler_names_the_address(models):
         await ex.close()
 
     on_uvloop(body)
+
+
+def test_no_worker_within_worker_wait_names_the_scheduler(models, tmp_path):
+    cluster = Cluster(tmp_path, workers=0)
+    try:
+        async def body():
+            ex = DaskExecutor(cluster.address, PipelineOptions(models), connect_timeout=30, worker_wait=1)
+            try:
+                with pytest.raises(NoWorkers) as none:
+                    await ex.start()
+                assert cluster.address in str(none.value) and "dask worker" in str(none.value)
+            finally:
+                await ex.close()
+
+        on_uvloop(body)
+    finally:
+        cluster.stop()
 
 
 def test_worker_killed_mid_shard_reschedules_then_reports_worker_died(own_cluster, models, tmp_path):
