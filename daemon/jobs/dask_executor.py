@@ -143,7 +143,9 @@ def keep_frame_buffers_on_heap() -> bool:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
     except (OSError, AttributeError):
         return False
-    return (mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1) & (mallopt(M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD) == 1)
+    mmap_set = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+    trim_set = mallopt(M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD) == 1
+    return mmap_set and trim_set
 
 
 def check_hashes(options: PipelineOptions, expected: Mapping[str, str]) -> None:

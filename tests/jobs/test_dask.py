@@ -1,6 +1,10 @@
 """The Dask executor against a real ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1, with the
 tiny models and synthetic videos. Every test body runs on uvloop, the daemon's event loop.
 
+Results are compared byte for byte with ``run_shard`` in this process: the same code, libraries and CPU,
+with one thread in every pool on both sides, compute the same floats (no reduction is split across
+threads differently), so there is no tolerance to choose; a wrong frame, crop or model differs by far more.
+
 Readiness is never waited for by sleeping: the client's own connection retries (bounded by its timeout),
 ``wait_for_workers`` (bounded), Dask events (a shard's progress, which names its worker), and futures.
 """
@@ -200,7 +204,8 @@ def test_path_map_finds_the_video_or_names_the_path_and_the_worker(shared_cluste
 
 
 def test_timeout_cancels_the_shard_and_restarts_its_worker(shared_cluster, models, tmp_path):
-    video = write_video(tmp_path / "long.mp4", LONG_FRAMES)
+    frames = 3 * LONG_FRAMES  # >= 3 s even on a CPU several times faster than this one
+    video = write_video(tmp_path / "long.mp4", frames)
     info = probe(video)
     after = ShardTask.of(info, 0, 8, label="after")
     want = in_process(models, after)
@@ -212,7 +217,7 @@ def test_timeout_cancels_the_shard_and_restarts_its_worker(shared_cluster, model
             await ex.client.wait_for_workers(2, timeout=60)
             before = {w.name for w in await refreshed(ex, lambda ws: len(ws) == 2)}
             with pytest.raises(ShardTimedOut) as timed_out:  # 1 s: a fraction of the shard's time
-                await ex.run(ShardTask.of(info, 0, LONG_FRAMES, label="long"), timeout=1.0)
+                await ex.run(ShardTask.of(info, 0, frames, label="long"), timeout=1.0)
             assert timed_out.value.worker in before and "long" in str(timed_out.value)
             # restarted by its nanny: a new process at a new address, with the models loaded again
             now = await refreshed(ex, lambda ws: len(ws) == 2 and timed_out.value.worker not in {w.name for w in ws}
