@@ -345,21 +345,29 @@ class DaskExecutor:
         self._plugin = ModelsPlugin(self.options, self.path_map, hashes)
         self._client = await self._connect()
         try:
-            await self._prepare(self._client)
-            await self._client.wait_for_workers(1, timeout=self.worker_wait)
-            address, state = await self._client.submit(worker_state, pure=False)
-        except TimeoutError:
-            raise NoWorkers(f"no Dask worker joined the scheduler at {self.scheduler} within "
-                            f"{self.worker_wait:g} s: start `dask worker {self.scheduler} --nthreads 1` "
-                            f"on the machines that should run shards") from None
-        except (FutureCancelledError, *_DISCONNECTED) as exc:
-            raise SchedulerUnreachable(self.scheduler, exc) from exc
+            address, state = await self._first_worker(self._client)
+        except BaseException:
+            await self.close(kill=True)  # a failed start leaves no client behind
+            raise
         await self._log_cluster_settings(self._client)
         await self.refresh()
         self._refresher = asyncio.create_task(self._refresh_forever())
         log.info("Dask scheduler %s: %d worker(s); worker %s runs on %s", self.scheduler, len(self._workers),
                  address, state["providers"])
         return dict(state["providers"])
+
+    async def _first_worker(self, client: Client) -> tuple[str, dict[str, Any]]:
+        """Register the plugin, wait for a worker; (its address, its plugin state)."""
+        try:
+            await self._prepare(client)
+            await client.wait_for_workers(1, timeout=self.worker_wait)
+            return await client.submit(worker_state, pure=False)
+        except TimeoutError:
+            raise NoWorkers(f"no Dask worker joined the scheduler at {self.scheduler} within "
+                            f"{self.worker_wait:g} s: start `dask worker {self.scheduler} --nthreads 1` "
+                            f"on the machines that should run shards") from None
+        except (FutureCancelledError, *_DISCONNECTED) as exc:
+            raise SchedulerUnreachable(self.scheduler, exc) from exc
 
     async def _connect(self) -> Client:
         client = None

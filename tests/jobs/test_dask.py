@@ -277,6 +277,7 @@ def test_no_worker_within_worker_wait_names_the_scheduler(models, tmp_path):
                 with pytest.raises(NoWorkers) as none:
                     await ex.start()
                 assert cluster.address in str(none.value) and "dask worker" in str(none.value)
+                assert ex.client is None  # a failed start closed its client
             finally:
                 await ex.close()
 
