@@ -34,6 +34,23 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="frames per MTL batch")
     p.add_argument("--threads-per-worker", type=int,
                    help="ONNX Runtime threads per worker (default: the machine's cores / workers)")
+    p.add_argument("--faces", choices=("primary", "all"),
+                   help="measure the primary face (default) or every face, with ids that follow each person")
+    p.add_argument("--mirror", action="store_const", const=True,
+                   help="hemi-face analysis: left- and right-mirrored CSVs beside the main one")
+    p.add_argument("--mirror-videos", action="store_const", const=True,
+                   help="with --mirror: inspection videos of the mirrored faces and the midline")
+    p.add_argument("--csv-style", choices=("aud", "openface2"),
+                   help="CSV column names and formatting: aud's (default) or OpenFace 2.2's")
+    p.add_argument("--no-plots", dest="plots", action="store_const", const=False,
+                   help="no PNG plot beside each CSV")
+    p.add_argument("--executor", choices=("process", "dask"),
+                   help="where shards run: local worker processes (default) or a Dask cluster")
+    p.add_argument("--dask-scheduler", help="with --executor dask: the scheduler, tcp://host:8786")
+
+
+RUN_SETTINGS = ("models", "provider", "workers", "au45", "detect_max_side", "batch_size", "threads_per_worker",
+                "faces", "mirror", "mirror_videos", "csv_style", "plots", "executor", "dask_scheduler")
 
 
 def add_socket_flags(p: argparse.ArgumentParser) -> None:
@@ -56,28 +73,42 @@ def socket_path(args: argparse.Namespace) -> Path:
 # --- commands -------------------------------------------------------------------------------------
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from .core.extract import extract
     from .core.models import ModelError
     from .core.providers import ProviderError
     from .core.video import VideoError
+    from .jobs.extract import expand, extract
+    from .jobs.runner import TimeSelection
 
-    settings = settings_from(args, "models", "provider", "workers", "au45", "detect_max_side", "batch_size",
-                             "threads_per_worker")
-    video = Path(args.video)
-    csv_path = Path(args.output) if args.output else video.with_suffix(".csv")
+    settings = settings_from(args, *RUN_SETTINGS)
+    videos = expand([Path(v) for v in args.videos])
+    if not videos:
+        err.print("aud extract: no videos found in " + ", ".join(args.videos))
+        return 2
+    selection = TimeSelection(args.start or 0.0, args.end, args.every or 1)
+    last: dict[int, int] = {}
 
-    def progress(done: int, total: int) -> None:
-        err.print(f"{video.name}: {done}/{total} frames")
+    def progress(event) -> None:
+        from . import protocol as msg
+
+        if isinstance(event, msg.JobProgress) and event.frames_done != last.get(event.job):
+            last[event.job] = event.frames_done
+            err.print(f"{event.file}: {event.frames_done}/{event.frames_total} frames")
+        elif isinstance(event, msg.JobFailed):
+            err.print(f"{event.file}: failed: {event.reason}")
 
     try:
-        summary = extract(video, csv_path, settings.pipeline_options(), workers=settings.workers,
-                          shard_frames=settings.shard_frames, progress=progress)
-    except (VideoError, ModelError, ProviderError) as exc:
+        report = run_loop(extract(videos, Path(args.output) if args.output else None, settings, selection, progress))
+    except (VideoError, ModelError, ProviderError, ValueError) as exc:
         err.print(f"aud extract: {exc}")
         return 2
-    err.print(f"{video.name}: {summary.frames} frames ({summary.faces} with a face) in "
-              f"{summary.wall_seconds:.1f} s, {summary.fps:.2f} frames/s -> {summary.csv}")
-    return 0
+    for o in report.outcomes:
+        if o.csv is not None:
+            err.print(f"{o.video.name}: {o.frames} frames in {report.wall_seconds:.1f} s "
+                      f"({o.fps:.2f} frames/s) -> {o.csv}")
+    failed = [o for o in report.outcomes if o.error]
+    for o in failed:
+        err.print(f"aud extract: {o.video}: {o.error}")
+    return 2 if failed else 0
 
 
 def cmd_models_check(args: argparse.Namespace) -> int:
@@ -128,17 +159,17 @@ def cmd_models_quantize(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .core.models import ModelError
+    from .core.providers import ProviderError
+    from .jobs.executor import ExecutorError
+    from .jobs.store import StoreError
     from .shell.app import AlreadyRunning, Daemon
-    from .shell.jobstore import StoreError
 
-    settings = settings_from(args, "inbox", "outbox", "state", "models", "workers", "provider", "au45",
-                             "detect_max_side", "batch_size",
-                             "threads_per_worker")
+    settings = settings_from(args, "inbox", "outbox", "state", *RUN_SETTINGS)
     logging.getLogger().setLevel(getattr(logging, settings.log_level.upper(), logging.INFO)
                                  if not args.verbose else logging.DEBUG)
     try:
         return run_loop(Daemon(settings).run())
-    except (AlreadyRunning, StoreError, ModelError, OSError) as exc:
+    except (AlreadyRunning, StoreError, ModelError, ProviderError, ExecutorError, OSError, ValueError) as exc:
         err.print(f"aud run: {exc}")
         return 2
 
@@ -166,7 +197,7 @@ def _client_call(args: argparse.Namespace, command) -> dict | None:
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    from .shell import protocol
+    from . import protocol
     from .shell.client import render_status
 
     data = _client_call(args, protocol.Status()) or {}
@@ -185,16 +216,20 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from .shell import protocol
+    from . import protocol
 
     for path in args.paths:
-        data = _client_call(args, protocol.Submit(path=str(Path(path).expanduser().resolve())))
-        out.print(f"{path}: job {data['job']} ({data['state']})")
+        data = _client_call(args, protocol.Submit(path=str(Path(path).expanduser().resolve()), force=args.force))
+        if data["outcome"] == "duplicate":
+            out.print(f"{path}: already job {data['job']} ({data['state']}) with the same models and settings; "
+                      f"`aud submit --force` runs it again")
+        else:
+            out.print(f"{path}: job {data['job']} ({data['outcome']})")
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from .shell import protocol
+    from . import protocol
 
     data = _client_call(args, protocol.Cancel(job=args.job))
     out.print(f"job {data['job']}: {data['state']}")
@@ -245,9 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("extract", help="extract one video to a CSV (one-shot)")
-    p.add_argument("video", help="the video file")
-    p.add_argument("-o", "--output", help="the CSV to write (default: next to the video)")
+    p = sub.add_parser("extract", help="extract videos to CSVs (one-shot)")
+    p.add_argument("videos", nargs="+", help="video files, or folders of videos")
+    p.add_argument("-o", "--output", help="the CSV to write (one video), or a folder for the CSVs "
+                                          "(default: beside each video)")
+    p.add_argument("--start", type=float, help="first second to measure (default: 0)")
+    p.add_argument("--end", type=float, help="second to stop at (default: the end)")
+    p.add_argument("--every", type=int, help="measure every Nth frame only: a speed switch that breaks "
+                                             "frame-by-frame comparability (AU45's baseline, face ids)")
     add_run_flags(p)
     p.set_defaults(func=cmd_extract)
 
@@ -287,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("submit", help="queue videos by path")
     add_socket_flags(p)
     p.add_argument("paths", nargs="+")
+    p.add_argument("--force", action="store_true",
+                   help="run again even when this video was done with the same models and settings")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("cancel", help="cancel a job")

@@ -56,7 +56,21 @@ class Settings(BaseSettings):
     detect_max_side: int = Field(0, ge=0)  # 0 = detect at full resolution (exact)
     batch_size: int = Field(4, ge=1)  # frames per MTL batch inside a worker (4: fastest, half the memory of 8)
     shard_frames: int = Field(32, ge=1)  # largest shard handed to one worker (shards shrink towards the end)
-    shard_retries: int = Field(2, ge=0)  # extra attempts for a shard whose worker died
+    shard_retries: int = Field(2, ge=0)  # extra attempts for a shard whose worker died or that timed out
+    shard_timeout_seconds: float = Field(1800.0, gt=0)  # a shard running longer: its worker is replaced
+    faces: Literal["primary", "all"] = "primary"  # the best face per frame, or every face (with face ids)
+    track_gap_frames: int = Field(30, ge=0)  # faces = "all": frames a face may be missing and keep its id
+    mirror: bool = False  # hemi-face analysis: left- and right-mirrored CSVs beside the main one
+    mirror_videos: bool = False  # with mirror: inspection videos of the mirrored faces and the midline
+    csv_style: Literal["aud", "openface2"] = "aud"  # column names and formatting of the CSV
+    plots: bool = True  # a PNG beside every CSV
+    camera_fx: float | None = Field(None, gt=0)  # camera intrinsics for head pose (pixels); default
+    camera_fy: float | None = Field(None, gt=0)  # as OpenFace 2.2: from the frame size
+    camera_cx: float | None = None
+    camera_cy: float | None = None
+    executor: Literal["process", "dask"] = "process"  # where shards run: local processes or a Dask cluster
+    dask_scheduler: str | None = None  # executor = "dask": the scheduler's address, tcp://host:8786
+    path_map: dict[str, str] = Field(default_factory=dict)  # executor = "dask": {"/Volumes/lab" = "/mnt/lab"}
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
     settle_seconds: float = Field(3.0, ge=0)  # size and mtime must be still this long
     rescan_seconds: float = Field(30.0, gt=0)  # periodic inbox rescan (lost events)
@@ -105,12 +119,22 @@ class Settings(BaseSettings):
 
     def pipeline_options(self):
         """What a worker's inference pipeline needs from the settings (a core dataclass)."""
-        from .core.pipeline import PipelineOptions
+        from .core.pipeline import FacesMode, PipelineOptions
 
         return PipelineOptions(models_dir=self.models, provider=self.provider, workers=self.workers,
                                threads=self.threads_per_worker,
                                au45=self.au45, detect_max_side=self.detect_max_side,
-                               batch_size=self.batch_size, cache_dir=self.coreml_cache_dir)
+                               batch_size=self.batch_size, faces=FacesMode(self.faces), mirror=self.mirror,
+                               cache_dir=self.coreml_cache_dir)
+
+    def output_options(self):
+        """How results are written (a core dataclass)."""
+        from .core.output import CsvStyle, OutputOptions
+        from .core.pipeline import FacesMode
+
+        return OutputOptions(faces=FacesMode(self.faces), csv_style=CsvStyle(self.csv_style), plots=self.plots,
+                             mirror=self.mirror, track_gap_frames=self.track_gap_frames,
+                             camera=(self.camera_fx, self.camera_fy, self.camera_cx, self.camera_cy))
 
     def ensure_dirs(self) -> None:
         for d in (self.inbox, self.outbox, self.state):

@@ -4,6 +4,10 @@ Eye openness = mean of the three lid distances / the corner distance, per eye. W
 eye on the image's left, i.e. the subject's right eye; 68-75 the subject's left eye.
 AU45_r = clip(5 * (1 - openness / baseline), 0, 5), where openness is the mean of both eyes and the
 baseline is the 95th percentile (numpy's default, linear) of that mean over the video's successful frames.
+
+A blink is a run of consecutive frames with AU45_r >= BLINK_AU45 (2.5: both eyes at most half as open as the
+video's usual open eye); a frame without a value ends a run. The run's frame with the largest AU45_r is the
+blink's peak. The same threshold gives OpenFace 2.2-style AU45_c.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ RIGHT_EYE = {"lids": ((61, 67), (62, 66), (63, 65)), "corners": (60, 64)}  # sub
 LEFT_EYE = {"lids": ((69, 75), (70, 74), (71, 73)), "corners": (68, 72)}  # subject's left
 BASELINE_PERCENTILE = 95.0
 AU45_MAX = 5.0
+BLINK_AU45 = 2.5
 
 
 def _distance(points: np.ndarray, a: int, b: int) -> np.ndarray:
@@ -51,4 +56,17 @@ def au45_one_eye(openness: np.ndarray, success: np.ndarray) -> np.ndarray:
     if not baseline > 0:
         return out
     out[usable] = np.clip(AU45_MAX * (1 - openness[usable] / baseline), 0, AU45_MAX)
+    return out
+
+
+def blinks(au45_r: np.ndarray) -> list[tuple[int, int, int]]:
+    """Blinks in a series of AU45_r values as (first, last, peak) indices, in order."""
+    values = np.asarray(au45_r, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        closed = np.concatenate([[False], values >= BLINK_AU45, [False]])
+    edges = np.flatnonzero(np.diff(closed.astype(np.int8)))
+    out = []
+    for first, end in zip(edges[::2], edges[1::2]):
+        peak = first + int(np.argmax(values[first:end]))
+        out.append((int(first), int(end - 1), peak))
     return out

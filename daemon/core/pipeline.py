@@ -1,14 +1,17 @@
-"""The inference pipeline of one process: ONNX Runtime sessions for the three models, frames in, results out.
+"""The inference pipeline of one process: ONNX Runtime sessions for the three models, frames in, rows out.
 
-For each frame: RetinaFace on the whole frame, the primary face; then, batched across frames, MTL on the
-224x224 crop and STAR on the 256x256 affine crop; AU45's eye openness from STAR's landmarks.
+For each frame: RetinaFace on the whole frame; the faces to measure (the primary face, or every face
+with ``faces = "all"``); then, batched across frames, MTL on each face's 224x224 crop and STAR on its
+256x256 affine crop; AU45's eye openness from STAR's landmarks; with ``mirror``, MTL on each face's two
+hemi-face (mirrored) crops.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +19,15 @@ import onnxruntime as ort
 
 from . import blink, crops, detection, providers
 from .models import open_model_set
-from .results import FrameResults
+from .results import FaceRows
 from .video import Frame
 
 log = logging.getLogger("aud.pipeline")
+
+
+class FacesMode(StrEnum):
+    PRIMARY = "primary"  # the best detection, if it reaches the face threshold: one row per frame
+    ALL = "all"  # every detection reaching the face threshold: one row per face per frame
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,8 @@ class PipelineOptions:
     au45: bool = True  # run STAR
     detect_max_side: int = 0  # 0 = full resolution
     batch_size: int = 4  # frames per batch (MTL runs batched; STAR runs one face at a time)
+    faces: FacesMode = FacesMode.PRIMARY
+    mirror: bool = False  # hemi-face analysis (needs STAR's landmarks)
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "aud" / "coreml")
 
 
@@ -39,10 +49,21 @@ def roles_for(au45: bool) -> tuple[str, ...]:
     return ("detector", "multitask", "landmarks") if au45 else ("detector", "multitask")
 
 
+@dataclass(frozen=True)
+class _Face:
+    """A face to measure: its row in the batch's rows and the frame it is in."""
+
+    row: int
+    frame: Frame
+    box: np.ndarray
+
+
 class Pipeline:
-    """Holds the sessions; ``run(frames)`` turns frames into ``FrameResults``."""
+    """Holds the sessions; ``run(frames)`` turns frames into ``FaceRows``."""
 
     def __init__(self, options: PipelineOptions):
+        if options.mirror and not options.au45:
+            raise ValueError("hemi-face analysis (mirror) needs STAR's landmarks: turn AU45 on")
         self.options = options
         plan = providers.choose(options.provider, options.cache_dir)
         if providers.COREML in plan.names:
@@ -65,6 +86,11 @@ class Pipeline:
         return detection.detections(loc[0], conf[0], tensor.shape[2:], scale)
 
     def multitask(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(emotion, gaze, au) for a batch of MTL inputs, in chunks of at most ``batch_size``."""
+        if len(batch) > self.options.batch_size:
+            parts = [self.multitask(batch[i:i + self.options.batch_size])
+                     for i in range(0, len(batch), self.options.batch_size)]
+            return tuple(np.concatenate(p) for p in zip(*parts))  # type: ignore[return-value]
         emotion, gaze, au = self.sessions["multitask"].run(
             list(self.models.outputs.multitask), {self.models.input_name("multitask"): batch})
         return emotion, gaze, au
@@ -74,50 +100,88 @@ class Pipeline:
             [self.models.outputs.landmarks], {self.models.input_name("landmarks"): batch})
         return points
 
-    # --- frames to results ------------------------------------------------------------------------
+    # --- frames to rows ---------------------------------------------------------------------------
 
-    def run(self, frames: Iterable[Frame]) -> FrameResults:
-        """Results for the frames, in the order given, batching MTL and STAR across frames."""
-        parts, batch = [], []
+    def run(self, frames: Iterable[Frame], progress: Callable[[int], None] | None = None) -> FaceRows:
+        """Rows for the frames, in the order given, batching MTL across frames; ``progress(n)`` after
+        every batch with the frames finished so far."""
+        parts: list[FaceRows] = []
+        batch: list[Frame] = []
+        done = 0
         for frame in frames:
             batch.append(frame)
             if len(batch) == self.options.batch_size:
                 parts.append(self.run_batch(batch))
+                done += len(batch)
                 batch = []
+                if progress:
+                    progress(done)
         if batch:
             parts.append(self.run_batch(batch))
-        return FrameResults.concat(parts)
+            if progress:
+                progress(done + len(batch))
+        return FaceRows.concat(parts)
 
-    def run_batch(self, frames: list[Frame]) -> FrameResults:
-        out = FrameResults.empty(len(frames))
-        faces = []  # (row, frame, box)
-        for row, frame in enumerate(frames):
-            out.frame[row] = frame.index
-            out.timestamp[row] = frame.timestamp
-            found = self.detect(frame.image)
-            out.confidence[row] = found[0].score if found else 0.0
-            face = detection.primary_face(found)
-            if face is not None:
-                out.success[row] = True
+    def faces_of(self, found: list[detection.Detection]) -> list[detection.Detection]:
+        if self.options.faces == FacesMode.ALL:
+            return [d for d in found if d.score >= detection.FACE_THRESHOLD]
+        face = detection.primary_face(found)
+        return [] if face is None else [face]
+
+    def run_batch(self, frames: list[Frame]) -> FaceRows:
+        detected = [(frame, self.detect(frame.image)) for frame in frames]
+        rows = sum(max(1, len(self.faces_of(found))) for _, found in detected)
+        out = FaceRows.empty(rows)
+        faces: list[_Face] = []
+        row = 0
+        for frame, found in detected:
+            measured = self.faces_of(found)
+            if not measured:  # one row saying no face was found, with the best score seen
+                out.frame[row], out.timestamp[row] = frame.index, frame.timestamp
+                out.confidence[row] = found[0].score if found else 0.0
+                row += 1
+                continue
+            for rank, face in enumerate(measured):
+                out.frame[row], out.timestamp[row] = frame.index, frame.timestamp
+                out.detection[row], out.success[row], out.confidence[row] = rank, True, face.score
                 out.box[row] = face.box
-                faces.append((row, frame, face.box))
+                faces.append(_Face(row, frame, face.box))
+                row += 1
         if faces:
             self._measure(out, faces)
         return out
 
-    def _measure(self, out: FrameResults, faces: list) -> None:
-        rows = [row for row, _, _ in faces]
-        mtl = np.stack([crops.mtl_input(frame.image, box) for _, frame, box in faces])
-        emotion, gaze, au = self.multitask(mtl)
-        out.emotion[rows], out.gaze[rows], out.au[rows] = emotion, gaze, au
+    def _measure(self, out: FaceRows, faces: list[_Face]) -> None:
+        rows = [f.row for f in faces]
+        mtl = np.stack([crops.mtl_input(f.frame.image, f.box) for f in faces])
+        out.emotion[rows], out.gaze[rows], out.au[rows] = self.multitask(mtl)
         if "landmarks" not in self.sessions:
             return
-        matrices = [crops.star_matrix(box) for _, _, box in faces]
-        star = np.stack([crops.star_input(frame.image, m) for (_, frame, _), m in zip(faces, matrices)])
-        # STAR one face at a time: its hourglass activations outgrow the caches in a batch, so
-        # batch 1 is fastest here (measured: 347 ms/frame at batch 1, 466 ms at batch 8, one thread)
-        points = [self.landmarks(star[i:i + 1])[0] for i in range(len(faces))]
-        for row, p, m in zip(rows, points, matrices):
-            out.landmarks[row] = crops.star_points_to_frame(p, m)
+        for f in faces:
+            # STAR one face at a time: its hourglass activations outgrow the caches in a batch, so
+            # batch 1 is fastest on a CPU (see docs/benchmark.md)
+            matrix = crops.star_matrix(f.box)
+            points = self.landmarks(crops.star_input(f.frame.image, matrix)[None])[0]
+            out.landmarks[f.row] = crops.star_points_to_frame(points, matrix)
         right, left = blink.openness(out.landmarks[rows])
         out.eye_open[rows, 0], out.eye_open[rows, 1] = right, left
+        if self.options.mirror:
+            self._measure_mirrored(out, faces)
+
+    def _measure_mirrored(self, out: FaceRows, faces: list[_Face]) -> None:
+        from . import mirror
+
+        inputs, boxes = [], []
+        for f in faces:
+            line = mirror.midline(out.landmarks[f.row].astype(np.float64))
+            for side_frame in mirror.mirrored_frames(f.frame.image, line):  # SIDES order
+                box = mirror.mirrored_box(f.box, line)
+                inputs.append(crops.mtl_input(side_frame, box))
+                boxes.append(box)
+        emotion, gaze, au = self.multitask(np.stack(inputs))
+        n = len(faces)
+        rows = [f.row for f in faces]
+        out.mirror_box[rows] = np.asarray(boxes, np.float32).reshape(n, 2, 4)
+        out.mirror_emotion[rows] = emotion.reshape(n, 2, -1)
+        out.mirror_gaze[rows] = gaze.reshape(n, 2, -1)
+        out.mirror_au[rows] = au.reshape(n, 2, -1)

@@ -1,69 +1,94 @@
-"""Per-frame measurements as columns of numpy arrays: what a worker computes for a range of frames.
+"""Per-face measurements as columns of numpy arrays, one row per (frame, face): what a worker computes.
 
-A ``FrameResults`` is saved atomically as ``.npz`` (a shard's durable output) and concatenated in frame
-order when a video is assembled. Frames without a face have ``success`` False and NaN measurements.
+Every frame has at least one row: a frame without a face has one row with ``success`` False,
+``detection`` -1 and NaN measurements. The arrays are the ones ``schema.FIELDS`` declares. A shard's
+rows travel by value (``to_bytes``) and are stored in the job store; assembly concatenates them in
+frame order.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from pathlib import Path
+import io
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from .atomic import atomic_write
-
-N_LANDMARKS = 98
+from .schema import FIELD_NAMES, FIELDS, SHARD_FORMAT
 
 
-@dataclass
-class FrameResults:
-    frame: np.ndarray  # [N] int64, 0-based
-    timestamp: np.ndarray  # [N] float64 seconds
-    success: np.ndarray  # [N] bool
-    confidence: np.ndarray  # [N] float32 detector score of the primary face (0 when none)
-    box: np.ndarray  # [N, 4] float32 x1, y1, x2, y2
-    gaze: np.ndarray  # [N, 2] float32 yaw, pitch
-    emotion: np.ndarray  # [N, 8] float32 logits
-    au: np.ndarray  # [N, 8] float32 raw head outputs
-    landmarks: np.ndarray  # [N, 98, 2] float32 frame pixels (NaN when AU45 is off)
-    eye_open: np.ndarray  # [N, 2] float32 right, left (subject's)
+class ShardFormatError(ValueError):
+    """Stored rows written by another version of aud (their format is not ``SHARD_FORMAT``)."""
+
+
+class FaceRows(Mapping[str, np.ndarray]):
+    """The arrays of ``schema.FIELDS``, all with the same number of rows. Read as a mapping
+    (``rows["box"]``) or by attribute (``rows.box``)."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray]):
+        missing = set(FIELD_NAMES) - set(arrays)
+        if missing:
+            raise ValueError(f"face rows without {sorted(missing)}")
+        lengths = {len(arrays[name]) for name in FIELD_NAMES}
+        if len(lengths) > 1:
+            raise ValueError(f"face rows of unequal lengths {sorted(lengths)}")
+        self._arrays = {f.name: np.asarray(arrays[f.name], dtype=f.dtype) for f in FIELDS}
 
     @classmethod
-    def empty(cls, n: int) -> "FrameResults":
-        nan = np.float32("nan")
-        return cls(
-            frame=np.zeros(n, np.int64),
-            timestamp=np.zeros(n, np.float64),
-            success=np.zeros(n, bool),
-            confidence=np.zeros(n, np.float32),
-            box=np.full((n, 4), nan, np.float32),
-            gaze=np.full((n, 2), nan, np.float32),
-            emotion=np.full((n, 8), nan, np.float32),
-            au=np.full((n, 8), nan, np.float32),
-            landmarks=np.full((n, N_LANDMARKS, 2), nan, np.float32),
-            eye_open=np.full((n, 2), nan, np.float32),
-        )
+    def empty(cls, n: int) -> FaceRows:
+        return cls({f.name: f.empty(n) for f in FIELDS})
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._arrays[name]
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        try:
+            return self.__dict__["_arrays"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(FIELD_NAMES)
 
     def __len__(self) -> int:
-        return len(self.frame)
+        return len(self._arrays["frame"])
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+    @property
+    def rows(self) -> int:
+        return len(self)
+
+    def take(self, index: np.ndarray) -> FaceRows:
+        return FaceRows({name: array[index] for name, array in self._arrays.items()})
 
     @classmethod
-    def concat(cls, parts: list["FrameResults"]) -> "FrameResults":
+    def concat(cls, parts: list[FaceRows]) -> FaceRows:
+        """Rows of all parts, ordered by frame, then by detection rank (stable)."""
         if not parts:
             return cls.empty(0)
-        merged = cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})
-        order = np.argsort(merged.frame, kind="stable")
-        return cls(**{k: v[order] for k, v in merged.arrays().items()})
+        merged = {name: np.concatenate([p[name] for p in parts]) for name in FIELD_NAMES}
+        order = np.lexsort((merged["detection"], merged["frame"]))
+        return cls({name: array[order] for name, array in merged.items()})
 
-    def save(self, path: Path) -> None:
-        """Write atomically (temp file, fsync, rename)."""
-        atomic_write(Path(path), lambda f: np.savez(f, **self.arrays()))
+    def frames(self) -> np.ndarray:
+        """The distinct frame indexes, ascending."""
+        return np.unique(self._arrays["frame"])
+
+    # --- by value, with the format recorded ------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(buffer, shard_format=np.int64(SHARD_FORMAT), **self._arrays)
+        return buffer.getvalue()
 
     @classmethod
-    def load(cls, path: Path) -> "FrameResults":
-        with np.load(path) as data:
-            return cls(**{f.name: data[f.name] for f in fields(cls)})
+    def from_bytes(cls, data: bytes) -> FaceRows:
+        """Rows stored by ``to_bytes``; ShardFormatError when another format stored them."""
+        try:
+            with np.load(io.BytesIO(data)) as stored:
+                found = int(stored["shard_format"]) if "shard_format" in stored.files else 1
+                if found != SHARD_FORMAT:
+                    raise ShardFormatError(f"stored shard format {found}, this aud reads {SHARD_FORMAT}")
+                return cls({name: stored[name] for name in FIELD_NAMES})
+        except (OSError, ValueError, KeyError) as exc:
+            if isinstance(exc, ShardFormatError):
+                raise
+            raise ShardFormatError(f"unreadable stored shard ({exc})") from exc

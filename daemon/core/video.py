@@ -9,6 +9,7 @@ worker gets exactly the frames a sequential decode would give.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +45,15 @@ class Frame:
     index: int  # 0-based
     timestamp: float  # seconds
     image: np.ndarray  # BGR uint8, upright
+
+
+def quiet_decoder_logs() -> None:
+    """FFmpeg's own warnings (a damaged file's "moov atom not found", repeated at every look at it)
+    and OpenCV's backend warnings off; errors reach the caller as ``VideoError`` with the reason.
+    A process-wide switch: called once by a process that decodes (the daemon, ``aud extract``, a
+    worker) before its first capture."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read at the first capture
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 def open_capture(path: str | Path) -> cv2.VideoCapture:
@@ -138,8 +148,9 @@ def _seek(cap: cv2.VideoCapture, start: int, previous_timestamp: float | None) -
 
 
 def read_range(path: str | Path, start: int, stop: int,
-               previous_timestamp: float | None = None) -> Iterator[Frame]:
-    """Frames ``start`` .. ``stop - 1`` exactly as a sequential decode gives them.
+               previous_timestamp: float | None = None, step: int = 1) -> Iterator[Frame]:
+    """Frames ``start`` .. ``stop - 1`` exactly as a sequential decode gives them (every ``step``-th
+    of them: the others are grabbed, not decoded into images).
 
     ``previous_timestamp`` is the probe's timestamp of frame ``start - 1``: with it the reader seeks
     and verifies where it landed; without it (or when the check fails) it grabs forward from frame 0.
@@ -153,9 +164,13 @@ def read_range(path: str | Path, start: int, stop: int,
                 if not cap.grab():
                     raise VideoError(f"{path}: the video stream ends at frame {skipped}, before frame {start}")
         for index in range(start, stop):
-            ok, image = cap.read()
+            if (index - start) % step:
+                ok = cap.grab()
+            else:
+                ok, image = cap.read()
             if not ok:
                 raise VideoError(f"{path}: the video stream ends at frame {index} (expected frames up to {stop})")
-            yield Frame(index, cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, image)
+            if (index - start) % step == 0:
+                yield Frame(index, cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, image)
     finally:
         cap.release()

@@ -1,11 +1,29 @@
-"""The WFLW 98-point landmark layout (STAR's output): named points and the left/right pairing.
+"""The WFLW 98-point landmark layout that STAR predicts: named points, the left/right mirror pairing and the
+standard WFLW-98 -> iBUG-68 subset.
 
-"Right" and "left" are the subject's: for an upright frontal face the subject's right is the image's
-left. Points 0-32 are the jaw contour from the subject's right to left; 33-41 the right eyebrow and 42-50
-the left; 51-54 the nose bridge and 55-59 the nose base; 60-67 the right eye (60 outer corner, 61-63
-upper lid, 64 inner corner, 65-67 lower lid) and 68-75 the left eye (68 inner corner, 69-71 upper lid,
-72 outer corner, 73-75 lower lid); 76-87 the outer lip contour and 88-95 the inner one; 96 and 97 the
-right and left pupils.
+Layout (indices into the 98 points; "right"/"left" are the subject's, so the subject's right is on the
+image's left in an unmirrored video):
+
+    0-32   face contour, from the subject's right ear (0) over the chin (16) to the left ear (32)
+    33-41  right brow (33-37 upper edge, outer to inner; 38-41 lower edge, inner to outer)
+    42-50  left brow  (42-46 upper edge, inner to outer; 47-50 lower edge, outer to inner)
+    51-54  nose bridge, top (between the eyes) to tip
+    55-59  lower nose edge, right ala (55), base of the columella (57), left ala (59)
+    60-67  right eye: 60 outer corner, 61-63 upper lid, 64 inner corner, 65-67 lower lid
+    68-75  left eye:  68 inner corner, 69-71 upper lid, 72 outer corner, 73-75 lower lid
+    76-87  outer lip contour (76 right mouth corner, 82 left mouth corner)
+    88-95  inner lip contour (88 right, 92 left inner corner)
+    96, 97 right and left pupil
+
+``MIRROR`` maps every point to its mirror image (a point on the midline to itself). It is the same pairing as
+OpenMMLab MMPose's WFLW dataset description (Apache-2.0), ``swap`` fields of
+https://github.com/open-mmlab/mmpose/blob/main/configs/_base_/datasets/wflw.py , checked pair by pair in
+``tests/core/test_wflw.py``.
+
+``TO_IBUG68`` picks the 68 iBUG/300-W points (the layout OpenFace 2.2 writes as ``x_0..x_67``) out of the 98:
+every second contour point, the upper edge of each brow, the whole nose, the two corners and the two outer
+lid points of each upper and lower lid, both lip contours. This is the mapping in common use, e.g.
+``WFLW_2_iBUG68`` in pixel3dmm (https://github.com/SimonGiebenhain/pixel3dmm, ``tracker.py``) and MonoNPHM.
 """
 
 from __future__ import annotations
@@ -14,52 +32,53 @@ import numpy as np
 
 N_POINTS = 98
 
-RIGHT_EYE_INNER = 64
-LEFT_EYE_INNER = 68
-RIGHT_PUPIL = 96
-LEFT_PUPIL = 97
-RIGHT_EYE = tuple(range(60, 68))
-LEFT_EYE = tuple(range(68, 76))
+RIGHT_EYE_OUTER, RIGHT_EYE_INNER, LEFT_EYE_INNER, LEFT_EYE_OUTER = 60, 64, 68, 72
+NOSE_BRIDGE = (51, 52, 53, 54)
+NOSE_BASE = (55, 56, 57, 58, 59)
+MOUTH_RIGHT, MOUTH_LEFT = 76, 82
+RIGHT_PUPIL, LEFT_PUPIL = 96, 97
 
 
-def _pairs() -> tuple[tuple[int, int], ...]:
-    """Each point on the subject's right with its mirror image on the left (points on the midline have
-    none)."""
-    jaw = [(i, 32 - i) for i in range(16)]
-    brows = [(33 + k, 46 - k) for k in range(5)] + [(38 + k, 50 - k) for k in range(4)]
-    nose = [(55, 59), (56, 58)]
-    # right eye goes outer corner -> upper lid -> inner corner, the left eye inner -> upper -> outer:
-    # the corners swap (60-72, 64-68), the upper lids run opposite ways, and so do the lower lids
-    eyes = [(60 + k, 72 - k) for k in range(5)] + [(65 + k, 75 - k) for k in range(3)]
-    outer_lip = [(76 + k, 82 - k) for k in range(3)] + [(83, 87), (84, 86)]
-    inner_lip = [(88, 92), (89, 91), (93, 95)]
-    pupils = [(RIGHT_PUPIL, LEFT_PUPIL)]
-    return tuple(jaw + brows + nose + eyes + outer_lip + inner_lip + pupils)
+def _mirror_pairs() -> list[tuple[int, int]]:
+    pairs = [(i, 32 - i) for i in range(16)]  # contour
+    pairs += [(33 + k, 46 - k) for k in range(5)]  # upper brow edges
+    pairs += [(38 + k, 50 - k) for k in range(4)]  # lower brow edges
+    pairs += [(55, 59), (56, 58)]  # lower nose edge
+    pairs += [(60 + k, 72 - k) for k in range(5)]  # eye corners and upper lids
+    pairs += [(65, 75), (66, 74), (67, 73)]  # lower lids
+    pairs += [(76 + k, 82 - k) for k in range(3)]  # upper outer lip
+    pairs += [(83, 87), (84, 86)]  # lower outer lip
+    pairs += [(88, 92), (89, 91), (93, 95)]  # inner lip
+    pairs += [(RIGHT_PUPIL, LEFT_PUPIL)]
+    return pairs
 
 
-LEFT_RIGHT_PAIRS = _pairs()
+MIRROR_PAIRS: tuple[tuple[int, int], ...] = tuple(_mirror_pairs())
+MIDLINE: tuple[int, ...] = (16, 51, 52, 53, 54, 57, 79, 85, 90, 94)
 
 
-def _flip_index() -> np.ndarray:
+def _mirror_index() -> np.ndarray:
     index = np.arange(N_POINTS)
-    for right, left in LEFT_RIGHT_PAIRS:
-        index[right], index[left] = left, right
-    index.setflags(write=False)
+    for a, b in MIRROR_PAIRS:
+        index[a], index[b] = b, a
     return index
 
 
-# FLIP_INDEX[i] is the point that plays point i's part in the mirror image of a face: the landmarks of a
-# horizontally flipped frame are ``flipped[i] = (w - 1 - x, y)`` of ``original[FLIP_INDEX[i]]``
-FLIP_INDEX = _flip_index()
-MIDLINE_POINTS = tuple(int(i) for i in np.flatnonzero(FLIP_INDEX == np.arange(N_POINTS)))
+MIRROR: np.ndarray = _mirror_index()
+MIRROR.setflags(write=False)
+
+TO_IBUG68: tuple[int, ...] = (
+    tuple(range(0, 33, 2))  # contour: 17
+    + (33, 34, 35, 36, 37, 42, 43, 44, 45, 46)  # brows, upper edges: 10
+    + NOSE_BRIDGE + NOSE_BASE  # nose: 9
+    + (60, 61, 63, 64, 65, 67, 68, 69, 71, 72, 73, 75)  # eyes: 12
+    + tuple(range(76, 96))  # lips: 20
+)
 
 
-def flip_landmarks(points: np.ndarray, width: int) -> np.ndarray:
-    """Landmarks [..., 98, 2] of a frame ``width`` pixels wide as they are in that frame flipped
-    horizontally (``frame[:, ::-1]``): x -> width - 1 - x, and each point takes its mirror partner's place."""
-    points = np.asarray(points)
-    if points.shape[-2:] != (N_POINTS, 2):
-        raise ValueError(f"expected WFLW landmarks of shape [..., {N_POINTS}, 2], got {points.shape}")
-    flipped = points[..., FLIP_INDEX, :].copy()
-    flipped[..., 0] = (width - 1) - flipped[..., 0]
-    return flipped
+def mirror_landmarks(points: np.ndarray, cx: float) -> np.ndarray:
+    """Landmarks [..., 98, 2] of the horizontally mirrored image (x -> 2·cx - x), with every point moved to its
+    mirror partner's index so the result is again in WFLW order."""
+    out = np.array(points, dtype=np.float64, copy=True)[..., MIRROR, :]
+    out[..., 0] = 2.0 * cx - out[..., 0]
+    return out

@@ -20,8 +20,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from . import protocol
-from .protocol import (
+from .. import protocol
+from ..protocol import (
     Command,
     DaemonStopping,
     Event,

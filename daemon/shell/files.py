@@ -1,8 +1,7 @@
-"""What the daemon does with files: fingerprints, outbox names, and moving inputs when a job ends."""
+"""What the daemon does with files: outbox names, and moving inputs when a job ends."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -10,19 +9,10 @@ from collections.abc import Collection
 from pathlib import Path
 
 from ..core.atomic import atomic_write_text
-from ..core.csvfile import sidecar_path
+from ..core.output import sidecar_path
 
 DONE_DIR = ".done"
 FAILED_DIR = ".failed"
-
-
-def fingerprint(path: Path, chunk: int = 1 << 20) -> str:
-    """sha256 of the content: the same video under two names is one job."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def relative_subdir(path: Path, inbox: Path) -> str:
@@ -42,41 +32,54 @@ def is_inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def identity(path: Path) -> tuple[int, int, int, int]:
-    """``(device, inode, size, mtime_ns)``: changes when the file is replaced or rewritten."""
-    st = os.stat(path)
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+def is_set_aside(path: Path, inbox: Path) -> bool:
+    """Inside ``<inbox>/.done`` or ``<inbox>/.failed``: an input the daemon already moved."""
+    return any(is_inside(path, inbox / folder) for folder in (DONE_DIR, FAILED_DIR))
 
 
 def outbox_csv(outbox: Path, subdir: str, name: str, fingerprint_: str, taken: Collection[Path] = ()) -> Path:
     """``<outbox>/<subdir>/<stem>.csv``; on a clash with another video's result, ``<stem> (2).csv`` etc.
 
-    A file that already holds this very job's result (same fingerprint in its sidecar, left by a crash
-    between writing it and recording it) is reused, so a resumed job is not written twice. Names in
-    ``taken`` (results being written right now) are skipped.
+    A name whose result is of this very content (same fingerprint in its sidecar: this job's own
+    result, left by a crash between writing it and recording it, or an earlier run of the same video)
+    is taken: the caller keeps an earlier run's files (``keep_previous``). Names in ``taken`` (results
+    being written right now) are skipped.
     """
     folder = outbox / subdir
     folder.mkdir(parents=True, exist_ok=True)
     stem = Path(name).stem
     for n in range(1, 10_000):
         candidate = folder / (f"{stem}.csv" if n == 1 else f"{stem} ({n}).csv")
-        if candidate not in taken and (not candidate.exists() or _result_of(candidate, fingerprint_)):
+        if candidate not in taken and (not candidate.exists() or result_of(candidate, fingerprint_) is not None):
             return candidate
     raise FileExistsError(f"no free name for {stem}.csv in {folder}")
 
 
-def discard_partial(csv_path: Path, fingerprint_: str) -> None:
-    """After a failed write: the sidecar is written first, so remove this job's sidecar when its CSV
-    never appeared (nothing half-done stays in the outbox while the job waits)."""
-    if not csv_path.exists() and _result_of(csv_path, fingerprint_):
-        sidecar_path(csv_path).unlink(missing_ok=True)
-
-
-def _result_of(csv_path: Path, fingerprint_: str) -> bool:
+def result_of(csv_path: Path, fingerprint_: str) -> dict | None:
+    """The sidecar beside ``csv_path`` when it records this content, else None."""
     try:
-        return json.loads(sidecar_path(csv_path).read_text()).get("fingerprint") == fingerprint_
+        sidecar = json.loads(sidecar_path(csv_path).read_text())
     except (OSError, ValueError):
-        return False
+        return None
+    return sidecar if isinstance(sidecar, dict) and sidecar.get("fingerprint") == fingerprint_ else None
+
+
+def keep_previous(csv_path: Path, job_id: int, fingerprint_: str, parts: list[Path]) -> list[Path]:
+    """An earlier run's result of the same video at ``csv_path`` (another job's): move its files aside
+    to ``<stem>.<that run's date>.<ext>`` so the new result takes the plain name and the old one stays.
+    ``parts`` are the files a result consists of, the main CSV last (it is moved first)."""
+    sidecar = result_of(csv_path, fingerprint_)
+    if not csv_path.exists() or sidecar is None or sidecar.get("job") == job_id:
+        return []
+    stamp = str(sidecar.get("finished_at") or "")[:19].replace(":", "").replace("-", "") or "previous"
+    moved = []
+    for part in [parts[-1], *parts[:-1]]:
+        if part.exists():
+            suffix = part.name[len(csv_path.stem):]  # ".csv", ".left_mirrored.csv", ".json" …
+            target = free_path(part.with_name(f"{csv_path.stem}.{stamp}{suffix}"))
+            os.replace(part, target)
+            moved.append(target)
+    return moved
 
 
 def free_path(path: Path) -> Path:
@@ -101,12 +104,12 @@ def move_input(source: Path, inbox: Path, folder: str, subdir: str) -> Path | No
     return target
 
 
-def write_error(inbox: Path, subdir: str, name: str, reason: str, job_id: int) -> Path:
-    """``<inbox>/.failed/<subdir>/<name>.error.txt`` saying why, in plain words."""
-    folder = inbox / FAILED_DIR / subdir
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.error.txt"
-    atomic_write_text(path, f"aud could not process {name} (job {job_id}).\n\nReason: {reason}\n\n"
-                            f"The video was kept. Fix the cause and drop it into the inbox again, or run "
-                            f"`aud submit <path>`.\n")
+def write_error(kept: Path, reason: str, job_id: int | None) -> Path:
+    """``<kept>.error.txt`` beside the set-aside input, saying why in plain words. Written last and
+    atomically: its presence means the failure is complete (the input is already in place)."""
+    path = kept.with_name(f"{kept.name}.error.txt")
+    job = f" (job {job_id})" if job_id is not None else ""
+    atomic_write_text(path, f"aud could not process {kept.name}{job}.\n\nReason: {reason}\n\n"
+                            f"The video was kept here. Fix the cause and drop it into the inbox again, or run "
+                            f"`aud submit {kept}`.\n")
     return path

@@ -20,8 +20,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from . import protocol
-from .protocol import MAX_LINE, Command, DaemonStopping, Event, JobProgress, ProtocolError, Reply, Subscribe
+from .. import protocol
+from .errors import CommandError
+from ..protocol import MAX_LINE, Command, DaemonStopping, Event, JobProgress, ProtocolError, Reply, Subscribe
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +38,6 @@ PROBE_TIMEOUT = 1.0
 """How long start() waits when probing an existing socket for a live daemon."""
 WRITE_BATCH = 64 * 1024
 """Bytes handed to the transport per write."""
-
-
-class CommandError(ValueError):
-    """A handler's refusal (``no job 7``): the reply's error is its message, no traceback is logged.
-
-    Any ValueError is treated the same way; other exceptions are logged as crashes.
-    """
 
 
 class _Slot:
@@ -455,7 +449,7 @@ class ProgressServer:
             return Reply(id=command.id, ok=True)
         try:
             data = await self._handler(command)
-        except ValueError as exc:  # includes CommandError: a refusal, not a crash
+        except CommandError as exc:  # a refusal the user caused, not a crash
             return Reply(id=command.id, ok=False, error=str(exc))
         except Exception as exc:
             log.exception("control command %r failed", command)

@@ -406,7 +406,7 @@ class InboxWatcher:
     async def _deliver(self, path: Path) -> None:
         """Await ``on_ready``; its failures are logged, never fatal."""
         self.delivered_count += 1
-        log.info("ready: %s", path)
+        log.info("settled: %s", path)
         try:
             await self._on_ready(path)
         except Exception:

@@ -115,3 +115,10 @@ def test_au45_one_eye_uses_that_eyes_own_baseline():
     np.testing.assert_allclose(out, oracle_au45(left, left, success), rtol=1e-12, equal_nan=True)
     assert not np.allclose(out[success], oracle_au45(right, left, success)[success])
     np.testing.assert_array_equal(blink.au45(right, left, success), blink.au45_one_eye((right + left) / 2, success))
+
+
+def test_blinks_are_runs_at_or_above_threshold_marked_at_their_peak():
+    t = blink.BLINK_AU45
+    series = [0.0, t, 4.0, 3.0, 0.1, np.nan, t - 1e-9, 5.0, np.nan, 4.9, 3.0]
+    assert blink.blinks(series) == [(1, 3, 2), (7, 7, 7), (9, 10, 9)]
+    assert blink.blinks([]) == [] and blink.blinks([np.nan, 0.0]) == []

@@ -187,7 +187,8 @@ def test_flipped_frame_swaps_the_mirrored_sides():
                                 corner_offset=rng.uniform(-3, 3, 2), seed=seed)
         flipped = np.ascontiguousarray(frame[:, ::-1])
         left, right = mirror.mirrored_frames(frame, mirror.midline(points))
-        flip_left, flip_right = mirror.mirrored_frames(flipped, mirror.midline(wflw.flip_landmarks(points, w)))
+        flipped_points = wflw.mirror_landmarks(points, cx=(w - 1) / 2)  # x -> w - 1 - x, pairs swapped
+        flip_left, flip_right = mirror.mirrored_frames(flipped, mirror.midline(flipped_points))
         away = np.abs(mirror.midline(points).signed_distance(pixel_grid(h, w)))[:, ::-1] > 1.0
         for a, b in ((flip_left, right[:, ::-1]), (flip_right, left[:, ::-1])):
             diff = np.abs(a.astype(int) - b.astype(int))[away]

@@ -119,7 +119,7 @@ def test_names_and_output_order_come_from_the_models(tiny_models, tmp_path):
     fr = frames(5)
     a = Pipeline(options(tiny_models, tmp_path)).run(fr)
     b = Pipeline(options(renamed, tmp_path)).run(fr)
-    for name, arr in a.arrays().items():
+    for name, arr in a.items():
         np.testing.assert_array_equal(getattr(b, name), arr, err_msg=name)
 
 
@@ -163,7 +163,7 @@ def test_batch_size_does_not_change_results(gated_models, tmp_path, batch):
     fr = frames(11, lambda i: i % 3 != 1)
     reference = Pipeline(options(gated_models, tmp_path, batch_size=8)).run(fr)
     out = Pipeline(options(gated_models, tmp_path, batch_size=batch)).run(fr)
-    for name, arr in reference.arrays().items():
+    for name, arr in reference.items():
         np.testing.assert_array_equal(getattr(out, name), arr, err_msg=name)
 
 
@@ -205,3 +205,60 @@ def test_frames_from_a_video(tiny_models, tmp_path, synthetic_video):
     out = Pipeline(options(tiny_models, tmp_path, batch_size=4)).run(read_range(video, 2, 9, None))
     assert out.frame.tolist() == list(range(2, 9)) and out.success.all()
     np.testing.assert_allclose(out.timestamp, np.arange(2, 9) / 25.0, atol=1e-9)
+
+
+# --- every face -------------------------------------------------------------------------------------------------
+
+def two_face_models(tmp_path: Path, second_score: float = 0.8) -> Path:
+    det = tinymodels.detector([tinymodels.Face((0.05, 0.1, 0.45, 0.9), 0.95),
+                               tinymodels.Face((0.55, 0.1, 0.95, 0.9), second_score)])
+    return tinymodels.write_set(tmp_path / f"two-{second_score}", det=det)
+
+
+def test_all_faces_gives_a_row_per_face_each_measured_on_its_own_box(tmp_path):
+    from daemon.core.pipeline import FacesMode
+
+    fr = frames(5)
+    out = Pipeline(options(two_face_models(tmp_path), tmp_path, faces=FacesMode.ALL, batch_size=2)).run(fr)
+    assert out.frame.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert out.detection.tolist() == [0, 1] * 5 and out.success.all()
+    np.testing.assert_allclose(out.confidence, [0.95, 0.8] * 5, atol=1e-6)
+    mtl = session(two_face_models(tmp_path) / "mtl.onnx")
+    star = session(two_face_models(tmp_path) / "star.onnx")
+    for row in range(len(out)):
+        image = fr[out.frame[row]].image
+        x = reference_mtl_input(image, out.box[row])[None]
+        emotion, gaze, au = mtl.run(["emotion", "gaze", "au"], {"input": x})
+        np.testing.assert_allclose(out.au[row], au[0], atol=1e-5)
+        np.testing.assert_allclose(out.emotion[row], emotion[0], atol=1e-5)
+        np.testing.assert_allclose(out.landmarks[row], reference_landmarks(image, out.box[row], star), atol=1e-3)
+    assert out.box[0, 0] < out.box[1, 0]  # the two faces are the two boxes, best first
+
+
+def test_all_faces_skips_detections_below_the_face_threshold(tmp_path):
+    from daemon.core.pipeline import FacesMode
+
+    out = Pipeline(options(two_face_models(tmp_path, 0.4), tmp_path, faces=FacesMode.ALL)).run(frames(3))
+    assert out.frame.tolist() == [0, 1, 2] and out.detection.tolist() == [0, 0, 0]
+
+
+def test_a_frame_without_faces_is_one_row_with_the_best_score(gated_models, tmp_path):
+    from daemon.core.pipeline import FacesMode
+
+    out = Pipeline(options(gated_models, tmp_path, faces=FacesMode.ALL)).run(frames(4, lambda i: i != 2))
+    assert out.frame.tolist() == [0, 1, 2, 3]
+    assert out.success.tolist() == [True, True, False, True]
+    assert out.detection[2] == -1 and np.isnan(out.au[2]).all()
+    assert out.confidence[2] == pytest.approx(0.1, abs=1e-6)  # the gated score: seen, below 0.5
+
+
+def test_primary_mode_equals_the_best_row_of_all_faces(tmp_path):
+    from daemon.core.pipeline import FacesMode
+
+    models = two_face_models(tmp_path)
+    fr = frames(4)
+    primary = Pipeline(options(models, tmp_path)).run(fr)
+    every = Pipeline(options(models, tmp_path, faces=FacesMode.ALL)).run(fr)
+    best = every.take(every.detection == 0)
+    for name, arr in primary.items():
+        np.testing.assert_array_equal(arr, best[name], err_msg=name)

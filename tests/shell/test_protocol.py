@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from daemon.shell import protocol as p
+from daemon import protocol as p
 
 EVENTS = [
     p.JobQueued(job=1, file="clip.mp4"),

@@ -1,4 +1,4 @@
-"""The CSV: columns, rows, number formatting, and atomic writes."""
+"""The CSV: columns, rows, number formatting, and atomic writes of a result's files."""
 
 from __future__ import annotations
 
@@ -11,23 +11,40 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.core import blink, csvfile
-from daemon.core.csvfile import COLUMNS, EMOTIONS
-from daemon.core.results import FrameResults
+from daemon.core import atomic, blink, output
+from daemon.core.output import OutputOptions
+from daemon.core.results import FaceRows
+from daemon.core.schema import AUS_R, COLUMNS, EMOTIONS
 
 EXPECTED_HEAD = [
     "frame", "face_id", "timestamp", "confidence", "success",
-    "face_x1", "face_y1", "face_x2", "face_y2", "gaze_yaw", "gaze_pitch", "emotion",
+    "face_x1", "face_y1", "face_x2", "face_y2", "gaze_yaw", "gaze_pitch",
+    "pose_Tx", "pose_Ty", "pose_Tz", "pose_Rx", "pose_Ry", "pose_Rz", "emotion",
     "emotion_neutral", "emotion_happy", "emotion_sad", "emotion_surprise", "emotion_fear", "emotion_disgust",
     "emotion_anger", "emotion_contempt",
     "AU01_r", "AU02_r", "AU04_r", "AU06_r", "AU09_r", "AU12_r", "AU25_r", "AU26_r",
-    "AU45_r", "eye_open_right", "eye_open_left",
+    "AU45_r", "AU01_c", "AU02_c", "AU04_c", "AU06_c", "AU09_c", "AU12_c", "AU25_c", "AU26_c",
+    "eye_open_right", "eye_open_left",
 ]
+HEAD = len(EXPECTED_HEAD)
+NO_PLOTS = OutputOptions(plots=False)
 
 
-def make_results(n: int = 9, failed=(2, 5), seed: int = 0) -> FrameResults:
+def main_table(r: FaceRows, options: OutputOptions = NO_PLOTS) -> dict:
+    return output.build_tables(r, options, 640, 360)["main"]
+
+
+def main_tables(r: FaceRows) -> dict:
+    return output.build_tables(r, NO_PLOTS, 640, 360)
+
+
+def csv_text(r: FaceRows) -> str:
+    return output.csv_text(main_table(r))
+
+
+def make_results(n: int = 9, failed=(2, 5), seed: int = 0) -> FaceRows:
     rng = np.random.default_rng(seed)
-    r = FrameResults.empty(n)
+    r = FaceRows.empty(n)
     r.frame[:] = np.arange(n)
     r.timestamp[:] = np.arange(n) / 29.97
     for i in range(n):
@@ -35,6 +52,7 @@ def make_results(n: int = 9, failed=(2, 5), seed: int = 0) -> FrameResults:
             r.confidence[i] = 0.1
             continue
         r.success[i] = True
+        r.detection[i] = 0
         r.confidence[i] = rng.uniform(0.5, 1)
         r.box[i] = rng.uniform(0, 500, 4)
         r.gaze[i] = rng.normal(0, 0.3, 2)
@@ -55,32 +73,32 @@ def parse(text: str) -> list[dict[str, str]]:
 
 
 def test_columns_exact_order_and_count():
-    assert len(COLUMNS) == 31 + 196 == 227
-    assert list(COLUMNS[:31]) == EXPECTED_HEAD
-    assert list(COLUMNS[31:]) == [f"x_{i}" for i in range(98)] + [f"y_{i}" for i in range(98)]
+    assert len(COLUMNS) == HEAD + 196 == 241
+    assert list(COLUMNS[:HEAD]) == EXPECTED_HEAD
+    assert list(COLUMNS[HEAD:]) == [f"x_{i}" for i in range(98)] + [f"y_{i}" for i in range(98)]
     assert COLUMNS[0] == "frame" and COLUMNS[-1] == "y_97"
     assert len(set(COLUMNS)) == len(COLUMNS)
 
 
 def test_header_line_and_row_lengths():
-    text = csvfile.csv_text(make_results())
+    text = csv_text(make_results())
     lines = text.splitlines()
     assert lines[0] == ",".join(EXPECTED_HEAD + [f"x_{i}" for i in range(98)] + [f"y_{i}" for i in range(98)])
     assert len(lines) == 1 + 9
-    assert all(len(line.split(",")) == 227 for line in lines)
+    assert all(len(line.split(",")) == 241 for line in lines)
     assert text.endswith("\n") and "\r" not in text
 
 
 def test_frames_start_at_one_and_timestamps():
     r = make_results()
-    rows = parse(csvfile.csv_text(r))
+    rows = parse(csv_text(r))
     assert [int(row["frame"]) for row in rows] == list(range(1, 10))
     assert all(row["face_id"] == "0" for row in rows)
     np.testing.assert_allclose([float(row["timestamp"]) for row in rows], r.timestamp, atol=5e-7)
 
 
 def test_failed_frames_have_success_0_and_empty_measurements():
-    rows = parse(csvfile.csv_text(make_results()))
+    rows = parse(csv_text(make_results()))
     for i, row in enumerate(rows):
         if i in (2, 5):
             assert row["success"] == "0"
@@ -88,12 +106,12 @@ def test_failed_frames_have_success_0_and_empty_measurements():
             assert float(row["confidence"]) == pytest.approx(0.1)
         else:
             assert row["success"] == "1"
-            assert all(row[c] != "" for c in COLUMNS), i
+            assert all(row[c] != "" for c in COLUMNS if not c.startswith("pose_")), i  # random points: no pose
 
 
 def test_emotion_probabilities_and_name():
     r = make_results()
-    rows = parse(csvfile.csv_text(r))
+    rows = parse(csv_text(r))
     for i, row in enumerate(rows):
         if not r.success[i]:
             continue
@@ -106,19 +124,19 @@ def test_emotion_probabilities_and_name():
 
 
 def test_softmax_is_stable_for_large_logits():
-    p = csvfile.softmax(np.array([[1000.0, 0.0, -1000.0]]))
+    p = output.softmax(np.array([[1000.0, 0.0, -1000.0]]))
     np.testing.assert_allclose(p, [[1, 0, 0]])
 
 
 def test_float32_values_round_trip_with_7_significant_digits():
     r = make_results()
-    rows = parse(csvfile.csv_text(r))
+    rows = parse(csv_text(r))
     for i, row in enumerate(rows):
         if not r.success[i]:
             continue
         pairs = [(row[f"face_{k}"], r.box[i, j]) for j, k in enumerate(("x1", "y1", "x2", "y2"))]
         pairs += [(row["gaze_yaw"], r.gaze[i, 0]), (row["gaze_pitch"], r.gaze[i, 1])]
-        pairs += [(row[name], r.au[i, j]) for j, name in enumerate(csvfile.AUS)]
+        pairs += [(row[name], r.au[i, j]) for j, name in enumerate(AUS_R)]
         pairs += [(row[f"x_{k}"], r.landmarks[i, k, 0]) for k in range(98)]
         pairs += [(row[f"y_{k}"], r.landmarks[i, k, 1]) for k in range(98)]
         pairs += [(row["eye_open_right"], r.eye_open[i, 0]), (row["eye_open_left"], r.eye_open[i, 1]),
@@ -129,7 +147,7 @@ def test_float32_values_round_trip_with_7_significant_digits():
 
 
 def test_extreme_values_keep_their_digits():
-    rows = parse(csvfile.csv_text(make_results()))
+    rows = parse(csv_text(make_results()))
     assert np.float32(float(rows[0]["AU01_r"])) == np.float32(1.0000001)
     assert np.float32(float(rows[0]["AU02_r"])) == np.float32(123456.789)
     assert np.float32(float(rows[0]["AU04_r"])) == np.float32(-3.4028235e38)
@@ -139,7 +157,7 @@ def test_extreme_values_keep_their_digits():
 def test_au45_column_is_over_the_whole_video():
     r = make_results()
     expected = blink.au45(r.eye_open[:, 0], r.eye_open[:, 1], r.success)
-    rows = parse(csvfile.csv_text(r))
+    rows = parse(csv_text(r))
     for i, row in enumerate(rows):
         if r.success[i]:
             assert float(row["AU45_r"]) == pytest.approx(expected[i], rel=1e-7, abs=1e-9)
@@ -151,14 +169,21 @@ def test_successful_frame_with_au45_off_has_empty_landmark_fields():
     r = make_results(n=3, failed=())
     r.landmarks[:] = np.nan
     r.eye_open[:] = np.nan
-    rows = parse(csvfile.csv_text(r))
+    rows = parse(csv_text(r))
     for row in rows:
         assert row["success"] == "1" and row["AU01_r"] != "" and row["emotion"] in EMOTIONS
         assert row["AU45_r"] == row["eye_open_right"] == row["x_0"] == row["y_97"] == ""
 
 
+def test_au_occurrence_is_the_score_at_the_threshold():
+    r = make_results()
+    r.au[0, :] = [0.4999, 0.5, 0.7, -1, 1, 0.49, 0.51, 0.0]
+    row = parse(csv_text(r))[0]
+    assert [row[f"AU{n:02d}_c"] for n in (1, 2, 4, 6, 9, 12, 25, 26)] == ["0", "1", "1", "0", "1", "0", "1", "0"]
+
+
 def test_no_frames_is_header_only():
-    assert csvfile.csv_text(FrameResults.empty(0)) == ",".join(COLUMNS) + "\n"
+    assert csv_text(FaceRows.empty(0)) == ",".join(COLUMNS) + "\n"
 
 
 # --- writing -------------------------------------------------------------------------------------------------
@@ -166,15 +191,17 @@ def test_no_frames_is_header_only():
 def test_write_outputs_csv_and_sidecar(tmp_path):
     out = tmp_path / "clip.csv"
     r = make_results()
-    csvfile.write_outputs(out, r, {"frames": 9, "path": Path("/x/y")})
-    assert out.read_text() == csvfile.csv_text(r)
+    output.write_outputs(out, output.build_tables(r, NO_PLOTS, 640, 360), {"frames": 9, "path": Path("/x/y")},
+                         NO_PLOTS)
+    assert out.read_text() == csv_text(r)
     assert json.loads((tmp_path / "clip.json").read_text()) == {"frames": 9, "path": "/x/y"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.csv", "clip.json"]  # no temp files
-    assert [row["frame"] for row in csvfile.read_csv(out)] == [str(i) for i in range(1, 10)]
+    assert [row["frame"] for row in output.read_csv(out)] == [str(i) for i in range(1, 10)]
 
 
 def test_sidecar_path():
-    assert csvfile.sidecar_path(Path("/a/b/video.csv")) == Path("/a/b/video.json")
+    assert output.sidecar_path(Path("/a/b/video.csv")) == Path("/a/b/video.json")
+    assert output.side_path(Path("/a/b/video.csv"), "left_mirrored") == Path("/a/b/video.left_mirrored.csv")
 
 
 def test_failed_write_leaves_no_partial_csv(tmp_path, monkeypatch):
@@ -185,7 +212,7 @@ def test_failed_write_leaves_no_partial_csv(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", broken)
     with pytest.raises(OSError, match="No space"):
-        csvfile.write_outputs(out, make_results(), {})
+        output.write_outputs(out, main_tables(make_results()), {}, NO_PLOTS)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -198,7 +225,7 @@ def test_failed_write_keeps_the_previous_csv(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", broken)
     with pytest.raises(KeyboardInterrupt):
-        csvfile.atomic_write_text(out, "new\n")
+        atomic.atomic_write_text(out, "new\n")
     assert out.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["clip.csv"]
 
@@ -211,5 +238,5 @@ def test_failure_while_writing_the_temp_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", broken)
     with pytest.raises(OSError):
-        csvfile.atomic_write_text(out, "data\n")
+        atomic.atomic_write_text(out, "data\n")
     assert list(tmp_path.iterdir()) == []

@@ -4,6 +4,12 @@ Every public method that changes state commits (and fsyncs) before it returns, s
 only ever acts on transitions that will survive ``kill -9``. On restart, :meth:`JobStore.recover`
 puts interrupted jobs back in the queue; shards already marked done stay done.
 
+A job is one video *and* what shapes its output: ``fingerprint`` is the content's sha256, ``key`` a
+hash of the model files and every output-affecting setting (``jobs.spec``). The same video under the
+same key is one job; after a change of models or settings it is a new one. A done shard holds its
+rows by value (``result``, in the ``format`` that wrote them), so a shard is done exactly when its
+result is committed.
+
 The daemon uses one store from its event-loop thread and, occasionally, from worker threads
 (``asyncio.to_thread``); a single connection guarded by a lock serialises all access.
 """
@@ -17,17 +23,29 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
-JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ENDED = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+JOB_STATES = tuple(JobState)
 SHARD_STATES = ("pending", "done")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = (
     """
 CREATE TABLE jobs (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
-    fingerprint  TEXT    NOT NULL UNIQUE,
+    fingerprint  TEXT    NOT NULL,
+    key          TEXT    NOT NULL DEFAULT '',
     source       TEXT    NOT NULL,
     subdir       TEXT    NOT NULL,
     name         TEXT    NOT NULL,
@@ -43,6 +61,7 @@ CREATE TABLE jobs (
     finished_at  REAL
 )""",
     "CREATE INDEX jobs_by_state ON jobs (state)",
+    "CREATE INDEX jobs_by_content ON jobs (fingerprint, key)",
     """
 CREATE TABLE shards (
     job_id      INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
@@ -51,16 +70,17 @@ CREATE TABLE shards (
     stop        INTEGER NOT NULL CHECK (stop > start),
     state       TEXT    NOT NULL CHECK (state IN ('pending', 'done')),
     attempts    INTEGER NOT NULL DEFAULT 0,
-    result_path TEXT,
+    format      INTEGER,
+    result      BLOB,
     PRIMARY KEY (job_id, idx)
 ) WITHOUT ROWID""",
 )
 
 _JOB_COLUMNS = (
-    "id, fingerprint, source, subdir, name, state, reason, frames_total, info_json, csv_path, "
+    "id, fingerprint, key, source, subdir, name, state, reason, frames_total, info_json, csv_path, "
     "created_at, updated_at, started_at, finished_at"
 )
-_SHARD_COLUMNS = "job_id, idx, start, stop, state, attempts, result_path"
+_SHARD_COLUMNS = "job_id, idx, start, stop, state, attempts, format"
 
 
 class StoreError(RuntimeError):
@@ -71,10 +91,11 @@ class StoreError(RuntimeError):
 class Job:
     id: int
     fingerprint: str
+    key: str
     source: str
     subdir: str
     name: str
-    state: str
+    state: JobState
     reason: str | None
     frames_total: int | None
     info_json: str | None
@@ -83,6 +104,9 @@ class Job:
     updated_at: float
     started_at: float | None
     finished_at: float | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", JobState(self.state))
 
 
 @dataclass(frozen=True)
@@ -93,7 +117,11 @@ class Shard:
     stop: int
     state: str
     attempts: int
-    result_path: str | None
+    format: int | None  # the shard format of its stored result (None while pending)
+
+    @property
+    def done(self) -> bool:
+        return self.state == "done"
 
 
 class JobStore:
@@ -146,29 +174,41 @@ class JobStore:
 
     # -- jobs --------------------------------------------------------------------------------
 
-    def add_job(self, fingerprint: str, source: Path, subdir: str, name: str) -> tuple[Job, bool]:
-        """Register a video; an already known fingerprint returns that job and ``False``."""
+    def add_job(self, fingerprint: str, source: Path, subdir: str, name: str, key: str = "",
+                force: bool = False) -> tuple[Job, bool]:
+        """Register a video; the newest job of the same content and key is returned with ``False``
+        instead, unless ``force`` (a re-run the user asked for) adds a new one regardless."""
         _check_subdir(subdir)
         now = time.time()
         with self._write() as conn:
+            existing = None if force else _find(conn, fingerprint, key)
+            if existing is not None:
+                return existing, False
             cur = conn.execute(
-                "INSERT INTO jobs (fingerprint, source, subdir, name, state, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, 'queued', ?, ?) ON CONFLICT (fingerprint) DO NOTHING",
-                (fingerprint, os.fspath(Path(source).absolute()), subdir, name, now, now),
+                "INSERT INTO jobs (fingerprint, key, source, subdir, name, state, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
+                (fingerprint, key, os.fspath(Path(source).absolute()), subdir, name, now, now),
             )
-            job = _find(conn, fingerprint)
+            job = _get(conn, cur.lastrowid)
         assert job is not None
-        return job, cur.rowcount == 1
+        return job, True
 
     def get(self, job_id: int) -> Job | None:
         """The job with this id, or None."""
         with self._read() as conn:
             return _get(conn, job_id)
 
-    def find(self, fingerprint: str) -> Job | None:
-        """The job for this content fingerprint, or None."""
+    def find(self, fingerprint: str, key: str = "") -> Job | None:
+        """The newest job for this content and key, or None."""
         with self._read() as conn:
-            return _find(conn, fingerprint)
+            return _find(conn, fingerprint, key)
+
+    def set_source(self, job_id: int, source: Path) -> None:
+        """Where the job's input is now (a re-drop, or a move the daemon made)."""
+        with self._write() as conn:
+            _require(conn, job_id)
+            conn.execute("UPDATE jobs SET source = ?, updated_at = ? WHERE id = ?",
+                         (os.fspath(Path(source).absolute()), time.time(), job_id))
 
     def jobs(self, states: Iterable[str] | None = None) -> list[Job]:
         """All jobs, or those in ``states``, ordered by id."""
@@ -250,24 +290,51 @@ class JobStore:
             _touch(conn, job_id)
         return shard.attempts + 1
 
-    def shard_done(self, job_id: int, index: int, result_path: str) -> None:
-        """Mark a shard of a running job done; repeating it with the same result is a no-op."""
+    def shard_done(self, job_id: int, index: int, result: bytes, format: int) -> None:
+        """Store a shard's result and mark it done, in one transaction."""
         with self._write() as conn:
             job = _require(conn, job_id)
             _require_state(job, ("running",), f"complete shard {index} of")
             shard = _require_shard(conn, job, index)
             if shard.state == "done":
-                if shard.result_path == result_path:
-                    return
-                raise ValueError(
-                    f"shard {index} of job {job_id} is already done with result"
-                    f" {shard.result_path!r}, not {result_path!r}"
-                )
+                raise ValueError(f"shard {index} of job {job_id} is already done")
             conn.execute(
-                "UPDATE shards SET state = 'done', result_path = ? WHERE job_id = ? AND idx = ?",
-                (result_path, job_id, index),
+                "UPDATE shards SET state = 'done', result = ?, format = ? WHERE job_id = ? AND idx = ?",
+                (result, format, job_id, index),
             )
             _touch(conn, job_id)
+
+    def shard_results(self, job_id: int) -> list[bytes]:
+        """The stored results of a job's done shards, by index."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT result FROM shards WHERE job_id = ? AND state = 'done' ORDER BY idx", (job_id,)
+            ).fetchall()
+        return [bytes(r[0]) for r in rows]
+
+    def redo_shards(self, job_id: int, indexes: Iterable[int]) -> None:
+        """Put done shards back to pending (their stored results are unusable: another format)."""
+        with self._write() as conn:
+            _require(conn, job_id)
+            conn.executemany(
+                "UPDATE shards SET state = 'pending', result = NULL, format = NULL, attempts = 0"
+                " WHERE job_id = ? AND idx = ?", [(job_id, i) for i in indexes])
+            _touch(conn, job_id)
+
+    def rekey(self, job_id: int, key: str) -> None:
+        """A queued job taken up under other settings: record the key and forget any shard results
+        (they were computed under the old settings)."""
+        with self._write() as conn:
+            job = _require(conn, job_id)
+            _require_state(job, ("queued",), "re-key")
+            conn.execute("DELETE FROM shards WHERE job_id = ?", (job_id,))
+            conn.execute("UPDATE jobs SET key = ?, frames_total = NULL, info_json = NULL, updated_at = ?"
+                         " WHERE id = ?", (key, time.time(), job_id))
+
+    def release_results(self, job_id: int) -> None:
+        """Drop an ended job's stored shard results (the CSV holds them now)."""
+        with self._write() as conn:
+            conn.execute("UPDATE shards SET result = NULL WHERE job_id = ?", (job_id,))
 
     # -- transitions -------------------------------------------------------------------------
 
@@ -423,6 +490,8 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             for statement in _SCHEMA:  # not executescript: it would commit mid-migration
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif version == 1:
+            _migrate_from_1(conn)
         elif version > SCHEMA_VERSION:
             raise StoreError(
                 f"job store {path} has schema version {version}, newer than this aud"
@@ -432,6 +501,28 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
     except BaseException:
         _rollback(conn)
         raise
+
+
+def _migrate_from_1(conn: sqlite3.Connection) -> None:
+    """Version 1 keyed a job by content alone (UNIQUE fingerprint) and kept shard results as .npz
+    files of an older format. Rebuild the tables; old jobs get the empty key (so a video dropped
+    again after the upgrade is a new job) and their done shards become pending (their files are of
+    an older format, so they are computed again)."""
+    conn.execute("ALTER TABLE jobs RENAME TO jobs_v1")
+    conn.execute("ALTER TABLE shards RENAME TO shards_v1")
+    conn.execute("DROP INDEX IF EXISTS jobs_by_state")
+    for statement in _SCHEMA:
+        conn.execute(statement)
+    conn.execute(
+        "INSERT INTO jobs (id, fingerprint, key, source, subdir, name, state, reason, frames_total, info_json,"
+        " csv_path, created_at, updated_at, started_at, finished_at) SELECT id, fingerprint, '', source, subdir,"
+        " name, state, reason, frames_total, info_json, csv_path, created_at, updated_at, started_at,"
+        " finished_at FROM jobs_v1")
+    conn.execute("INSERT INTO shards (job_id, idx, start, stop, state, attempts)"
+                 " SELECT job_id, idx, start, stop, 'pending', 0 FROM shards_v1")
+    conn.execute("DROP TABLE shards_v1")
+    conn.execute("DROP TABLE jobs_v1")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -450,9 +541,10 @@ def _get(conn: sqlite3.Connection, job_id: int) -> Job | None:
     return None if row is None else Job(*row)
 
 
-def _find(conn: sqlite3.Connection, fingerprint: str) -> Job | None:
+def _find(conn: sqlite3.Connection, fingerprint: str, key: str) -> Job | None:
     row = conn.execute(
-        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE fingerprint = ?", (fingerprint,)
+        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE fingerprint = ? AND key = ? ORDER BY id DESC LIMIT 1",
+        (fingerprint, key),
     ).fetchone()
     return None if row is None else Job(*row)
 

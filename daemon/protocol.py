@@ -74,6 +74,32 @@ class WorkerRestarted(Event, tag="worker_restarted"):
     reason: str
 
 
+class FileWaiting(Event, tag="file_waiting"):
+    """A file in the inbox that is not a job yet: still being copied, or not openable yet (it is
+    taken anyway, and fails with a reason, after ``fails_in_s``)."""
+
+    file: str
+    reason: str
+    fails_in_s: float | None = None
+
+
+class FileDuplicate(Event, tag="file_duplicate"):
+    """A dropped file whose content and settings match a job that exists already: set aside."""
+
+    file: str
+    job: int
+    state: str
+    moved_to: str | None = None
+
+
+class ExecutorUnavailable(Event, tag="executor_unavailable"):
+    reason: str
+
+
+class ExecutorAvailable(Event, tag="executor_available"):
+    pass
+
+
 class DaemonStopping(Event, tag="daemon_stopping"):
     reason: str
 
@@ -86,6 +112,10 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     JobFailed,
     JobCancelled,
     WorkerRestarted,
+    FileWaiting,
+    FileDuplicate,
+    ExecutorUnavailable,
+    ExecutorAvailable,
     DaemonStopping,
 )
 
@@ -108,6 +138,7 @@ class Subscribe(Command, tag="subscribe"):
 
 class Submit(Command, tag="submit"):
     path: str
+    force: bool = False  # a new job even when this content was done with the same settings
 
 
 class Cancel(Command, tag="cancel"):
@@ -213,3 +244,76 @@ def _explain(body: bytes, kind: str, tags: tuple[str, ...], exc: msgspec.Validat
     if tag not in tags:
         return f"unknown {kind} type {tag!r} (expected one of: {', '.join(tags)})"
     return f"invalid {tag!r} {kind}: {exc}"
+
+
+# --------------------------------------------------------------------------- typed replies
+
+
+class JobLine(msgspec.Struct, kw_only=True):
+    job: int
+    file: str
+
+
+class RunningJob(JobLine, kw_only=True):
+    frames_done: int
+    frames_total: int
+    fps: float
+    eta_s: float | None = None
+    waiting: str | None = None  # finished, but the result cannot be written yet (e.g. the disk is full)
+
+
+class FailedJob(JobLine, kw_only=True):
+    reason: str | None
+
+
+class WaitingFile(msgspec.Struct, kw_only=True):
+    file: str
+    reason: str
+    fails_in_s: float | None = None
+
+
+class WorkerLine(msgspec.Struct, kw_only=True):
+    name: str
+    provider: str
+    threads: int
+    tasks_done: int
+    busy: bool
+
+
+class Workers(msgspec.Struct, kw_only=True):
+    count: int
+    provider: str
+    providers: list[str]
+    restarts: int
+    executor: str  # "process" or "dask"
+    state: str  # "ok" or "executor_unavailable"
+    reason: str | None = None
+    workers: list[WorkerLine] = msgspec.field(default_factory=list)
+
+
+class StatusReply(msgspec.Struct, kw_only=True):
+    paused: bool
+    queued: list[JobLine]
+    running: list[RunningJob]
+    waiting: list[WaitingFile]
+    duplicates: list[FileDuplicate]
+    recent_failures: list[FailedJob]
+    workers: Workers
+    counts: dict[str, int]
+    versions: dict[str, str]
+    inbox: str
+    outbox: str
+
+
+class SubmitReply(JobLine, kw_only=True):
+    state: str
+    outcome: str  # "queued", "requeued" or "duplicate"
+
+
+class CancelReply(msgspec.Struct, kw_only=True):
+    job: int
+    state: str
+
+
+class PauseReply(msgspec.Struct, kw_only=True):
+    paused: bool

@@ -1,0 +1,159 @@
+"""aud's results in the CSV style of OpenFace 2.2's ``FeatureExtraction`` (``csv_style = "openface2"``), so that
+scripts written for OpenFace 2.2 read them unchanged.
+
+**Header, order, formatting** are those of OpenFace 2.2.0's ``RecorderCSV`` (``lib/local/Utilities/src/
+RecorderCSV.cpp``; the columns are explained at https://github.com/TadasBaltrusaitis/OpenFace/wiki/Output-Format):
+fields separated by ``", "`` (comma and space, in the header too; later commits on OpenFace's master branch
+write a bare ``","``, so readers of OpenFace CSVs either strip the names or read with ``skipinitialspace``),
+fixed-point numbers with its precisions: timestamp 3 decimals, confidence 2, success 0/1, gaze angles 3,
+pose translation 1 and rotation 3, 2D landmarks 1, ``AUxx_r`` 2, ``AUxx_c`` 1. The full header
+(``OPENFACE2_HEADER``, 714 names) is OpenFace's with its default outputs: 56 eye landmarks, 68 face landmarks,
+34 shape parameters, 17 AU intensities and 18 AU occurrences (names sorted, as ``RecorderCSV`` sorts them).
+
+**What aud writes** (``COLUMNS``, in OpenFace 2.2's order): every column of that header that aud measures —
+
+* ``frame, face_id, timestamp, confidence, success`` (``face_id`` empty on a row for a frame without a face
+  when all faces are tracked; ``confidence`` is aud's detector score);
+* ``gaze_angle_x, gaze_angle_y`` = the MTL's ``gaze_yaw, gaze_pitch``, unchanged. OpenFace 2.2's angles are
+  ``atan2(g.x, -g.z)`` and ``atan2(g.y, -g.z)`` of the mean gaze vector g in the camera frame (X right, Y down):
+  positive x = looking towards the image's right, positive y = looking down. OpenFace 3.0 does not document
+  the sign convention of its gaze head and the shared random-weight model cannot reveal it, so aud passes the
+  values through (``GAZE_SIGNS``) — check it once with trained weights (look towards the image's right: the
+  value should rise) and flip a sign there if not;
+* ``pose_Tx … pose_Rz`` from ``daemon.core.pose`` (OpenFace 2.2's frame and Euler angles);
+* ``x_0 … x_67, y_0 … y_67``: the 68 iBUG points taken from STAR's 98 (``wflw.TO_IBUG68``);
+* ``AU01_r, AU02_r, AU04_r, AU06_r, AU09_r, AU12_r, AU25_r, AU26_r`` (the MTL's raw scores — a different scale
+  from OpenFace 2.2's 0-5 intensities), ``AU45_r`` (aud's blink, 0-5), and ``AU01_c … AU26_c`` (1 when
+  ``AUxx_r`` ≥ 0.5, aud's rule) and ``AU45_c`` (1 when ``AU45_r`` ≥ ``blink.BLINK_AU45``: the eyes at most half
+  as open as the video's usual open eye).
+
+**Left out** (``LEFT_OUT``): the columns aud does not measure — the per-eye 3D gaze vectors, the 56 eye-region
+landmarks in 2D and 3D, the 68 landmarks in 3D, the shape-model parameters, and the AUs the MTL has no head
+for (AU05, AU07, AU10, AU14, AU15, AU17, AU20, AU23, AU28).
+
+**Missing values.** Where OpenFace 2.2 writes 0 in every measurement of a failed frame, aud leaves the field
+empty, so that no zero is taken for a measurement; the empty field is written without the space (``"1,, 2"``),
+which pandas reads as NaN in a numeric column with or without ``skipinitialspace``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from . import wflw
+from .blink import BLINK_AU45
+from .pose import POSE_COLUMNS
+
+SEPARATOR = ", "
+AU_C_THRESHOLD = 0.5  # aud's AUxx_c rule for the MTL's scores
+GAZE_SIGNS = (1.0, 1.0)  # gaze_angle_x = sign · gaze_yaw, gaze_angle_y = sign · gaze_pitch
+
+OPENFACE2_AU_R = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU12", "AU14", "AU15", "AU17",
+                  "AU20", "AU23", "AU25", "AU26", "AU45")
+OPENFACE2_AU_C = OPENFACE2_AU_R[:-1] + ("AU28", "AU45")
+MTL_AUS = ("AU01", "AU02", "AU04", "AU06", "AU09", "AU12", "AU25", "AU26")
+
+
+def _openface2_header() -> tuple[str, ...]:
+    """FeatureExtraction's header with its default outputs, in RecorderCSV's order."""
+    names = ["frame", "face_id", "timestamp", "confidence", "success"]
+    names += ["gaze_0_x", "gaze_0_y", "gaze_0_z", "gaze_1_x", "gaze_1_y", "gaze_1_z", "gaze_angle_x", "gaze_angle_y"]
+    names += [f"eye_lmk_{axis}_{i}" for axis in "xyXYZ" for i in range(56)]
+    names += list(POSE_COLUMNS)
+    names += [f"{axis}_{i}" for axis in "xyXYZ" for i in range(68)]
+    names += ["p_scale", "p_rx", "p_ry", "p_rz", "p_tx", "p_ty"] + [f"p_{i}" for i in range(34)]
+    names += [f"{au}_r" for au in OPENFACE2_AU_R] + [f"{au}_c" for au in OPENFACE2_AU_C]
+    return tuple(names)
+
+
+OPENFACE2_HEADER = _openface2_header()
+
+
+def _fixed(decimals: int) -> Callable[[float], str]:
+    fmt = f".{decimals}f"
+    return lambda v: format(v, fmt)
+
+
+def _integer(v: float) -> str:
+    return str(int(v))
+
+
+def _source_columns() -> dict[str, tuple[str, Callable[[float], str]]]:
+    """OpenFace 2.2 name -> (aud table column, formatter)."""
+    spec: dict[str, tuple[str, Callable[[float], str]]] = {
+        "frame": ("frame", _integer),
+        "face_id": ("face_id", _integer),
+        "timestamp": ("timestamp", _fixed(3)),
+        "confidence": ("confidence", _fixed(2)),
+        "success": ("success", _integer),
+        "gaze_angle_x": ("gaze_yaw", _fixed(3)),
+        "gaze_angle_y": ("gaze_pitch", _fixed(3)),
+    }
+    for name in POSE_COLUMNS:
+        spec[name] = (name, _fixed(1 if name.startswith("pose_T") else 3))
+    for k, point in enumerate(wflw.TO_IBUG68):
+        spec[f"x_{k}"] = (f"x_{point}", _fixed(1))
+        spec[f"y_{k}"] = (f"y_{point}", _fixed(1))
+    for au in MTL_AUS + ("AU45",):
+        spec[f"{au}_r"] = (f"{au}_r", _fixed(2))
+        spec[f"{au}_c"] = (f"{au}_c", _fixed(1))
+    return spec
+
+
+_SOURCES = _source_columns()
+COLUMNS: tuple[str, ...] = tuple(name for name in OPENFACE2_HEADER if name in _SOURCES)
+LEFT_OUT: tuple[str, ...] = tuple(name for name in OPENFACE2_HEADER if name not in _SOURCES)
+
+
+class TableError(ValueError):
+    """The table handed to ``openface2_text`` lacks a column or has columns of different lengths."""
+
+
+def openface2_text(table: Mapping[str, np.ndarray | Sequence]) -> str:
+    """The OpenFace 2.2-style CSV text for ``table``: aud's column names (``frame``, ``face_id``, ``timestamp``,
+    ``confidence``, ``success``, ``gaze_yaw``, ``gaze_pitch``, ``pose_*``, ``AUxx_r``, optionally ``AUxx_c``,
+    ``x_0 … x_97``, ``y_0 … y_97``) -> one value per row; numbers as floats with NaN for missing (``face_id``
+    NaN for a row without a face). Other columns (emotion, box, eye openness) are ignored."""
+    columns = {name: _column(table, name) for name in COLUMNS}
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) > 1:
+        sizes = ", ".join(f"{name}: {len(v)}" for name, v in columns.items() if len(v) != len(columns["frame"]))
+        raise TableError(f"openface2: columns differ in length from 'frame' ({len(columns['frame'])} rows): {sizes}")
+    cells = [[_SOURCES[name][1](v) if np.isfinite(v) else "" for v in values] for name, values in columns.items()]
+    lines = [SEPARATOR.join(COLUMNS)]
+    lines += [_join(row) for row in zip(*cells)]
+    return "\n".join(lines) + "\n"
+
+
+def _join(fields: Sequence[str]) -> str:
+    """Fields joined by ", ", except that an empty field follows a bare "," (read as NaN, not as " ")."""
+    parts = [fields[0]]
+    for f in fields[1:]:
+        parts.append(SEPARATOR + f if f else ",")
+    return "".join(parts)
+
+
+def _column(table: Mapping[str, np.ndarray | Sequence], name: str) -> np.ndarray:
+    source = _SOURCES[name][0]
+    if name.endswith("_c") and source not in table:
+        return _occurrence(table, name[:-2])
+    if source not in table:
+        raise TableError(f"openface2: the table has no column {source!r} (needed for {name!r})")
+    values = np.asarray(table[source], dtype=np.float64)
+    if values.ndim != 1:
+        raise TableError(f"openface2: column {source!r} must be one value per row, got shape {values.shape}")
+    if name == "gaze_angle_x":
+        values = GAZE_SIGNS[0] * values
+    elif name == "gaze_angle_y":
+        values = GAZE_SIGNS[1] * values
+    return values
+
+
+def _occurrence(table: Mapping[str, np.ndarray | Sequence], au: str) -> np.ndarray:
+    """AUxx_c from AUxx_r by aud's rules, NaN where the intensity is missing."""
+    intensity = _column(table, f"{au}_r")
+    threshold = BLINK_AU45 if au == "AU45" else AU_C_THRESHOLD
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(intensity), (intensity >= threshold).astype(np.float64), np.nan)

@@ -1,0 +1,104 @@
+"""What aud measures, declared once: the per-face fields a worker computes and the CSV column groups.
+
+Two layers, both declared here and nowhere else:
+
+* ``FIELDS``: the arrays a worker fills, one row per (frame, face). ``FaceRows`` (results.py), the shard
+  format (``SHARD_FORMAT``) and assembly all iterate over this tuple.
+* ``GROUPS``: the CSV's column groups in order (identity, box, gaze, pose, emotion, AUs, eyes,
+  landmarks). Each group names its columns; the writer (output.py) fills them from an assembled table.
+
+Bump ``SHARD_FORMAT`` whenever ``FIELDS`` changes: a resumed job whose stored shards carry another
+format computes them again instead of misreading them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SHARD_FORMAT = 2  # 1: one row per frame, .npz on the worker's disk (before faces = "all")
+
+N_LANDMARKS = 98
+EMOTIONS = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt")
+# The MTL's AU head, in its output order (DISFA's AU1, 2, 4, 6, 9, 12, 25, 26)
+AU_NUMBERS = (1, 2, 4, 6, 9, 12, 25, 26)
+AU_THRESHOLD = 0.5  # an AU "occurs" (AUxx_c = 1) when its score reaches this (the authors' evaluation)
+SIDES = ("left_mirrored", "right_mirrored")  # hemi-face outputs, in the order of the mirror arrays
+
+
+@dataclass(frozen=True)
+class Field:
+    """One per-face array: ``shape`` is the shape of one row, ``fill`` its value where nothing was measured."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    fill: float | int | bool
+
+    def empty(self, n: int) -> np.ndarray:
+        return np.full((n, *self.shape), self.fill, dtype=self.dtype)
+
+
+NAN = float("nan")
+FIELDS: tuple[Field, ...] = (
+    Field("frame", (), "int64", 0),  # 0-based
+    Field("timestamp", (), "float64", 0.0),  # seconds (stream position)
+    Field("detection", (), "int16", -1),  # rank of the face among the frame's detections; -1: no face
+    Field("success", (), "bool", False),
+    Field("confidence", (), "float32", 0.0),  # the face's detector score (no face: the best score seen)
+    Field("box", (4,), "float32", NAN),  # x1, y1, x2, y2, frame pixels
+    Field("gaze", (2,), "float32", NAN),  # yaw, pitch (radians)
+    Field("emotion", (8,), "float32", NAN),  # logits, EMOTIONS order
+    Field("au", (8,), "float32", NAN),  # the AU head's raw scores, AU_NUMBERS order
+    Field("landmarks", (N_LANDMARKS, 2), "float32", NAN),  # frame pixels (NaN when AU45 is off)
+    Field("eye_open", (2,), "float32", NAN),  # subject's right, left
+    # hemi-face analysis (mirror = true), per side in SIDES order
+    Field("mirror_box", (2, 4), "float32", NAN),
+    Field("mirror_gaze", (2, 2), "float32", NAN),
+    Field("mirror_emotion", (2, 8), "float32", NAN),
+    Field("mirror_au", (2, 8), "float32", NAN),
+)
+FIELD_NAMES = tuple(f.name for f in FIELDS)
+
+
+def au_name(number: int, kind: str) -> str:
+    """``AU01_r``, ``AU45_c`` …"""
+    return f"AU{number:02d}_{kind}"
+
+
+# --- CSV column groups ------------------------------------------------------------------------------
+
+IDENTITY = ("frame", "face_id", "timestamp", "confidence", "success")
+BOX = ("face_x1", "face_y1", "face_x2", "face_y2")
+GAZE = ("gaze_yaw", "gaze_pitch")
+POSE = ("pose_Tx", "pose_Ty", "pose_Tz", "pose_Rx", "pose_Ry", "pose_Rz")
+EMOTION = ("emotion", *(f"emotion_{e}" for e in EMOTIONS))
+AUS_R = tuple(au_name(n, "r") for n in AU_NUMBERS)
+AUS_C = tuple(au_name(n, "c") for n in AU_NUMBERS)
+AUS = (*AUS_R, "AU45_r", *AUS_C)
+EYES = ("eye_open_right", "eye_open_left")
+LANDMARKS = (*(f"x_{i}" for i in range(N_LANDMARKS)), *(f"y_{i}" for i in range(N_LANDMARKS)))
+
+GROUPS: dict[str, tuple[str, ...]] = {
+    "identity": IDENTITY,
+    "box": BOX,
+    "gaze": GAZE,
+    "pose": POSE,
+    "emotion": EMOTION,
+    "aus": AUS,
+    "eyes": EYES,
+    "landmarks": LANDMARKS,
+}
+COLUMNS: tuple[str, ...] = tuple(c for group in GROUPS.values() for c in group)
+
+# a hemi-face CSV: the main CSV's identity, then that side's measurements and its kept eye
+MIRROR_GROUPS: dict[str, tuple[str, ...]] = {
+    "identity": IDENTITY,
+    "box": BOX,
+    "gaze": GAZE,
+    "emotion": EMOTION,
+    "aus": AUS,
+    "eyes": ("eye_open",),
+}
+MIRROR_COLUMNS: tuple[str, ...] = tuple(c for group in MIRROR_GROUPS.values() for c in group)

@@ -1,0 +1,114 @@
+"""The executor port: how the runner gets shards computed, wherever they run.
+
+An executor runs ``ShardTask``s on its workers and returns each ``ShardResult`` by value. It reports,
+per shard, the ways a shard can end other than with a result:
+
+* ``WorkerDied``: the worker running this shard died (crash, kill, out of memory). Only this shard is
+  blamed; the others in flight are not.
+* ``ShardTimedOut``: the shard ran past its time limit; its worker was replaced.
+* ``ShardFailed``: the shard's own code raised (a video that does not decode, a bug): retrying will
+  not help. ``kind`` separates bad input (``INPUT``) from an internal error (``INTERNAL``, logged
+  with its traceback).
+* ``ExecutorUnavailable``: the executor cannot run anything now (a cluster's scheduler is gone); the
+  shard was not run and is not to blame. ``wait_available`` returns when it can run shards again.
+
+Implementations: ``local.ProcessExecutor`` (the default: a pool of spawned processes),
+``inline.InlineExecutor`` (in-process, for unit tests), ``dask_executor.DaskExecutor`` (a Dask cluster).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
+
+from ..core.shard import ShardResult, ShardTask
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+Progress = Callable[[int], None]  # frames of the shard finished so far
+
+
+class ExecutorError(Exception):
+    """A shard ended without a result for a reason outside the shard's own code."""
+
+
+class WorkerDied(ExecutorError):
+    def __init__(self, message: str, worker: str = "?"):
+        super().__init__(message)
+        self.worker = worker
+
+
+class ShardTimedOut(ExecutorError):
+    def __init__(self, message: str, worker: str = "?"):
+        super().__init__(message)
+        self.worker = worker
+
+
+class ExecutorUnavailable(ExecutorError):
+    """Nothing can run now (e.g. the cluster's scheduler is unreachable); not the shard's fault."""
+
+
+class FailureKind(StrEnum):
+    INPUT = "input"  # the video: cannot be opened, decoded, read (the user's file)
+    INTERNAL = "internal"  # anything else: a bug or an environment problem
+
+
+class ShardFailed(Exception):
+    """The shard's own code raised; ``traceback`` holds the worker's traceback text."""
+
+    def __init__(self, message: str, kind: FailureKind, traceback: str = "", worker: str = "?"):
+        super().__init__(message)
+        self.kind = kind
+        self.traceback = traceback
+        self.worker = worker
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One worker as ``aud status`` shows it."""
+
+    name: str  # host:pid, or a cluster worker's address
+    provider: str  # the execution provider its sessions run on
+    threads: int
+    tasks_done: int = 0
+    busy: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Executor(Protocol):
+    @property
+    def capacity(self) -> int:
+        """How many shards may run at once."""
+
+    async def start(self) -> dict[str, str]:
+        """Start the workers and load their models; returns the providers by role. Raises the
+        model or provider error that stops every worker from loading."""
+
+    async def run(self, task: ShardTask, *, timeout: float | None = None,
+                  progress: Progress | None = None) -> ShardResult:
+        """Run one shard; raises WorkerDied, ShardTimedOut, ShardFailed or ExecutorUnavailable."""
+
+    async def wait_available(self) -> None:
+        """Return once shards can run (at once, when they can)."""
+
+    def workers(self) -> list[WorkerInfo]:
+        """The workers now, for status."""
+
+    async def close(self, *, kill: bool = False) -> None:
+        """Stop the workers: let a running shard finish, or with ``kill`` end it now."""
+
+
+def make_executor(settings: Settings, on_restart: Callable[[str], None] = lambda reason: None) -> Executor:
+    """The executor the settings ask for: the local process pool (default) or a Dask cluster."""
+    if settings.executor == "dask":
+        from .dask_executor import DaskExecutor
+
+        if not settings.dask_scheduler:
+            raise ValueError("executor = \"dask\" needs dask_scheduler (--dask-scheduler tcp://host:8786)")
+        return DaskExecutor(settings.dask_scheduler, settings.pipeline_options(), settings.path_map)
+    from .local import ProcessExecutor
+
+    return ProcessExecutor(settings.pipeline_options(), settings.workers, on_restart=on_restart)

@@ -1,0 +1,147 @@
+"""``aud extract``: the job runner on a throw-away job store, for videos named on the command line.
+
+One warm pool serves every video; each gets its CSV (beside the video, at ``-o FILE`` for one video,
+or in ``-o DIR``). A video that fails is reported with its reason and the others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import protocol as msg
+from ..config import Settings
+from ..core.models import load_model_set, locate
+from ..core.pipeline import roles_for
+from ..core.providers import choose
+from ..core.video import open_capture, quiet_decoder_logs
+from . import inputs
+from .executor import Executor, make_executor
+from .runner import Runner, TimeSelection
+from .spec import runner_config
+from .store import Job, JobState, JobStore
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".mkv")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    video: Path
+    csv: Path | None
+    frames: int = 0
+    fps: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class Report:
+    outcomes: list[Outcome] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    first_frame_seconds: float = 0.0
+    providers: dict[str, str] = field(default_factory=dict)
+
+
+class ExtractDestination:
+    """CSVs at the paths chosen up front; inputs stay where they are."""
+
+    def __init__(self) -> None:
+        self.paths: dict[int, Path] = {}
+        self.errors: dict[int, str] = {}
+
+    def csv_path(self, job: Job) -> Path:
+        path = self.paths[job.id]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def input_after(self, job: Job) -> Path:
+        return Path(job.source)
+
+    def done(self, job: Job, csv: Path) -> None:
+        pass
+
+    def failed(self, job: Job, reason: str, set_aside: bool) -> None:
+        self.errors[job.id] = reason
+
+
+def expand(paths: list[Path]) -> list[Path]:
+    """Videos named, or found (not recursively) in folders named, in order."""
+    videos: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            videos += sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+        else:
+            videos.append(path)
+    return videos
+
+
+def csv_paths(videos: list[Path], output: Path | None) -> list[Path]:
+    """Beside each video; ``-o FILE.csv`` for one video; ``-o DIR`` for any number."""
+    if output is None:
+        return [v.with_suffix(".csv") for v in videos]
+    if output.suffix.lower() == ".csv" and not output.is_dir():
+        if len(videos) != 1:
+            raise ValueError(f"-o {output}: one CSV file for {len(videos)} videos; give a folder instead")
+        return [output]
+    return [output / f"{v.stem}.csv" for v in videos]
+
+
+def preflight(videos: list[Path], settings: Settings) -> None:
+    """The cheap checks, before any worker starts: each video opens (VideoError), the model files are
+    there (ModelError) and so is the provider (ProviderError)."""
+    for video in videos:
+        open_capture(video).release()
+    locate(settings.models, roles_for(settings.au45))
+    choose(settings.provider, settings.coreml_cache_dir)
+
+
+async def extract(videos: list[Path], output: Path | None, settings: Settings,
+                  selection: TimeSelection | None = None,
+                  progress: Callable[[msg.Event], None] = lambda event: None,
+                  make: Callable[..., Executor] = make_executor) -> Report:
+    """Every video through the runner; the workers start loading their models first, and the models
+    are hashed and the videos fingerprinted while they do."""
+    began = time.perf_counter()
+    quiet_decoder_logs()
+    targets = csv_paths(videos, output)
+    preflight(videos, settings)
+    executor = make(settings)
+    report = Report()
+    try:
+        warm = asyncio.create_task(executor.start())
+        models = await asyncio.to_thread(load_model_set, settings.models, roles_for(settings.au45), False)
+        contents = await asyncio.to_thread(lambda: [inputs.fingerprint(v) for v in videos])
+        report.providers = await warm
+        report.first_frame_seconds = time.perf_counter() - began
+        config = runner_config(settings, models, report.providers, selection)
+        with tempfile.TemporaryDirectory(prefix="aud-extract-") as tmp, JobStore(Path(tmp) / "jobs.sqlite3") as store:
+            destination = ExtractDestination()
+            jobs = []
+            for video, content, target in zip(videos, contents, targets):
+                job, _ = store.add_job(content, video.resolve(), "", video.name, config.key, force=True)
+                destination.paths[job.id] = target
+                jobs.append(job)
+            finished: dict[int, msg.JobDone] = {}
+
+            def publish(event: msg.Event) -> None:
+                if isinstance(event, msg.JobDone):
+                    finished[event.job] = event
+                progress(event)
+
+            runner = Runner(store, executor, config, destination, publish=publish)
+            await runner.run(until_idle=True)
+            for video, job in zip(videos, jobs):
+                ended = store.get(job.id)
+                if ended is not None and ended.state == JobState.DONE:
+                    done = finished[job.id]
+                    report.outcomes.append(Outcome(video, Path(done.csv), done.frames, done.fps))
+                else:
+                    reason = destination.errors.get(job.id) or (ended.reason if ended else None) or "not run"
+                    report.outcomes.append(Outcome(video, None, error=reason))
+    finally:
+        await executor.close()
+    report.wall_seconds = time.perf_counter() - began
+    return report

@@ -1,0 +1,78 @@
+"""A run's configuration for the runner, from the settings: what shapes the output, and its key.
+
+The key is part of a job's identity: the sha256 of the model files' hashes and of every setting that
+changes what is written. Dropping the same video after a change of models or of such a setting makes
+a new job; speed settings (workers, threads, batch size, shard size) do not change the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from importlib import metadata
+
+from ..config import Settings
+from ..core.models import ModelSet
+from .runner import RunnerConfig, TimeSelection
+
+PACKAGES = ("au-daemon", "onnxruntime", "opencv-python", "opencv-python-headless", "numpy")
+NOTE = ("AU, emotion, gaze, landmark and pose values are what the given models compute; they are "
+        "estimates only if the models are trained OpenFace 3.0 weights.")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def output_settings(settings: Settings, selection: TimeSelection) -> dict:
+    """Every setting that changes what a job writes."""
+    return {
+        "au45": settings.au45,
+        "detect_max_side": settings.detect_max_side,
+        "faces": settings.faces,
+        "track_gap_frames": settings.track_gap_frames if settings.faces == "all" else None,
+        "mirror": settings.mirror,
+        "mirror_videos": settings.mirror_videos,
+        "csv_style": settings.csv_style,
+        "plots": settings.plots,
+        "camera": [settings.camera_fx, settings.camera_fy, settings.camera_cx, settings.camera_cy],
+        "selection": asdict(selection),
+    }
+
+
+def job_key(models: ModelSet, shaping: dict) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"models": {role: f.sha256 for role, f in sorted(models.files.items())},
+                              "settings": shaping}, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def runner_config(settings: Settings, models: ModelSet, providers: dict[str, str],
+                  selection: TimeSelection | None = None, output_retry_seconds: float | None = None) -> RunnerConfig:
+    selection = selection or TimeSelection()
+    shaping = output_settings(settings, selection)
+    sidecar = {
+        "models": {r: {"path": str(f.path), "sha256": f.sha256} for r, f in models.files.items()},
+        "providers": providers,
+        "options": {**shaping, "batch_size": settings.batch_size},
+        "packages": package_versions(),
+        "note": NOTE,
+    }
+    if settings.mirror:
+        sidecar["mirror"] = {
+            "midline": "through the midpoint of the inner eye corners (WFLW 64, 68), perpendicular to the "
+                       "line through the pupils (WFLW 96, 97)",
+            "seam": "hard (no blending)",
+            "sides": "left_mirrored: the subject's left half and its reflection; right_mirrored: the right",
+        }
+    return RunnerConfig(output=settings.output_options(), key=job_key(models, shaping), sidecar=sidecar,
+                        shard_frames=settings.shard_frames, shard_retries=settings.shard_retries,
+                        shard_timeout_seconds=settings.shard_timeout_seconds,
+                        output_retry_seconds=output_retry_seconds, selection=selection)

@@ -1,0 +1,69 @@
+"""Planning a video into shards."""
+
+from __future__ import annotations
+
+from itertools import product
+
+import pytest
+
+from daemon.jobs.plan import FrameSelection, plan_selection, plan_shards
+
+GRID = list(product([1, 2, 3, 5, 9, 10, 47, 48, 49, 96, 97, 275, 1000], [1, 7, 48], [1, 2, 3, 4, 8]))
+
+
+def check_cover(ranges, frames, shard_frames):
+    covered = [i for start, stop in ranges for i in range(start, stop)]
+    assert covered == list(range(frames))  # every frame exactly once, in order
+    assert all(0 < stop - start <= shard_frames for start, stop in ranges)
+
+
+@pytest.mark.parametrize("frames,shard_frames,workers", GRID)
+def test_plan_covers_every_frame_once(frames, shard_frames, workers):
+    check_cover(plan_shards(frames, shard_frames, workers), frames, shard_frames)
+
+
+@pytest.mark.parametrize("frames", [0, -3])
+def test_plan_of_nothing(frames):
+    assert plan_shards(frames, 48, 4) == []
+
+
+@pytest.mark.parametrize("frames,workers", [(1, 1), (2, 2), (10, 4), (12, 4), (30, 8), (100, 8), (96, 2), (8, 8)])
+def test_plan_gives_every_worker_a_shard(frames, workers):
+    assert len(plan_shards(frames, 48, workers)) >= workers
+
+
+@pytest.mark.parametrize("frames,shard_frames,workers", [(1000, 48, 2), (1000, 48, 3), (275, 32, 2), (5000, 32, 8)])
+def test_plan_shards_shrink_towards_the_end(frames, shard_frames, workers):
+    ranges = plan_shards(frames, shard_frames, workers)
+    check_cover(ranges, frames, shard_frames)
+    sizes = [stop - start for start, stop in ranges]
+    full = (frames - 4 * workers * shard_frames) // shard_frames  # while plenty remains: full shards
+    assert sizes[:full] == [shard_frames] * full
+    assert sizes == sorted(sizes, reverse=True)  # shrinking
+    assert max(sizes[-workers:]) <= shard_frames // 16  # each worker's last shard is small
+    assert len(ranges) < frames / shard_frames + 4 * workers + 8  # but not many more than equal shards
+
+
+def test_plan_shards_guided_sizes():
+    assert [b - a for a, b in plan_shards(275, 32, 2)] == [32, 32, 32, 32, 32, 29, 22, 16, 12, 9, 7, 5, 4, 3, 2, 2, 2, 2]
+
+
+def test_plan_fewer_frames_than_workers():
+    assert plan_shards(3, 48, 8) == [(0, 1), (1, 2), (2, 3)]
+
+
+@pytest.mark.parametrize("frames,workers", [(9, 4), (5, 4), (20, 8)])
+def test_plan_gives_every_worker_a_shard_for_any_short_video(frames, workers):
+    ranges = plan_shards(frames, 48, workers)
+    check_cover(ranges, frames, 48)
+    assert len(ranges) >= workers
+
+
+@pytest.mark.parametrize("total,selection", [(275, FrameSelection(0, None, 3)), (100, FrameSelection(10, 50, 1)),
+                                             (100, FrameSelection(7, 93, 5)), (10, FrameSelection(0, 1000, 4))])
+def test_plan_of_a_selection_covers_exactly_the_selected_frames(total, selection):
+    ranges = plan_selection(total, selection, 16, 2)
+    measured = [i for start, stop in ranges for i in range(start, stop, selection.step)]
+    assert measured == list(selection.frames(total))
+    assert all(start in selection.frames(total) for start, _ in ranges)  # each shard starts on a selected frame
+    assert all(len(range(start, stop, selection.step)) <= 16 for start, stop in ranges)
