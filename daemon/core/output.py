@@ -48,6 +48,9 @@ class AssemblyError(RuntimeError):
 def assemble(parts: list[FaceRows], expected_frames: np.ndarray) -> FaceRows:
     """All shards' rows in frame order; every expected frame must be there."""
     rows = FaceRows.concat(parts)
+    pairs = np.stack([rows.frame, rows.detection.astype(np.int64)], axis=1)
+    if len(np.unique(pairs, axis=0)) != len(rows):
+        raise AssemblyError(f"assembled {len(rows)} rows with some (frame, face) twice: a shard was stored twice")
     found = rows.frames()
     if not np.array_equal(found, expected_frames):
         missing = np.setdiff1d(expected_frames, found)

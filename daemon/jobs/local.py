@@ -20,6 +20,18 @@ What the pool guarantees (the executor port, ``executor.py``):
 Errors raised while a worker loads its models travel as (type name, message, traceback) and are
 raised again in the parent by ``remote_error``: as the same class when it is one of
 ``LOAD_ERRORS``, else as ``WorkerStartError`` whose message starts with the type name.
+
+Good to know:
+
+* Replacements start in the background: a failing ``run`` raises at once; ``replacements_done()``
+  waits for the fresh workers (tests, status). A replacement that cannot load its models is logged
+  and the pool goes on with fewer workers; with none left, ``run`` raises ``ShardFailed``
+  (``INTERNAL``) saying why.
+* ``start()`` has no time limit: a first CoreML compile may legitimately take minutes.
+* A message is read whole once its first bytes arrive; a shard's rows are a few hundred kB that the
+  worker writes in one go, so the loop is held for the time of a memory copy.
+* ``spawn`` starts multiprocessing's resource tracker once per parent process: a helper child (not a
+  worker) that stays after ``close()`` and exits when the parent does.
 """
 
 from __future__ import annotations
@@ -120,7 +132,12 @@ def failure_of(exc: BaseException) -> Failed:
 # --- errors from a worker's start -------------------------------------------------------------------
 
 class WorkerStartError(RuntimeError):
-    """A worker could not start for a reason outside ``LOAD_ERRORS``; the message names the type."""
+    """A worker could not start for a reason outside ``LOAD_ERRORS``; the message names the type and
+    ``traceback`` holds the worker's traceback text."""
+
+    def __init__(self, message: str, traceback: str = ""):
+        super().__init__(message)
+        self.traceback = traceback
 
 
 LOAD_ERRORS: dict[str, type[Exception]] = {
@@ -133,7 +150,7 @@ def remote_error(failed: Failed) -> Exception:
     """The exception a worker's start failure becomes in the parent (see the module docstring)."""
     cls = LOAD_ERRORS.get(failed.type_name)
     if cls is None:
-        return WorkerStartError(f"{failed.type_name}: {failed.message}")
+        return WorkerStartError(f"{failed.type_name}: {failed.message}", failed.traceback)
     return cls(failed.message)
 
 
@@ -401,8 +418,10 @@ class ProcessExecutor:
         self._workers: list[_Worker] = []  # every live worker, starting ones included
         self._idle: list[_Worker] = []
         self._waiters: list[asyncio.Future] = []  # runs waiting for an idle worker
+        self._started = False
         self._closing = False
         self._replacing: set[asyncio.Task] = set()
+        self._start_failure = ""  # why the last replacement could not start
 
     @property
     def capacity(self) -> int:
@@ -411,6 +430,9 @@ class ProcessExecutor:
     async def start(self) -> dict[str, str]:
         """Start every worker and wait until all have loaded their models; on a failure, end them all
         and raise it."""
+        if self._started:
+            raise RuntimeError("the process pool was started already")
+        self._started = True
         started: list[_Worker] = []
         try:
             for _ in range(self.size):
@@ -435,8 +457,10 @@ class ProcessExecutor:
             result = await asyncio.wait_for(worker.run(task, progress), timeout)
         except TimeoutError:
             reason = f"{label} ran longer than {timeout:g} s on worker {worker.name}"
-            await worker.kill(TERM_GRACE)
-            self._replace_later(worker, reason)
+            try:
+                await worker.kill(TERM_GRACE)
+            finally:
+                self._replace_later(worker, reason)
             raise ShardTimedOut(f"{reason}; the worker was replaced", worker.name) from None
         except WorkerDied as exc:
             self._replace_later(worker, str(exc))
@@ -488,9 +512,14 @@ class ProcessExecutor:
         return _Worker(self.options, asyncio.get_running_loop(), self._idle_worker_died)
 
     async def _acquire(self) -> _Worker:
+        if not self._started:
+            raise RuntimeError("start() the process pool before running shards")
         while not self._closing:
             if self._idle:
                 return self._idle.pop(0)
+            if not self._workers:
+                raise ShardFailed(f"no worker process is left: a replacement could not start "
+                                  f"({self._start_failure})", FailureKind.INTERNAL)
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             await waiter
@@ -527,7 +556,10 @@ class ProcessExecutor:
         self.restarts += 1
         log.warning("replacing worker %s: %s", worker.name, reason)
         if self.on_restart is not None:
-            self.on_restart(reason)
+            try:
+                self.on_restart(reason)
+            except Exception:
+                log.exception("the on_restart callback raised")
         fresh = self._spawn()
         self._workers[self._workers.index(worker)] = fresh
         try:
@@ -535,10 +567,12 @@ class ProcessExecutor:
         except asyncio.CancelledError:
             await fresh.kill()
             raise
-        except Exception:
+        except Exception as exc:
             self._workers.remove(fresh)
             await fresh.kill()
+            self._start_failure = f"{type(exc).__name__}: {exc}"
             log.exception("a replacement worker could not start; the pool has %d workers now",
                           len(self._workers))
+            self._wake()  # runs waiting for a worker learn when none is left
             return
         self._release(fresh)

@@ -308,7 +308,8 @@ class JobStore:
         """The stored results of a job's done shards, by index."""
         with self._read() as conn:
             rows = conn.execute(
-                "SELECT result FROM shards WHERE job_id = ? AND state = 'done' ORDER BY idx", (job_id,)
+                "SELECT result FROM shards WHERE job_id = ? AND state = 'done' AND result IS NOT NULL ORDER BY idx",
+                (job_id,)
             ).fetchall()
         return [bytes(r[0]) for r in rows]
 

@@ -1,22 +1,25 @@
 """Tests for daemon.jobs.local: the process pool behind the executor port, with real worker processes
 running the tiny models (tests/tinymodels.py) on synthetic videos.
 
-Timing facts these tests rely on (measured on this 2-core machine, `.venv/bin/python /tmp/lp_probe.py`
-style runs): a tiny-model worker measures a 64x64 frame in about 2 ms and starts (spawn, imports, model
-load) in about 2 s. "Long" shards below are 4000 frames (about 8 s of work): a test that kills or
-times out a long shard acts within its first second, so the shard is still running on any CPU that
-is not 8 times slower than this one.
+Timing: "long" shards are 4000 frames of a 64x64 video. The tests act on a long shard within about a
+second of its first progress message (kill it, time it out after 0.5 s, close the pool), while the whole
+shard takes seconds: the tiny models cost 2.2 to 5.4 ms a frame in a worker on this shared 2-core machine
+(three runs under load; see the localpool report for the command). A long shard that finished early
+would fail the test loudly (``assert not a.done()``, or a result where an error was expected), never
+pass it by accident.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -37,7 +40,7 @@ from daemon.jobs.executor import (
     ShardTimedOut,
     WorkerDied,
 )
-from daemon.jobs.local import ProcessExecutor
+from daemon.jobs.local import Failed, ProcessExecutor, WorkerStartError, remote_error
 from tests import tinymodels
 from tests.conftest import PROJECT
 
@@ -106,26 +109,29 @@ class Watch:
         self.first.set()
 
 
-def shared_pipes(pids: list[int]) -> dict[tuple[int, int], set[str]]:
-    """Pipes and sockets open in two of ``pids`` at once (Linux: read from /proc/<pid>/fd)."""
-    held = {}
-    for pid in pids:
-        fd_dir = Path(f"/proc/{pid}/fd")
-        held[pid] = {os.readlink(fd_dir / fd) for fd in os.listdir(fd_dir)}
-        held[pid] = {target for target in held[pid] if target.startswith(("pipe:", "socket:"))}
-    return {(a, b): held[a] & held[b] for a in pids for b in pids if a < b and held[a] & held[b]}
+def pipes_of(pid: int) -> set[str]:
+    """The pipes and sockets ``pid`` has open (Linux: the targets of /proc/<pid>/fd)."""
+    fd_dir = Path(f"/proc/{pid}/fd")
+    targets = set()
+    for fd in os.listdir(fd_dir):
+        with contextlib.suppress(FileNotFoundError):  # closed while we looked
+            targets.add(os.readlink(fd_dir / fd))
+    return {t for t in targets if t.startswith(("pipe:", "socket:"))}
 
 
 def assert_no_shared_lifelines(ex: ProcessExecutor) -> None:
-    """No worker holds a pipe of another worker (its lifeline write end above all): ``spawn`` passes a
-    child only what it is given. Workers do share one pipe, the resource tracker's, which we allow."""
+    """No worker holds a pipe of another worker (a lifeline's end above all): ``spawn`` passes a child
+    only what it is given. The one pipe workers do share is the resource tracker's (multiprocessing
+    hands every spawned child its write end); the tracker shares nothing else with them."""
     if not Path("/proc/self/fd").is_dir():
         return  # macOS: no /proc; the parent-death test covers the consequence
-    tracker = [p.pid for p in psutil.Process().children() if any(RESOURCE_TRACKER in c for c in p.cmdline())]
-    tracker_pipes = set().union(*shared_pipes(tracker + [pid_of(w.name) for w in ex.workers()]).values()) \
-        if tracker else set()
-    pids = [pid_of(w.name) for w in ex.workers()]
-    shared = {pair: pipes - tracker_pipes for pair, pipes in shared_pipes(pids).items()}
+    held = {pid_of(w.name): pipes_of(pid_of(w.name)) for w in ex.workers()}
+    trackers = [p.pid for p in psutil.Process().children() if any(RESOURCE_TRACKER in c for c in p.cmdline())]
+    tracker_pipes = pipes_of(trackers[0]) if trackers else set()
+    with_tracker = {frozenset(pipes & tracker_pipes) for pipes in held.values()}
+    assert len(with_tracker) == 1 and len(next(iter(with_tracker))) <= 1, \
+        f"workers share more than the tracker's pipe with it: {with_tracker}"
+    shared = {(a, b): (held[a] & held[b]) - tracker_pipes for a in held for b in held if a < b}
     assert not any(shared.values()), f"workers share pipes: {shared}"
 
 
@@ -163,6 +169,14 @@ def test_bad_model_fails_start_with_its_model_error_and_leaves_no_process(tmp_pa
         assert our_children() == []
         await ex.close()  # harmless after a failed start
     run(main)
+
+
+def test_start_errors_cross_the_process_boundary_as_a_matching_type():
+    assert type(remote_error(Failed("ModelError", "m.onnx: bad", "tb", False))) is ModelError
+    assert str(remote_error(Failed("ModelError", "m.onnx: bad", "tb", False))) == "m.onnx: bad"
+    other = remote_error(Failed("Fail", "onnxruntime says no", "Traceback ...", False))
+    assert isinstance(other, WorkerStartError) and str(other) == "Fail: onnxruntime says no"
+    assert other.traceback == "Traceback ..."
 
 
 # --- shards -----------------------------------------------------------------------------------------
@@ -209,6 +223,7 @@ def test_a_killed_worker_fails_only_its_shard_and_is_replaced(tiny_models: Path,
             (victim,) = [pid_of(w.name) for w in ex.workers() if w.busy]  # only A runs yet
             b = asyncio.ensure_future(ex.run(ShardTask.of(medium, 0, 400, label="shard B"), progress=watch_b))
             await watch_b.first.wait()  # B runs beside A
+            assert not a.done(), "shard A finished before the test could kill its worker"
             os.kill(victim, signal.SIGKILL)
             with pytest.raises(WorkerDied, match=rf":{victim} was killed by SIGKILL") as died:
                 await a
@@ -245,6 +260,28 @@ def test_a_shard_past_its_timeout_has_its_worker_replaced(tiny_models: Path, vid
             await ex.replacements_done()
             assert ex.restarts == 1 and pid_of(ex.workers()[0].name) != before
             assert (await ex.run(ShardTask.of(short, 0, 40))).frames == 40
+        finally:
+            await ex.close()
+    run(main)
+
+
+def test_a_pool_whose_replacement_cannot_start_says_why(tiny_models: Path, video):
+    short = video(12)
+
+    async def main():
+        restarted = asyncio.Event()
+        ex = ProcessExecutor(PipelineOptions(tiny_models), 1, on_restart=lambda reason: restarted.set())
+        try:
+            await ex.start()
+            (tiny_models / "mtl.onnx").unlink()  # the replacement will not find its model
+            assert (await ex.run(ShardTask.of(short, 0, 12))).frames == 12  # the warm worker still runs
+            os.kill(pid_of(ex.workers()[0].name), signal.SIGKILL)  # idle: noticed by its pipe's EOF
+            await restarted.wait()
+            await ex.replacements_done()
+            assert ex.restarts == 1 and ex.workers() == []
+            with pytest.raises(ShardFailed, match=r"no worker process is left.*ModelError.*mtl\.onnx") as failed:
+                await ex.run(ShardTask.of(short, 0, 12))
+            assert failed.value.kind is FailureKind.INTERNAL
         finally:
             await ex.close()
     run(main)
@@ -314,42 +351,105 @@ def test_close_kill_ends_a_running_shard_promptly(tiny_models: Path, video):
     run(main)
 
 
+def test_a_cancelled_shard_has_its_worker_replaced_and_close_waits_boundedly(tiny_models: Path, video):
+    long = video(LONG)
+    restarts: list[str] = []
+
+    async def main():
+        ex = ProcessExecutor(PipelineOptions(tiny_models), 1, on_restart=restarts.append, close_timeout=0.5)
+        await ex.start()
+        first = pid_of(ex.workers()[0].name)
+        watch = Watch()
+        running = asyncio.ensure_future(ex.run(ShardTask.of(long, 0, LONG, label="shard X"), progress=watch))
+        await watch.first.wait()
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        await ex.replacements_done()
+        assert ex.restarts == 1 and "shard X was cancelled" in restarts[0]
+        assert not psutil.pid_exists(first) and pid_of(ex.workers()[0].name) != first
+        watch = Watch()
+        running = asyncio.ensure_future(ex.run(ShardTask.of(long, 0, LONG), progress=watch))
+        await watch.first.wait()
+        began = time.monotonic()
+        await ex.close()  # waits at most close_timeout (0.5 s) for the shard, then ends the worker
+        assert time.monotonic() - began < 3.0  # 0.5 s + SIGKILL and reaping (milliseconds) + load
+        with pytest.raises(ExecutorUnavailable, match="closed"):
+            await running
+        assert our_children() == []
+    run(main)
+
+
 PARENT = """
 import asyncio, json, sys
 from pathlib import Path
 from daemon.core.pipeline import PipelineOptions
+from daemon.core.shard import ShardTask
 from daemon.jobs.local import ProcessExecutor
 
 async def main():
     ex = ProcessExecutor(PipelineOptions(Path(sys.argv[1])), 2)
     await ex.start()
     print(json.dumps([w.name for w in ex.workers()]), flush=True)
-    await asyncio.Event().wait()
+    await asyncio.gather(*(ex.run(ShardTask(fifo, 0, 10, None)) for fifo in sys.argv[2:]))
 
 asyncio.run(main())
 """
 
 
-def test_workers_exit_when_their_parent_is_killed(tiny_models: Path):
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tiny_models)], cwd=PROJECT,
-                              stdout=subprocess.PIPE, text=True)
-    tree: list[psutil.Process] = []
+def exited(process: psutil.Process) -> bool:
+    """Gone, or a zombie (it has exited; reaping it is its parent's business: init's, here)."""
     try:
-        ready, _, _ = select.select([parent.stdout], [], [], 60)
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def open_for_writing(fifo: Path, timeout: float) -> int:
+    """Open ``fifo`` for writing; returns once a reader (a worker's decoder) has opened it."""
+    fds: list[int] = []
+    opener = threading.Thread(target=lambda: fds.append(os.open(fifo, os.O_WRONLY)), daemon=True)
+    opener.start()
+    opener.join(timeout)
+    if opener.is_alive():  # unblock our own open, then fail
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        opener.join()
+        os.close(fds[0])
+        raise AssertionError(f"no worker opened {fifo} within {timeout:g} s")
+    return fds[0]
+
+
+def test_busy_workers_exit_when_their_parent_is_killed(tiny_models: Path, tmp_path: Path):
+    """The parent runs two shards whose videos are FIFOs that we hold open without writing: both
+    workers are busy and silent (blocked reading), so only the lifeline can tell them the parent died."""
+    fifos = [tmp_path / "a.fifo", tmp_path / "b.fifo"]
+    for fifo in fifos:
+        os.mkfifo(fifo)
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tiny_models), *map(str, fifos)], cwd=PROJECT,
+                              stdout=subprocess.PIPE, text=True)
+    out = parent.stdout
+    assert out is not None
+    tree: list[psutil.Process] = []
+    writers: list[int] = []
+    try:
+        ready, _, _ = select.select([out], [], [], 60)
         assert ready, "the parent did not start its workers within 60 s"
-        names = json.loads(parent.stdout.readline())
+        names = json.loads(out.readline())
         tree = psutil.Process(parent.pid).children(recursive=True)  # workers and the resource tracker
         assert {pid_of(n) for n in names} <= {p.pid for p in tree}
+        writers = [open_for_writing(fifo, 60) for fifo in fifos]  # both workers now block reading
         parent.kill()
         parent.wait(10)
         _, alive = psutil.wait_procs(tree, timeout=10)
         # a zombie has exited (an init that does not reap is not ours to fix)
-        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        alive = [p for p in alive if not exited(p)]
         assert not alive, f"still running 10 s after the parent's SIGKILL: {[p.pid for p in alive]}"
     finally:
         for p in tree:
-            if p.is_running():
+            with contextlib.suppress(psutil.NoSuchProcess):
                 p.kill()
+        for fd in writers:
+            os.close(fd)
         parent.kill()
         parent.wait(10)
-        parent.stdout.close()
+        out.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.shell.jobstore import JOB_STATES, SCHEMA_VERSION, Job, JobStore, StoreError
+from daemon.jobs.store import JOB_STATES, SCHEMA_VERSION, Job, JobStore, StoreError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RANGES = [(0, 10), (10, 20), (20, 30), (30, 35)]
@@ -65,7 +65,7 @@ def test_schema_created_with_wal_full_sync_and_version(db_path: Path) -> None:
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     raw = sqlite3.connect(db_path)
     try:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"jobs", "shards"} <= tables
     finally:
@@ -154,9 +154,10 @@ def test_full_lifecycle(store: JobStore) -> None:
     assert running.state == "running" and running.started_at >= job.created_at
     for shard in store.pending_shards(job.id):
         assert store.mark_dispatched(job.id, shard.index) == 1
-        store.shard_done(job.id, shard.index, f"/tmp/part-{shard.index}.npy")
+        store.shard_done(job.id, shard.index, f"/tmp/part-{shard.index}.npy".encode(), 2)
     assert store.pending_shards(job.id) == []
-    assert [s.result_path for s in store.shards(job.id)] == [f"/tmp/part-{i}.npy" for i in range(4)]
+    assert store.shard_results(job.id) == [f"/tmp/part-{i}.npy".encode() for i in range(4)]
+    assert [s.format for s in store.shards(job.id)] == [2] * 4
 
     done = store.finish(job.id, "/outbox/sub/clip.csv")
     assert done.state == "done" and done.csv_path == "/outbox/sub/clip.csv"
@@ -190,7 +191,7 @@ def test_jobs_filter_counts_and_recent_failures(store: JobStore) -> None:
 def test_set_plan_is_idempotent_and_keeps_done_shards(store: JobStore) -> None:
     job = _running(store)
     store.mark_dispatched(job.id, 1)
-    store.shard_done(job.id, 1, "/tmp/p1")
+    store.shard_done(job.id, 1, "/tmp/p1".encode(), 2)
     before = store.shards(job.id)
     store.set_plan(job.id, 35, '{"fps": 30}', RANGES)
     assert store.shards(job.id) == before
@@ -204,7 +205,7 @@ def test_replan_with_other_ranges(store: JobStore) -> None:
     store.set_plan(job.id, 35, "{}", [(0, 20), (20, 35)])  # nothing done yet: replaced
     assert [(s.start, s.stop) for s in store.shards(job.id)] == [(0, 20), (20, 35)]
     store.start(job.id)
-    store.shard_done(job.id, 0, "/tmp/p0")
+    store.shard_done(job.id, 0, "/tmp/p0".encode(), 2)
     with pytest.raises(ValueError, match="already done"):
         store.set_plan(job.id, 35, "{}", RANGES)
     assert [(s.start, s.stop) for s in store.shards(job.id)] == [(0, 20), (20, 35)]
@@ -226,7 +227,7 @@ def test_attempts_counting(store: JobStore) -> None:
     assert [store.mark_dispatched(job.id, 2) for _ in range(3)] == [1, 2, 3]
     assert store.mark_dispatched(job.id, 0) == 1
     assert [s.attempts for s in store.shards(job.id)] == [1, 0, 3, 0]
-    store.shard_done(job.id, 0, "/tmp/p0")
+    store.shard_done(job.id, 0, "/tmp/p0".encode(), 2)
     with pytest.raises(ValueError, match="already done"):
         store.mark_dispatched(job.id, 0)
     # a crash-restart keeps the counts (a shard that kills the daemon shows up)
@@ -243,16 +244,15 @@ def test_attempts_counting(store: JobStore) -> None:
 
 def test_shard_done_twice(store: JobStore) -> None:
     job = _running(store)
-    store.shard_done(job.id, 0, "/tmp/p0")
-    store.shard_done(job.id, 0, "/tmp/p0")  # same result: no-op
+    store.shard_done(job.id, 0, b"rows", 2)
     with pytest.raises(ValueError, match="already done"):
-        store.shard_done(job.id, 0, "/tmp/other")
-    assert store.shards(job.id)[0].result_path == "/tmp/p0"
+        store.shard_done(job.id, 0, b"other rows", 2)
+    assert store.shard_results(job.id) == [b"rows"]
 
 
 def test_requeue_keeps_done_shards(store: JobStore) -> None:
     job = _running(store)
-    store.shard_done(job.id, 0, "/tmp/p0")
+    store.shard_done(job.id, 0, "/tmp/p0".encode(), 2)
     store.cancel(job.id)
     queued = store.requeue(job.id)
     assert queued.state == "queued" and queued.reason is None and queued.finished_at is None
@@ -284,7 +284,7 @@ def _to_state(store: JobStore, state: str) -> Job:
     job = _running(store, "fp-run")
     if state == "done":
         for shard in store.shards(job.id):
-            store.shard_done(job.id, shard.index, f"/tmp/{shard.index}")
+            store.shard_done(job.id, shard.index, f"/tmp/{shard.index}".encode(), 2)
         return store.finish(job.id, "/out.csv")
     return job
 
@@ -312,7 +312,7 @@ def test_invalid_transitions_raise_value_error(store: JobStore, action: str, sta
         "requeue": lambda: store.requeue(job.id),
         "set_plan": lambda: store.set_plan(job.id, 35, "{}", RANGES),
         "mark_dispatched": lambda: store.mark_dispatched(job.id, 0),
-        "shard_done": lambda: store.shard_done(job.id, 0, "/tmp/x"),
+        "shard_done": lambda: store.shard_done(job.id, 0, "/tmp/x".encode(), 2),
     }
     before = store.get(job.id)
     with pytest.raises(ValueError, match=f"job {job.id}.*it is {state}"):
@@ -322,7 +322,7 @@ def test_invalid_transitions_raise_value_error(store: JobStore, action: str, sta
 
 def test_finish_needs_every_shard_done_and_a_plan(store: JobStore) -> None:
     job = _running(store)
-    store.shard_done(job.id, 0, "/tmp/p0")
+    store.shard_done(job.id, 0, "/tmp/p0".encode(), 2)
     with pytest.raises(ValueError, match="3 shard"):
         store.finish(job.id, "/out.csv")
     unplanned = store.start(_add(store, "fp-2").id)
@@ -344,7 +344,7 @@ def test_unknown_job_and_shard(store: JobStore) -> None:
 CHILD_SELF_KILL = """
     import os, signal, sys
     from pathlib import Path
-    from daemon.shell.jobstore import JobStore
+    from daemon.jobs.store import JobStore
     store = JobStore(Path(sys.argv[1]))
     job, _ = store.add_job("fp-crash", Path("/inbox/c.mp4"), "", "c.mp4")
     store.set_plan(job.id, 40, "{}", [(0, 10), (10, 20), (20, 30), (30, 40)])
@@ -352,8 +352,8 @@ CHILD_SELF_KILL = """
     other, _ = store.add_job("fp-other", Path("/inbox/o.mp4"), "", "o.mp4")
     for index in (0, 1, 2):
         store.mark_dispatched(job.id, index)
-    store.shard_done(job.id, 0, "/tmp/r0")
-    store.shard_done(job.id, 2, "/tmp/r2")
+    store.shard_done(job.id, 0, "/tmp/r0".encode(), 2)
+    store.shard_done(job.id, 2, "/tmp/r2".encode(), 2)
     os.kill(os.getpid(), signal.SIGKILL)   # no close(), no checkpoint, no atexit
     print("still alive")
 """
@@ -368,9 +368,10 @@ def test_recover_after_sigkill(db_path: Path) -> None:
         job = store.find("fp-crash")
         assert job.state == "running" and job.frames_total == 40
         shards = store.shards(job.id)
-        assert [(s.state, s.attempts, s.result_path) for s in shards] == [
-            ("done", 1, "/tmp/r0"), ("pending", 1, None), ("done", 1, "/tmp/r2"), ("pending", 0, None)
+        assert [(s.state, s.attempts, s.format) for s in shards] == [
+            ("done", 1, 2), ("pending", 1, None), ("done", 1, 2), ("pending", 0, None)
         ]
+        assert store.shard_results(job.id) == [b"/tmp/r0", b"/tmp/r2"]
         requeued = store.recover()
         assert [j.id for j in requeued] == [job.id] and requeued[0].state == "queued"
         assert store.find("fp-other").state == "queued"
@@ -380,7 +381,7 @@ def test_recover_after_sigkill(db_path: Path) -> None:
         assert [s.index for s in store.pending_shards(job.id)] == [1, 3]
         for index in (1, 3):
             store.mark_dispatched(job.id, index)
-            store.shard_done(job.id, index, f"/tmp/r{index}")
+            store.shard_done(job.id, index, f"/tmp/r{index}".encode(), 2)
         assert store.finish(job.id, "/outbox/c.csv").state == "done"
         assert [s.attempts for s in store.shards(job.id)] == [1, 2, 1, 1]
 
@@ -388,7 +389,7 @@ def test_recover_after_sigkill(db_path: Path) -> None:
 CHILD_LOOP = """
     import sys
     from pathlib import Path
-    from daemon.shell.jobstore import JobStore
+    from daemon.jobs.store import JobStore
     store = JobStore(Path(sys.argv[1]))
     job, _ = store.add_job("fp-loop", Path("/inbox/l.mp4"), "", "l.mp4")
     n = 10_000
@@ -396,7 +397,7 @@ CHILD_LOOP = """
     store.start(job.id)
     for index in range(n):
         store.mark_dispatched(job.id, index)
-        store.shard_done(job.id, index, f"/tmp/r{index}")
+        store.shard_done(job.id, index, f"/tmp/r{index}".encode(), 2)
         print(index, flush=True)   # only after the commit returned
 """
 
@@ -434,9 +435,9 @@ def test_kill_at_an_arbitrary_instant_loses_nothing_committed(db_path: Path) -> 
         assert first_pending in (len(reported), len(reported) + 1)
         done = store.shards(job.id)[:first_pending]
         assert all(s.state == "done" and s.attempts == 1 for s in done)
-        assert all(s.result_path == f"/tmp/r{s.index}" for s in done)
+        assert store.shard_results(job.id) == [f"/tmp/r{s.index}".encode() for s in done]
         # the shard in flight is dispatched at most once and not half-done; the rest untouched
-        assert pending[0].attempts in (0, 1) and pending[0].result_path is None
+        assert pending[0].attempts in (0, 1) and pending[0].format is None
         assert all(s.attempts == 0 for s in pending[1:])
         assert [j.id for j in store.recover()] == [job.id]
         assert store.pending_shards(job.id)[0].index == first_pending
@@ -455,7 +456,7 @@ CHILD_OPEN_TRANSACTION = """
 def test_kill_inside_a_transaction_leaves_nothing_half_done(db_path: Path) -> None:
     with JobStore(db_path) as store:
         job = _running(store)
-        store.shard_done(job.id, 0, "/tmp/p0")
+        store.shard_done(job.id, 0, "/tmp/p0".encode(), 2)
         before_job, before_shards = store.get(job.id), store.shards(job.id)
     proc = _run_child(CHILD_OPEN_TRANSACTION, str(db_path))
     assert proc.returncode == -signal.SIGKILL, proc.stderr
@@ -539,3 +540,78 @@ def test_concurrent_use_from_threads(store: JobStore) -> None:
     assert errors == []
     assert store.shards(job.id)[3].attempts == 100
     assert len(store.jobs()) == 101
+
+
+# --- a job is content and key ------------------------------------------------------------------------------------
+
+
+def test_the_same_content_under_another_key_is_a_new_job(store: JobStore) -> None:
+    a, created_a = store.add_job("fp", Path("/inbox/x.mp4"), "", "x.mp4", key="models-1")
+    same, created_same = store.add_job("fp", Path("/inbox/x.mp4"), "", "x.mp4", key="models-1")
+    b, created_b = store.add_job("fp", Path("/inbox/x.mp4"), "", "x.mp4", key="models-2")
+    assert created_a and not created_same and created_b
+    assert same.id == a.id and b.id == a.id + 1 and b.key == "models-2"
+    assert store.find("fp", "models-1").id == a.id and store.find("fp", "models-2").id == b.id
+
+
+def test_force_adds_a_new_job_and_find_returns_the_newest(store: JobStore) -> None:
+    a, _ = store.add_job("fp", Path("/inbox/x.mp4"), "", "x.mp4", key="k")
+    again, created = store.add_job("fp", Path("/inbox/x.mp4"), "", "x.mp4", key="k", force=True)
+    assert created and again.id == a.id + 1
+    assert store.find("fp", "k").id == again.id
+
+
+def test_job_ids_do_not_skip_when_content_is_seen_again(store: JobStore) -> None:
+    ids = []
+    for fp in ("a", "a", "b", "a", "b", "c"):
+        job, _ = store.add_job(fp, Path(f"/inbox/{fp}.mp4"), "", f"{fp}.mp4")
+        ids.append(job.id)
+    assert ids == [1, 1, 2, 1, 2, 3]
+
+
+def test_results_by_value_redo_rekey_and_release(store: JobStore) -> None:
+    job = _running(store)
+    store.shard_done(job.id, 0, b"zero", 2)
+    store.shard_done(job.id, 2, b"two", 2)
+    store.redo_shards(job.id, [2])
+    assert store.shard_results(job.id) == [b"zero"] and [s.index for s in store.pending_shards(job.id)] == [1, 2, 3]
+    store.release_results(job.id)
+    assert store.shard_results(job.id) == []
+    store.recover()
+    store.rekey(job.id, "new-key")
+    rekeyed = store.get(job.id)
+    assert rekeyed.key == "new-key" and rekeyed.frames_total is None and store.shards(job.id) == []
+
+
+def test_a_version_1_store_is_migrated(db_path: Path) -> None:
+    """Version 1: jobs keyed by content alone, shard results as .npz paths. After migration the jobs are
+    there with the empty key, their done shards pending again (their files are of an older format)."""
+    db_path.parent.mkdir(parents=True)
+    raw = sqlite3.connect(db_path)
+    raw.executescript("""
+        CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, fingerprint TEXT NOT NULL UNIQUE,
+            source TEXT NOT NULL, subdir TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL, reason TEXT,
+            frames_total INTEGER, info_json TEXT, csv_path TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+            started_at REAL, finished_at REAL);
+        CREATE INDEX jobs_by_state ON jobs (state);
+        CREATE TABLE shards (job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE, idx INTEGER NOT NULL,
+            start INTEGER NOT NULL, stop INTEGER NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+            result_path TEXT, PRIMARY KEY (job_id, idx)) WITHOUT ROWID;
+        INSERT INTO jobs VALUES (1, 'fp-old', '/inbox/a.mp4', '', 'a.mp4', 'done', NULL, 10, '{}', '/out/a.csv',
+            1, 2, 1, 2);
+        INSERT INTO jobs VALUES (2, 'fp-run', '/inbox/b.mp4', '', 'b.mp4', 'running', NULL, 10, '{}', NULL,
+            1, 2, 1, NULL);
+        INSERT INTO shards VALUES (2, 0, 0, 5, 'done', 1, '/state/jobs/2/shard-0.npz');
+        INSERT INTO shards VALUES (2, 1, 5, 10, 'pending', 1, NULL);
+        PRAGMA user_version = 1;
+    """)
+    raw.close()
+    with JobStore(db_path) as store:
+        old, running = store.get(1), store.get(2)
+        assert old.state == "done" and old.key == "" and old.csv_path == "/out/a.csv"
+        assert running.state == "running" and [s.state for s in store.shards(2)] == ["pending", "pending"]
+        again, created = store.add_job("fp-old", Path("/inbox/a.mp4"), "", "a.mp4", key="k")
+        assert created and again.id == 3  # after the upgrade the same video is a new job
+    raw = sqlite3.connect(db_path)
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    raw.close()

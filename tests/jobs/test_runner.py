@@ -1,0 +1,370 @@
+"""The job runner on the in-process executor: no subprocess, no real model.
+
+Shards are computed by a fake ``compute`` that makes rows from the task alone (so the CSV is known),
+and can be told to kill its worker, hang, or fail. Videos are tiny synthetic files (the runner probes
+them and checks their content), the store is a real SQLite file in tmp_path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daemon import protocol as msg
+from daemon.core.output import OutputOptions, read_csv
+from daemon.core.results import FaceRows
+from daemon.core.shard import ShardResult, ShardTask
+from daemon.core.video import VideoError, probe
+from daemon.jobs.executor import ExecutorUnavailable, WorkerDied
+from daemon.jobs.inline import InlineExecutor
+from daemon.jobs.inputs import fingerprint
+from daemon.jobs.runner import Runner, RunnerConfig, TimeSelection
+from daemon.jobs.store import JobState, JobStore
+from tests.conftest import frame_pattern
+
+FRAMES = 20
+
+
+def fake_rows(task: ShardTask) -> FaceRows:
+    """One face per frame whose AU01 is the frame number: assembly order shows in the CSV."""
+    frames = list(range(task.start, task.stop, task.step))
+    rows = FaceRows.empty(len(frames))
+    rows.frame[:] = frames
+    rows.timestamp[:] = np.asarray(frames) / 25.0
+    rows.success[:] = True
+    rows.detection[:] = 0
+    rows.confidence[:] = 0.9
+    rows.box[:] = [10, 10, 50, 60]
+    rows.gaze[:] = 0.0
+    rows.emotion[:] = 0.0
+    rows.au[:] = 0.0
+    rows.au[:, 0] = frames
+    return rows
+
+
+def compute(task: ShardTask, progress) -> ShardResult:
+    progress(task.frames)
+    return ShardResult(task.start, task.stop, task.frames, fake_rows(task), 0.01, "inline", {})
+
+
+class Destination:
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.done_jobs: list[int] = []
+        self.failures: dict[int, str] = {}
+
+    def csv_path(self, job) -> Path:
+        return self.folder / f"{Path(job.name).stem}.csv"
+
+    def input_after(self, job) -> Path:
+        return Path(job.source)
+
+    def done(self, job, csv) -> None:
+        self.done_jobs.append(job.id)
+
+    def failed(self, job, reason, set_aside) -> None:
+        self.failures[job.id] = reason
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, synthetic_video, compute=compute, capacity: int = 2, **config):
+        self.tmp_path = tmp_path
+        self.store = JobStore(tmp_path / "jobs.sqlite3")
+        self.executor = InlineExecutor(compute, capacity)
+        self.destination = Destination(tmp_path / "out")
+        self.destination.folder.mkdir()
+        self.events: list[msg.Event] = []
+        defaults = dict(output=OutputOptions(plots=False), key="k", sidecar={}, shard_frames=4, shard_retries=1)
+        self.config = RunnerConfig(**{**defaults, **config})
+        self.runner = Runner(self.store, self.executor, self.config, self.destination, self.events.append)
+        self.synthetic_video = synthetic_video
+
+    def add(self, name: str, frames: int = FRAMES):
+        """A video of its own content (the pattern is shifted by the name's length and first letter)."""
+        shift = len(name) * 7 + ord(name[0])
+        video = self.synthetic_video(frames=frames, width=32, height=32, name=name,
+                                     pattern=lambda i, w, h: frame_pattern(i + shift, w, h))
+        job, _ = self.store.add_job(fingerprint(video), video, "", name, "k")
+        return job
+
+    def run(self, timeout: float = 30):
+        asyncio.run(asyncio.wait_for(self.runner.run(until_idle=True), timeout))
+
+    def of(self, kind):
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+@pytest.fixture
+def harness(tmp_path, synthetic_video):
+    made = []
+
+    def make(**kw) -> Harness:
+        h = Harness(tmp_path, synthetic_video, **kw)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.store.close()
+
+
+def au01(csv: Path) -> list[float]:
+    return [float(r["AU01_r"]) for r in read_csv(csv)]
+
+
+def test_a_job_runs_to_a_csv_in_frame_order(harness):
+    h = harness()
+    job = h.add("a.mp4")
+    h.run()
+    assert h.store.get(job.id).state == JobState.DONE
+    csv = h.destination.folder / "a.csv"
+    assert au01(csv) == list(range(FRAMES))  # shards assembled in frame order
+    assert [int(r["frame"]) for r in read_csv(csv)] == list(range(1, FRAMES + 1))
+    assert json.loads(csv.with_suffix(".json").read_text())["frames"] == FRAMES
+    assert len(h.executor.runs) == len(h.store.shards(job.id)) > 2
+    assert h.destination.done_jobs == [job.id]
+    assert h.of(msg.JobProgress)[-1].frames_done == FRAMES and len(h.of(msg.JobDone)) == 1
+
+
+def test_the_next_job_starts_while_the_last_shards_of_the_previous_run(harness):
+    """Queued jobs start as soon as the running ones leave a worker without a shard to take: the
+    workers never idle between videos, and the first video is not slowed by the second. a's last
+    shard waits (up to 5 s) for one of b's to start beside it."""
+    b_started = asyncio.Event()
+    together = []
+
+    async def tracked(task, progress):
+        if "b.mp4" in task.video:
+            b_started.set()
+        elif task.stop == FRAMES:
+            try:
+                await asyncio.wait_for(b_started.wait(), 5)
+                together.append(task.start)
+            except TimeoutError:
+                pass
+        return compute(task, progress)
+
+    h = harness(compute=tracked)
+    a, b = h.add("a.mp4"), h.add("b.mp4")
+    h.run()
+    order = [Path(t.video).name for t in h.executor.runs]
+    assert order.index("b.mp4") > 0 and order[:order.index("b.mp4")] == ["a.mp4"] * order.index("b.mp4")
+    assert together, "b did not start while a's last shard ran"
+    assert {h.store.get(a.id).state, h.store.get(b.id).state} == {JobState.DONE}
+
+
+def test_the_scheduler_takes_turns_across_jobs():
+    from daemon.jobs.scheduler import FairScheduler
+
+    s = FairScheduler()
+    s.add(1, [0, 1, 2])
+    s.add(2, [0, 1])
+    s.retry(2, 5)
+    taken = [s.next() for _ in range(6)]
+    assert taken == [(1, 0), (2, 5), (1, 1), (2, 0), (1, 2), (2, 1)]
+    assert s.next() is None and s.pending() == 0
+    s.add(3, [4])
+    s.remove(3)
+    assert s.next() is None
+
+
+def test_a_shard_that_kills_its_worker_fails_its_job_and_only_its_job(harness):
+    """The shard of "bad.mp4" starting at frame 4 kills its worker every time; "good.mp4"'s shards run
+    beside it, are not blamed and are not run alone (the executor says which shard's worker died)."""
+    attempts = []
+
+    async def deadly(task, progress):
+        if "bad" in task.video and task.start == 4:
+            attempts.append(task.start)
+            raise WorkerDied("worker 1234 was killed by SIGKILL", "inline:1234")
+        await asyncio.sleep(0)
+        return compute(task, progress)
+
+    h = harness(compute=deadly, shard_retries=2)
+    bad, good = h.add("bad.mp4"), h.add("good.mp4")
+    h.run()
+    assert len(attempts) == 3  # first run + 2 retries
+    bad_job = h.store.get(bad.id)
+    assert bad_job.state == JobState.FAILED and "frames 5-8 lost its worker 3 times" in bad_job.reason
+    assert h.store.get(good.id).state == JobState.DONE
+    good_runs = [t for t in h.executor.runs if "good" in t.video]
+    assert len(good_runs) == len(h.store.shards(good.id))  # each innocent shard ran exactly once
+    assert h.executor.max_concurrent == 2  # nothing was serialised
+    assert au01(h.destination.folder / "good.csv") == list(range(FRAMES))
+    assert h.destination.failures[bad.id] == bad_job.reason
+
+
+def test_a_worker_death_is_retried_and_the_job_completes(harness):
+    deaths = []
+
+    def once(task, progress):
+        if task.start == 8 and not deaths:
+            deaths.append(task)
+            raise WorkerDied("killed", "inline")
+        return compute(task, progress)
+
+    h = harness(compute=once)
+    job = h.add("a.mp4")
+    h.run()
+    assert h.store.get(job.id).state == JobState.DONE and len(deaths) == 1
+    assert au01(h.destination.folder / "a.csv") == list(range(FRAMES))
+
+
+def test_a_shard_that_hangs_times_out_is_retried_then_fails_with_a_reason(harness):
+    never = asyncio.Event
+
+    async def hang(task, progress):
+        if task.start == 0:
+            await never().wait()  # a decode that never returns
+        return compute(task, progress)
+
+    h = harness(compute=hang, shard_timeout_seconds=0.2, shard_retries=1)
+    job = h.add("a.mp4")
+    h.run()
+    failed = h.store.get(job.id)
+    assert failed.state == JobState.FAILED
+    assert "frames 1-4 timed out 2 times" in failed.reason and "longer than 0.2 s" in failed.reason
+    assert sum(t.start == 0 for t in h.executor.runs) == 2
+
+
+def test_a_bad_video_fails_without_retries_with_its_reason(harness):
+    def broken(task, progress):
+        raise VideoError(f"{task.video}: the video stream ends at frame {task.start}")
+
+    h = harness(compute=broken)
+    job = h.add("a.mp4")
+    h.run()
+    failed = h.store.get(job.id)
+    assert failed.state == JobState.FAILED and "the video stream ends" in failed.reason
+    assert len(h.executor.runs) <= 2  # the shards in flight, none retried
+
+
+def test_an_internal_error_is_logged_with_its_traceback_and_named_as_such(harness, caplog):
+    def bug(task, progress):
+        raise KeyError("oops")
+
+    h = harness(compute=bug)
+    job = h.add("a.mp4")
+    h.run()
+    failed = h.store.get(job.id)
+    assert failed.state == JobState.FAILED and failed.reason.startswith("internal error on frames")
+    assert any("Traceback" in r.getMessage() and "KeyError" in r.getMessage() for r in caplog.records)
+
+
+def test_cancelling_a_running_job_drops_its_results_and_ends_it(harness):
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(task, progress):
+        started.set()
+        await release.wait()
+        return compute(task, progress)
+
+    h = harness(compute=slow)
+    job = h.add("a.mp4")
+
+    async def main():
+        run = asyncio.create_task(h.runner.run(until_idle=True))
+        await asyncio.wait_for(started.wait(), 10)
+        h.runner.cancel(job.id)
+        release.set()
+        await asyncio.wait_for(run, 10)
+
+    asyncio.run(main())
+    assert h.store.get(job.id).state == JobState.CANCELLED
+    assert not (h.destination.folder / "a.csv").exists()
+    assert len(h.of(msg.JobCancelled)) == 1 and "cancelled" in h.destination.failures[job.id]
+    assert all(s.state == "pending" for s in h.store.shards(job.id))  # the late results were not committed
+
+
+def test_a_resumed_job_does_not_redo_committed_shards(harness, tmp_path):
+    h = harness()
+    job = h.add("a.mp4")
+    info = probe(Path(job.source))
+    from daemon.jobs.plan import plan_shards
+    from daemon.core.schema import SHARD_FORMAT
+
+    ranges = plan_shards(FRAMES, 4, 2)
+    h.store.start(job.id)
+    h.store.set_plan(job.id, info.frames, "{}", ranges)
+    first = ShardTask.of(info, *ranges[0])
+    h.store.shard_done(job.id, 0, fake_rows(first).to_bytes(), SHARD_FORMAT)
+    h.store.recover()  # as after a crash: back to queued, shard 0 stays done
+    h.run()
+    assert h.store.get(job.id).state == JobState.DONE
+    assert [t.start for t in h.executor.runs if t.start == ranges[0][0]] == []
+    assert au01(h.destination.folder / "a.csv") == list(range(FRAMES))
+
+
+def test_stored_shards_of_an_older_format_are_computed_again(harness):
+    h = harness()
+    job = h.add("a.mp4")
+    info = probe(Path(job.source))
+    from daemon.jobs.plan import plan_shards
+
+    ranges = plan_shards(FRAMES, 4, 2)
+    h.store.start(job.id)
+    h.store.set_plan(job.id, info.frames, "{}", ranges)
+    h.store.shard_done(job.id, 0, b"an npz of the old format", 1)
+    h.store.recover()
+    h.run()
+    assert h.store.get(job.id).state == JobState.DONE
+    assert sum(t.start == ranges[0][0] for t in h.executor.runs) == 1
+    assert au01(h.destination.folder / "a.csv") == list(range(FRAMES))
+
+
+def test_an_unavailable_executor_costs_no_attempt_and_the_job_resumes(harness):
+    calls = []
+
+    async def flaky(task, progress):
+        calls.append(task.start)
+        if len(calls) == 2:
+            h.executor.available.clear()
+            asyncio.get_running_loop().call_later(0.05, h.executor.available.set)
+            raise ExecutorUnavailable("the scheduler at tcp://127.0.0.1:1 went away")
+        return compute(task, progress)
+
+    h = harness(compute=flaky, shard_retries=0)
+    job = h.add("a.mp4")
+    h.run()
+    assert h.store.get(job.id).state == JobState.DONE  # no retries allowed, yet nothing failed
+    assert len(h.of(msg.ExecutorUnavailable)) == 1 and len(h.of(msg.ExecutorAvailable)) == 1
+    assert au01(h.destination.folder / "a.csv") == list(range(FRAMES))
+
+
+def test_every_nth_frame_and_a_time_window(harness):
+    h = harness(selection=TimeSelection(start_s=0.2, end_s=0.7, every=2))  # 25 fps: frames 5 .. 17
+    job = h.add("a.mp4")
+    h.run()
+    rows = read_csv(h.destination.folder / "a.csv")
+    assert [int(r["frame"]) for r in rows] == [6, 8, 10, 12, 14, 16, 18]
+    assert h.store.get(job.id).state == JobState.DONE
+
+
+def test_progress_is_reported_while_a_shard_runs(harness):
+    async def stepwise(task, progress):
+        for done in range(1, task.frames + 1):
+            progress(done)
+            await asyncio.sleep(0)
+        return compute(task, progress)
+
+    h = harness(compute=stepwise, shard_frames=8)
+    h.add("a.mp4")
+    h.run()
+    seen = [e.frames_done for e in h.of(msg.JobProgress)]
+    assert seen == sorted(seen) or max(seen) == FRAMES
+    assert len(set(seen)) >= FRAMES // 2  # not only when shards end
+
+
+def test_a_destination_that_cannot_take_the_result_fails_the_job(harness):
+    h = harness()
+    h.destination.folder.rmdir()
+    (h.tmp_path / "out").write_text("a file where the folder should be")
+    job = h.add("a.mp4")
+    h.run()
+    failed = h.store.get(job.id)
+    assert failed.state == JobState.FAILED and "cannot write the result" in failed.reason
