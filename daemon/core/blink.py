@@ -41,14 +41,21 @@ def openness(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def au45(right: np.ndarray, left: np.ndarray, success: np.ndarray) -> np.ndarray:
     """AU45_r per frame; NaN where the frame has no face (or no usable eyes)."""
     both = (np.asarray(right, dtype=np.float64) + np.asarray(left, dtype=np.float64)) / 2
-    usable = np.asarray(success, dtype=bool) & np.isfinite(both)
-    out = np.full(both.shape, np.nan)
+    return au45_one_eye(both, success)
+
+
+def au45_one_eye(openness: np.ndarray, success: np.ndarray) -> np.ndarray:
+    """AU45_r per frame from one openness series (one eye's, or ``au45``'s mean of both) against its own
+    baseline, the 95th percentile over the successful frames; NaN where the frame has no face."""
+    openness = np.asarray(openness, dtype=np.float64)
+    usable = np.asarray(success, dtype=bool) & np.isfinite(openness)
+    out = np.full(openness.shape, np.nan)
     if not usable.any():
         return out
-    baseline = np.percentile(both[usable], BASELINE_PERCENTILE)
+    baseline = np.percentile(openness[usable], BASELINE_PERCENTILE)
     if not baseline > 0:
         return out
-    out[usable] = np.clip(AU45_MAX * (1 - both[usable] / baseline), 0, AU45_MAX)
+    out[usable] = np.clip(AU45_MAX * (1 - openness[usable] / baseline), 0, AU45_MAX)
     return out
 
 

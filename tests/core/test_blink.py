@@ -105,6 +105,18 @@ def test_au45_nan_openness_on_a_successful_frame():
     assert np.isnan(out[1]) and np.isfinite(out[[0, 2]]).all()
 
 
+def test_au45_one_eye_uses_that_eyes_own_baseline():
+    """Per-side AU45 of the mirrored faces: one eye's openness against its own 95th percentile."""
+    rng = np.random.default_rng(2)
+    right = rng.uniform(0.05, 0.4, 100)
+    left = rng.uniform(0.2, 0.6, 100)  # a different baseline than the right eye's
+    success = rng.uniform(size=100) > 0.1
+    out = blink.au45_one_eye(left, success)
+    np.testing.assert_allclose(out, oracle_au45(left, left, success), rtol=1e-12, equal_nan=True)
+    assert not np.allclose(out[success], oracle_au45(right, left, success)[success])
+    np.testing.assert_array_equal(blink.au45(right, left, success), blink.au45_one_eye((right + left) / 2, success))
+
+
 def test_blinks_are_runs_at_or_above_threshold_marked_at_their_peak():
     t = blink.BLINK_AU45
     series = [0.0, t, 4.0, 3.0, 0.1, np.nan, t - 1e-9, 5.0, np.nan, 4.9, 3.0]

@@ -58,3 +58,32 @@ def test_ibug68_subset_is_closed_under_mirroring():
     """iBUG-68 is itself left/right symmetric, so the mirror of a chosen WFLW point is chosen too."""
     chosen = set(wflw.TO_IBUG68)
     assert {int(wflw.MIRROR[i]) for i in chosen} == chosen
+
+
+def test_mirror_swaps_the_eyes_as_blink_defines_them():
+    """Corner with corner, each lid pair with its mirror lid pair: a mirrored face's right eye is the
+    original's left eye, point for point (what the per-side AU45 of the mirrored faces relies on)."""
+    from daemon.core import blink
+
+    swap = {i: int(wflw.MIRROR[i]) for i in range(98)}
+    right, left = blink.RIGHT_EYE, blink.LEFT_EYE
+    assert {swap[i] for i in right["corners"]} == set(left["corners"])
+    assert {frozenset((swap[a], swap[b])) for a, b in right["lids"]} == {frozenset(p) for p in left["lids"]}
+    assert sorted(swap[i] for i in range(60, 68)) == list(range(68, 76))
+
+
+def test_shared_star_face_template_is_symmetric_under_the_mirror():
+    """The shared STAR adds its output to a hand-made WFLW face template (a constant of the graph, made
+    independently of this table, centred on x = 0 in crop coordinates). Mirrored (x -> -x) and re-paired
+    with MIRROR it gives itself back (measured: to 7.6e-17); one wrong pair would move a point by 0.05
+    or more."""
+    from tests.conftest import SHARED, require_shared
+
+    require_shared("models/openface3/star.onnx")
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(SHARED / "models/openface3/star.onnx")).graph
+    (template,) = [numpy_helper.to_array(t) for t in graph.initializer if t.name == "face_template"]
+    template = template.reshape(98, 2).astype(np.float64)
+    np.testing.assert_allclose(template[wflw.MIRROR] * [-1.0, 1.0], template, atol=1e-6)
