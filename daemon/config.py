@@ -133,7 +133,8 @@ class Settings(BaseSettings):
         from .core.pipeline import FacesMode
 
         return OutputOptions(faces=FacesMode(self.faces), csv_style=CsvStyle(self.csv_style), plots=self.plots,
-                             mirror=self.mirror, track_gap_frames=self.track_gap_frames,
+                             mirror=self.mirror, mirror_videos=self.mirror_videos,
+                             track_gap_frames=self.track_gap_frames,
                              camera=(self.camera_fx, self.camera_fy, self.camera_cx, self.camera_cy))
 
     def ensure_dirs(self) -> None:

@@ -9,7 +9,7 @@ the hemi-face CSVs, and the main CSV last, so the main CSV's presence means the 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -37,6 +37,7 @@ class OutputOptions:
     csv_style: CsvStyle = CsvStyle.AUD
     plots: bool = True
     mirror: bool = False
+    mirror_videos: bool = False  # with mirror: the inspection videos beside the CSVs
     track_gap_frames: int = tracking.DEFAULT_GAP
     camera: tuple[float | None, float | None, float | None, float | None] = (None, None, None, None)  # fx fy cx cy
 
@@ -194,12 +195,25 @@ def output_paths(csv_path: Path, options: OutputOptions) -> list[Path]:
     return [*paths, Path(csv_path)]
 
 
+def inspection_faces(rows: FaceRows, frames: int) -> list:
+    """Per frame of the video, the face the inspection videos show (its best detection), or None."""
+    from .mirror import FaceGeometry
+
+    faces: list = [None] * frames
+    for i in np.flatnonzero(rows.success & (rows.detection == 0)):
+        faces[int(rows.frame[i])] = FaceGeometry(rows.landmarks[i].astype(np.float64), rows.box[i].astype(np.float64))
+    return faces
+
+
 def write_outputs(csv_path: Path, tables: dict[str, Table], sidecar: dict, options: OutputOptions,
-                  title: str = "") -> list[Path]:
-    """Sidecar, plot, hemi-face CSVs, then the main CSV; each atomic. The main CSV appears complete or
-    not at all, and last: once it is there, everything else of the result is too."""
+                  title: str = "", videos: Callable[[Path], object] | None = None) -> list[Path]:
+    """Sidecar, plot, inspection videos (``videos(folder)`` renders them), hemi-face CSVs, then the main
+    CSV; each atomic. The main CSV appears complete or not at all, and last: once it is there,
+    everything else of the result is too."""
     csv_path = Path(csv_path)
     atomic_write_text(sidecar_path(csv_path), json.dumps(sidecar, indent=2, default=str) + "\n")
+    if videos is not None:
+        videos(csv_path.parent)
     if options.plots:
         from ..plot import render_png
 

@@ -169,19 +169,26 @@ class Pipeline:
             self._measure_mirrored(out, faces)
 
     def _measure_mirrored(self, out: FaceRows, faces: list[_Face]) -> None:
+        """Each face's two hemi-face crops (``mirror.py``) through MTL; a face whose landmarks give no
+        midline (degenerate eyes) keeps empty hemi-face values."""
         from . import mirror
 
-        inputs, boxes = [], []
+        inputs, measured = [], []
         for f in faces:
-            line = mirror.midline(out.landmarks[f.row].astype(np.float64))
-            for side_frame in mirror.mirrored_frames(f.frame.image, line):  # SIDES order
+            try:
+                line = mirror.midline(out.landmarks[f.row].astype(np.float64))
                 box = mirror.mirrored_box(f.box, line)
+            except ValueError as exc:
+                log.debug("frame %d: no hemi-face analysis (%s)", f.frame.index, exc)
+                continue
+            for side_frame in mirror.mirrored_frames(f.frame.image, line):  # SIDES order
                 inputs.append(crops.mtl_input(side_frame, box))
-                boxes.append(box)
+            out.mirror_box[f.row] = box
+            measured.append(f.row)
+        if not measured:
+            return
         emotion, gaze, au = self.multitask(np.stack(inputs))
-        n = len(faces)
-        rows = [f.row for f in faces]
-        out.mirror_box[rows] = np.asarray(boxes, np.float32).reshape(n, 2, 4)
-        out.mirror_emotion[rows] = emotion.reshape(n, 2, -1)
-        out.mirror_gaze[rows] = gaze.reshape(n, 2, -1)
-        out.mirror_au[rows] = au.reshape(n, 2, -1)
+        n = len(measured)
+        out.mirror_emotion[measured] = emotion.reshape(n, 2, -1)
+        out.mirror_gaze[measured] = gaze.reshape(n, 2, -1)
+        out.mirror_au[measured] = au.reshape(n, 2, -1)

@@ -36,6 +36,7 @@ from ..core import output
 from ..core.results import FaceRows, ShardFormatError
 from ..core.schema import SHARD_FORMAT
 from ..core.shard import ShardResult, ShardTask
+from ..core.mirror_video import render_inspection_videos
 from ..core.video import VideoError, VideoInfo, probe
 from . import inputs
 from .executor import Executor, ExecutorUnavailable, FailureKind, ShardFailed, ShardTimedOut, WorkerDied
@@ -435,7 +436,13 @@ class Runner:
             "frames_per_second": round(active.frames_this_run / wall, 3) if wall > 0 else None,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        output.write_outputs(csv, tables, sidecar, self.config.output, title=f"{job.name} (job {job.id})")
+        videos = None
+        if self.config.output.mirror and self.config.output.mirror_videos:
+            def videos(folder: Path) -> None:
+                faces = output.inspection_faces(rows, info.frames)
+                render_inspection_videos(active.path, faces, folder, csv.stem, info.fps or 30.0)
+        output.write_outputs(csv, tables, sidecar, self.config.output, title=f"{job.name} (job {job.id})",
+                             videos=videos)
         return csv
 
     def _wait_for_destination(self, active: ActiveJob, reason: str) -> None:
