@@ -709,7 +709,8 @@ def markdown(r: dict) -> str:
                          x["steady_fps"] / bound["1"] if x["steady_fps"] else None,
                          two["fps"] / x["fps"] if two else None])
         parts.append("## aud extract, one worker on one thread")
-        parts.append(table(["video, AU45", "fps", "fps of each run", "fps / 1-core bound", "steady fps", "steady / bound",
+        parts.append(table(["video, AU45", "fps", "fps of each run", "fps / 1-core bound", "steady fps",
+                            "steady / bound",
                             "2 workers / this"], rows))
         parts.append("AUD_THREADS_PER_WORKER=1: the same per-core footing as the compute bound and as each of "
                      "N workers; *2 workers / this* is the speed-up of two workers over one on one core.")
@@ -748,7 +749,8 @@ def markdown(r: dict) -> str:
                      get("nme_iod"), get("au_abs"), get("au_abs", "max"), get("au45_abs")])
     parts.append("## Speed switches: speed and drift against the default run")
     parts.append(table(["switch", "video", "fps", "speed-up", "faces (switch/default)", "face disagreements",
-                        "other face picked", "box px mean", "box px max", "landmark px mean", "landmark px max", "NME (IOD)",
+                        "other face picked", "box px mean", "box px max", "landmark px mean", "landmark px max",
+                        "NME (IOD)",
                         "AU abs mean", "AU abs max", "AU45 abs mean"], rows))
     parts.append(f"All with {workers[-1]} workers; the default is the same video with full-resolution detection, "
                  "fp32 and AU45 on. *other face picked*: frames where both found a face but not the same one "
@@ -917,7 +919,8 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"detect_max_side {side} on {video}: {x['fps']} frames/s")
             csv_path = work / "csv" / f"int8-{video}.csv"
             x = run_extract(path, csv_path, int8_dir, int(top), True, env)
-            switches.append({"switch": "STAR INT8", "video": video, "fps": x["fps"], "speedup": x["fps"] / default["fps"],
+            switches.append({"switch": "STAR INT8", "video": video, "fps": x["fps"],
+                             "speedup": x["fps"] / default["fps"],
                              "run": x, "drift": compare(ref_csv, csv_path)})
             log(f"STAR INT8 on {video}: {x['fps']} frames/s")
         r["switches"] = switches

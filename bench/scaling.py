@@ -22,7 +22,8 @@ import bench  # noqa: E402  (bench.run_extract: the same subprocess run and side
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("video", type=Path, nargs="?", default=bench.PROJECT.parent / "shared" / "media" / "hamilton_clip.mp4")
+    ap.add_argument("video", type=Path, nargs="?",
+                    default=bench.PROJECT.parent / "shared" / "media" / "hamilton_clip.mp4")
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--models", type=Path, default=bench.PROJECT.parent / "shared" / "models" / "openface3")

@@ -238,9 +238,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def _service_spec(args: argparse.Namespace):
-    from .shell.service import default_spec
-
     import platformdirs
+
+    from .shell.service import default_spec
 
     log_dir = args.log_dir or Path(platformdirs.user_log_dir("aud"))
     return default_spec(args.config, log_dir)

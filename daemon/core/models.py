@@ -228,7 +228,8 @@ def load_model_set(directory: Path, roles: tuple[str, ...] = ROLES, signatures: 
 
 
 def open_model_set(directory: Path, roles: tuple[str, ...],
-                   open_session: Callable[[Path], ort.InferenceSession]) -> tuple[ModelSet, dict[str, ort.InferenceSession]]:
+                   open_session: Callable[[Path], ort.InferenceSession],
+                   ) -> tuple[ModelSet, dict[str, ort.InferenceSession]]:
     """A worker's models: each file loaded once, as the session that will run it, and checked through
     that session's signature. Not hashed (``sha256`` None): the parent process hashed the files and
     checked pinned hashes before it started the workers. Loading each file a second time to read its

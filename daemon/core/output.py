@@ -20,8 +20,7 @@ from . import blink, pose, tracking
 from .atomic import atomic_write, atomic_write_text
 from .pipeline import FacesMode
 from .results import FaceRows
-from .schema import (AU_THRESHOLD, AUS_C, AUS_R, BOX, COLUMNS, EMOTIONS, GAZE, LANDMARKS, MIRROR_COLUMNS, POSE,
-                     SIDES)
+from .schema import AU_THRESHOLD, AUS_C, AUS_R, BOX, COLUMNS, EMOTIONS, GAZE, LANDMARKS, MIRROR_COLUMNS, POSE, SIDES
 
 Table = dict[str, np.ndarray]  # column -> values (float, NaN = missing; "emotion": str)
 

@@ -15,8 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from ..core.shard import ShardResult, ShardTask
 from ..core.video import VideoError
-from .executor import (ExecutorError, ExecutorUnavailable, FailureKind, Progress, ShardFailed, ShardTimedOut,
-                       WorkerInfo)
+from .executor import ExecutorError, ExecutorUnavailable, FailureKind, Progress, ShardFailed, ShardTimedOut, WorkerInfo
 
 Compute = Callable[[ShardTask, Progress], ShardResult | Awaitable[ShardResult]]
 

@@ -33,10 +33,10 @@ import numpy as np
 
 from .. import protocol as msg
 from ..core import output
+from ..core.mirror_video import render_inspection_videos
 from ..core.results import FaceRows, ShardFormatError
 from ..core.schema import SHARD_FORMAT
 from ..core.shard import ShardResult, ShardTask
-from ..core.mirror_video import render_inspection_videos
 from ..core.video import VideoError, VideoInfo, probe
 from . import inputs
 from .executor import Executor, ExecutorUnavailable, FailureKind, ShardFailed, ShardTimedOut, WorkerDied

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,10 @@ from ..protocol import (
     Command,
     DaemonStopping,
     Event,
+    ExecutorAvailable,
+    ExecutorUnavailable,
+    FileDuplicate,
+    FileWaiting,
     JobCancelled,
     JobDone,
     JobFailed,
@@ -171,7 +176,7 @@ async def tail(
     view = None if as_json else _TailView(console)
     ended = False
     async with contextlib.aclosing(_event_lines(socket_path)) as lines:
-        with view.progress if view else contextlib.nullcontext():
+        with view.progress if view and not view.plain else contextlib.nullcontext():
             async for line, event in lines:
                 if view is None:
                     console.out(line.decode("utf-8", "replace").rstrip("\n"), highlight=False)
@@ -184,11 +189,18 @@ async def tail(
         raise ClientError(f"connection to the aud daemon on {socket_path} was lost")
 
 
+PLAIN_PROGRESS_SECONDS = 2.0  # without a terminal: at most one progress line per job this often
+
+
 class _TailView:
-    """Rich rendering of an event stream: bars for running jobs, a line for each finished one."""
+    """Rich rendering of an event stream: bars for running jobs, a line for each finished one. Without a
+    terminal (``aud tail | cat``, a log file) bars cannot be redrawn, so progress becomes one plain line
+    per step, at most one per job every ``PLAIN_PROGRESS_SECONDS`` (and the last one)."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        self.plain = not console.is_terminal
+        self.last_line: dict[int, float] = {}
         self.progress = Progress(
             TextColumn("{task.description}", markup=False),
             BarColumn(),
@@ -206,6 +218,8 @@ class _TailView:
                 self._print(Text.assemble(("queued ", "dim"), event.file, (f"  (job {event.job})", "dim")))
             case JobStarted():
                 self._bar(event.job, event.file, 0, event.frames_total)
+            case JobProgress() if self.plain:
+                self._line(event)
             case JobProgress():
                 self._bar(event.job, event.file, event.frames_done, event.frames_total, event.fps, event.eta_s)
             case JobDone():
@@ -220,8 +234,29 @@ class _TailView:
                 self._print(Text.assemble(("cancelled ", "yellow"), event.file))
             case WorkerRestarted():
                 self._print(Text.assemble(("worker restarted: ", "yellow"), event.reason))
+            case FileWaiting():
+                wait = f" (fails in {_duration(event.fails_in_s)})" if event.fails_in_s is not None else ""
+                self._print(Text.assemble(("waiting ", "yellow"), event.file, ": ", event.reason, wait))
+            case FileDuplicate():
+                moved = f"; moved to {event.moved_to}" if event.moved_to else ""
+                self._print(Text.assemble(("duplicate ", "yellow"), event.file,
+                                          f": same content and settings as job {event.job} ({event.state}){moved}"))
+            case ExecutorUnavailable():
+                self._print(Text.assemble(("executor unavailable: ", "bold yellow"), event.reason))
+            case ExecutorAvailable():
+                self._print(Text("executor available again", style="green"))
             case DaemonStopping():
                 self._print(Text.assemble(("daemon stopping: ", "bold"), event.reason))
+
+    def _line(self, event: JobProgress) -> None:
+        now = time.monotonic()
+        final = event.frames_done >= event.frames_total
+        if not final and now - self.last_line.get(event.job, -PLAIN_PROGRESS_SECONDS) < PLAIN_PROGRESS_SECONDS:
+            return
+        self.last_line[event.job] = now
+        eta = f", ETA {_duration(event.eta_s)}" if event.eta_s is not None else ""
+        self._print(Text(f"progress {event.file} (job {event.job}): {event.frames_done}/{event.frames_total} "
+                         f"frames, {event.fps:.1f} fps{eta}"))
 
     def _bar(
         self,
@@ -265,8 +300,38 @@ def render_status(data: dict[str, Any], console: Console) -> None:
     console.print(_running_table(running) if running else Text("no jobs running", style="dim"))
     if queued:
         console.print(_queued_table(queued))
+    waiting = data.get("waiting") or []
+    if waiting:
+        console.print(_waiting_table(waiting))
+    duplicates = data.get("duplicates") or []
+    if duplicates:
+        console.print(_duplicates_table(duplicates))
     if failures:
         console.print(_failures_table(failures))
+
+
+def _waiting_table(waiting: list[dict[str, Any]]) -> Table:
+    """Files in the inbox that are not jobs yet: still copying, or not openable (with the time left)."""
+    table = Table(title=f"waiting in the inbox ({len(waiting)})", title_justify="left")
+    table.add_column("file")
+    table.add_column("why")
+    table.add_column("fails in", justify="right")
+    for item in waiting[:MAX_QUEUED_SHOWN]:
+        left = item.get("fails_in_s")
+        table.add_row(Text(str(item.get("file", ""))), Text(str(item.get("reason", ""))),
+                      _duration(left) if left is not None else "")
+    return table
+
+
+def _duplicates_table(duplicates: list[dict[str, Any]]) -> Table:
+    table = Table(title="set aside as duplicates (aud submit --force runs them again)", title_justify="left")
+    table.add_column("file")
+    table.add_column("same as job", justify="right")
+    table.add_column("moved to")
+    for item in duplicates[-MAX_QUEUED_SHOWN:]:
+        table.add_row(Text(str(item.get("file", ""))), f"{item.get('job')} ({item.get('state')})",
+                      Text(str(item.get("moved_to") or "")))
+    return table
 
 
 def _summary(data: dict[str, Any]) -> Table:
@@ -282,6 +347,8 @@ def _summary(data: dict[str, Any]) -> Table:
         if providers:
             line.append(f"  (available: {', '.join(map(str, providers))})", style="dim")
         grid.add_row("workers", line)
+        if workers.get("state") == "executor_unavailable":
+            grid.add_row("executor", Text(f"unavailable: {workers.get('reason')}", style="bold yellow"))
     counts = data.get("counts") or {}
     if counts:
         grid.add_row("counts", Text(", ".join(f"{k} {v}" for k, v in counts.items())))

@@ -59,8 +59,16 @@ class Intake:
         s = self.settings
         self.watcher = InboxWatcher(
             s.inbox, self.settled, extensions=s.extensions, settle_seconds=s.settle_seconds,
-            rescan_seconds=s.rescan_seconds, follow_symlinks=s.follow_symlinks, can_open=self.takeable)
+            rescan_seconds=s.rescan_seconds, follow_symlinks=s.follow_symlinks, can_open=self.takeable,
+            on_unopenable=self._unopenable)
         return self.watcher
+
+    def _unopenable(self, path: Path) -> None:
+        fails_in = self._fails_in(path)
+        log.info("%s is not openable as a video yet; it is taken (and fails with the reason) in %.0f s unless "
+                 "it changes", path, fails_in or 0)
+        self.publish(msg.FileWaiting(file=str(path), reason="not openable as a video yet (still arriving, or "
+                                                            "damaged)", fails_in_s=fails_in))
 
     def forget(self, path: Path) -> None:
         if self.watcher is not None:

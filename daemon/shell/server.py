@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import protocol
-from .errors import CommandError
 from ..protocol import MAX_LINE, Command, DaemonStopping, Event, JobProgress, ProtocolError, Reply, Subscribe
+from .errors import CommandError
 
 log = logging.getLogger(__name__)
 

@@ -195,6 +195,7 @@ class InboxWatcher:
         rescan_seconds: float,
         follow_symlinks: bool = False,
         can_open: Callable[[Path], bool] = lambda p: True,
+        on_unopenable: Callable[[Path], None] = lambda p: None,
         observer_factory: Callable[[], BaseObserver] = watchdog.observers.Observer,
     ) -> None:
         if settle_seconds < 0 or rescan_seconds <= 0:
@@ -206,6 +207,7 @@ class InboxWatcher:
         self._rescan_seconds = rescan_seconds
         self._follow_symlinks = follow_symlinks
         self._can_open = can_open
+        self._on_unopenable = on_unopenable
         self._observer_factory = observer_factory
         self._running = False
         self._backlog: list[Path] = []  # poked before run() started
@@ -367,6 +369,7 @@ class InboxWatcher:
         if not opened:
             log.info("not openable yet, will re-check on change or rescan: %s", path)
             self._unopenable[path] = signature
+            self._on_unopenable(path)
             return
         self._unopenable.pop(path, None)
         self._delivered[path] = signature

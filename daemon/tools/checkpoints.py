@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import torch
@@ -23,7 +23,7 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be used; the message names the file and the reason."""
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     DETECTOR = "detector"
     MULTITASK = "multitask"
     LANDMARKS = "landmarks"

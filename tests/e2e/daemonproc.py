@@ -87,7 +87,7 @@ class DaemonProcess:
                 str(self.outbox), "--state", str(self.state), "--models", str(MODELS),
                 "--workers", str(self.workers), "--provider", "cpu"]
 
-    def start(self, timeout: float = 120.0) -> "DaemonProcess":
+    def start(self, timeout: float = 120.0) -> DaemonProcess:
         self.inbox.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env}
         self.proc = subprocess.Popen(self.command(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,

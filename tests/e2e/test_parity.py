@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from daemon.core.output import read_csv
-from daemon.core.schema import AUS_R as AUS, COLUMNS, EMOTIONS
+from daemon.core.schema import AUS_R as AUS
+from daemon.core.schema import COLUMNS, EMOTIONS
 from tests.conftest import SHARED, require_shared
 
 pytestmark = pytest.mark.slow

@@ -29,11 +29,29 @@ import pytest
 from daemon.jobs.plan import plan_shards
 from daemon.jobs.store import JobStore
 from tests.conftest import SHARED, require_shared
-from tests.e2e.checks import (assert_alive, assert_done, assert_failed, assert_outbox_clean, ended, no_face_video,
-                              queued, sha256, wait_until)
+from tests.e2e.checks import (
+    assert_alive,
+    assert_done,
+    assert_failed,
+    assert_outbox_clean,
+    ended,
+    no_face_video,
+    queued,
+    sha256,
+    wait_until,
+)
 from tests.e2e.daemonproc import DaemonProcess
-from tests.media import (audio_only, blank_payload, copy_slowly, drop, faststart, read_frames, rotated_portrait,
-                         truncated_index_first, write_video)
+from tests.media import (
+    audio_only,
+    blank_payload,
+    copy_slowly,
+    drop,
+    faststart,
+    read_frames,
+    rotated_portrait,
+    truncated_index_first,
+    write_video,
+)
 
 pytestmark = pytest.mark.slow
 CLIP = SHARED / "media" / "hamilton_clip.mp4"

@@ -12,7 +12,7 @@ import pytest
 from daemon.config import Settings
 from daemon.core import output
 from daemon.core.models import ModelError, sha256_of
-from daemon.core.output import AssemblyError, OutputOptions, read_csv
+from daemon.core.output import AssemblyError, read_csv
 from daemon.core.pipeline import Pipeline
 from daemon.core.results import FaceRows
 from daemon.core.schema import COLUMNS
@@ -212,5 +212,3 @@ def test_plots_are_written_beside_the_csv(tiny_models, synthetic_video, tmp_path
     assert sorted(p.name for p in tmp_path.glob("clip.*")) == ["clip.csv", "clip.json", "clip.png"]
     assert (tmp_path / "clip.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-
-OutputOptions  # re-exported for readers of this module: what extract's settings turn into

@@ -45,7 +45,8 @@ def test_plan_shards_shrink_towards_the_end(frames, shard_frames, workers):
 
 
 def test_plan_shards_guided_sizes():
-    assert [b - a for a, b in plan_shards(275, 32, 2)] == [32, 32, 32, 32, 32, 29, 22, 16, 12, 9, 7, 5, 4, 3, 2, 2, 2, 2]
+    sizes = [b - a for a, b in plan_shards(275, 32, 2)]
+    assert sizes == [32, 32, 32, 32, 32, 29, 22, 16, 12, 9, 7, 5, 4, 3, 2, 2, 2, 2]
 
 
 def test_plan_fewer_frames_than_workers():

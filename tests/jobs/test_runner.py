@@ -285,8 +285,8 @@ def test_a_resumed_job_does_not_redo_committed_shards(harness, tmp_path):
     h = harness()
     job = h.add("a.mp4")
     info = probe(Path(job.source))
-    from daemon.jobs.plan import plan_shards
     from daemon.core.schema import SHARD_FORMAT
+    from daemon.jobs.plan import plan_shards
 
     ranges = plan_shards(FRAMES, 4, 2)
     h.store.start(job.id)

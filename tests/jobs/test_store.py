@@ -191,7 +191,7 @@ def test_jobs_filter_counts_and_recent_failures(store: JobStore) -> None:
 def test_set_plan_is_idempotent_and_keeps_done_shards(store: JobStore) -> None:
     job = _running(store)
     store.mark_dispatched(job.id, 1)
-    store.shard_done(job.id, 1, "/tmp/p1".encode(), 2)
+    store.shard_done(job.id, 1, b"/tmp/p1", 2)
     before = store.shards(job.id)
     store.set_plan(job.id, 35, '{"fps": 30}', RANGES)
     assert store.shards(job.id) == before
@@ -205,7 +205,7 @@ def test_replan_with_other_ranges(store: JobStore) -> None:
     store.set_plan(job.id, 35, "{}", [(0, 20), (20, 35)])  # nothing done yet: replaced
     assert [(s.start, s.stop) for s in store.shards(job.id)] == [(0, 20), (20, 35)]
     store.start(job.id)
-    store.shard_done(job.id, 0, "/tmp/p0".encode(), 2)
+    store.shard_done(job.id, 0, b"/tmp/p0", 2)
     with pytest.raises(ValueError, match="already done"):
         store.set_plan(job.id, 35, "{}", RANGES)
     assert [(s.start, s.stop) for s in store.shards(job.id)] == [(0, 20), (20, 35)]
@@ -227,7 +227,7 @@ def test_attempts_counting(store: JobStore) -> None:
     assert [store.mark_dispatched(job.id, 2) for _ in range(3)] == [1, 2, 3]
     assert store.mark_dispatched(job.id, 0) == 1
     assert [s.attempts for s in store.shards(job.id)] == [1, 0, 3, 0]
-    store.shard_done(job.id, 0, "/tmp/p0".encode(), 2)
+    store.shard_done(job.id, 0, b"/tmp/p0", 2)
     with pytest.raises(ValueError, match="already done"):
         store.mark_dispatched(job.id, 0)
     # a crash-restart keeps the counts (a shard that kills the daemon shows up)
@@ -252,7 +252,7 @@ def test_shard_done_twice(store: JobStore) -> None:
 
 def test_requeue_keeps_done_shards(store: JobStore) -> None:
     job = _running(store)
-    store.shard_done(job.id, 0, "/tmp/p0".encode(), 2)
+    store.shard_done(job.id, 0, b"/tmp/p0", 2)
     store.cancel(job.id)
     queued = store.requeue(job.id)
     assert queued.state == "queued" and queued.reason is None and queued.finished_at is None
@@ -312,7 +312,7 @@ def test_invalid_transitions_raise_value_error(store: JobStore, action: str, sta
         "requeue": lambda: store.requeue(job.id),
         "set_plan": lambda: store.set_plan(job.id, 35, "{}", RANGES),
         "mark_dispatched": lambda: store.mark_dispatched(job.id, 0),
-        "shard_done": lambda: store.shard_done(job.id, 0, "/tmp/x".encode(), 2),
+        "shard_done": lambda: store.shard_done(job.id, 0, b"/tmp/x", 2),
     }
     before = store.get(job.id)
     with pytest.raises(ValueError, match=f"job {job.id}.*it is {state}"):
@@ -322,7 +322,7 @@ def test_invalid_transitions_raise_value_error(store: JobStore, action: str, sta
 
 def test_finish_needs_every_shard_done_and_a_plan(store: JobStore) -> None:
     job = _running(store)
-    store.shard_done(job.id, 0, "/tmp/p0".encode(), 2)
+    store.shard_done(job.id, 0, b"/tmp/p0", 2)
     with pytest.raises(ValueError, match="3 shard"):
         store.finish(job.id, "/out.csv")
     unplanned = store.start(_add(store, "fp-2").id)
@@ -456,7 +456,7 @@ CHILD_OPEN_TRANSACTION = """
 def test_kill_inside_a_transaction_leaves_nothing_half_done(db_path: Path) -> None:
     with JobStore(db_path) as store:
         job = _running(store)
-        store.shard_done(job.id, 0, "/tmp/p0".encode(), 2)
+        store.shard_done(job.id, 0, b"/tmp/p0", 2)
         before_job, before_shards = store.get(job.id), store.shards(job.id)
     proc = _run_child(CHILD_OPEN_TRANSACTION, str(db_path))
     assert proc.returncode == -signal.SIGKILL, proc.stderr

@@ -14,8 +14,10 @@ from tests.tools.conftest import aud, isolated_env
 
 
 def test_detector_loads_plain_and_wrapped_with_module_prefix(tmp_path):
-    plain = write_checkpoints(tmp_path / "plain", detector_wrapped=False, roles=(Role.DETECTOR,)) / "Alignment_RetinaFace.pth"
-    wrapped = write_checkpoints(tmp_path / "wrapped", detector_wrapped=True, roles=(Role.DETECTOR,)) / "Alignment_RetinaFace.pth"
+    plain = write_checkpoints(tmp_path / "plain", detector_wrapped=False,
+                              roles=(Role.DETECTOR,)) / "Alignment_RetinaFace.pth"
+    wrapped = write_checkpoints(tmp_path / "wrapped", detector_wrapped=True,
+                                roles=(Role.DETECTOR,)) / "Alignment_RetinaFace.pth"
     assert "state_dict" in torch.load(wrapped, weights_only=True)
     a, b = load_network(Role.DETECTOR, plain), load_network(Role.DETECTOR, wrapped)
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
