@@ -263,11 +263,21 @@ class _Worker:
     # -- events from the child --
 
     def _readable(self) -> None:
+        """Read every whole message waiting. The loop may have made the pipe non-blocking (uvloop's
+        ``add_reader`` does), and a large result arrives in several pieces: block while reading one
+        message (the worker is writing the rest of it right now), then give the pipe back as it was."""
+        fd = self.conn.fileno()
+        was_blocking = os.get_blocking(fd)
         try:
+            os.set_blocking(fd, True)
             while self.conn.poll():
                 self._handle(self.conn.recv())
-        except (EOFError, OSError):
+        except (EOFError, OSError) as exc:
+            log.debug("worker %s: its pipe closed (%r)", self.name, exc)
             self._lost()
+        finally:
+            with contextlib.suppress(OSError):
+                os.set_blocking(fd, was_blocking)
 
     def _handle(self, message: object) -> None:
         if isinstance(message, Progressed):

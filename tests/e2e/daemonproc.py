@@ -66,7 +66,7 @@ class DaemonProcess:
     """``aud run`` on ``root``/{inbox,outbox,state}; ``start()`` returns once it says it is ready."""
 
     def __init__(self, root: Path | None = None, workers: int = 2, env: dict | None = None,
-                 preexec_fn=None, **settings):
+                 preexec_fn=None, models: Path = MODELS, **settings):
         # AF_UNIX paths are short (104 bytes on macOS): keep the state dir near /tmp
         self.root = Path(root or tempfile.mkdtemp(prefix="aud-e2e-", dir="/tmp"))
         self.inbox, self.outbox, self.state = (self.root / n for n in ("inbox", "outbox", "state"))
@@ -75,6 +75,7 @@ class DaemonProcess:
                     "AUD_UNOPENABLE_GRACE_SECONDS": "3", **(env or {})}
         self.env.update({f"AUD_{k.upper()}": str(v) for k, v in settings.items()})
         self.preexec_fn = preexec_fn  # run in the child before exec (e.g. to drop capabilities)
+        self.models = models
         self.proc: subprocess.Popen | None = None
         self.log: list[str] = []
 
@@ -84,7 +85,7 @@ class DaemonProcess:
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "daemon", "run", "--inbox", str(self.inbox), "--outbox",
-                str(self.outbox), "--state", str(self.state), "--models", str(MODELS),
+                str(self.outbox), "--state", str(self.state), "--models", str(self.models),
                 "--workers", str(self.workers), "--provider", "cpu"]
 
     def start(self, timeout: float = 120.0) -> DaemonProcess:

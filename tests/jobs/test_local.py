@@ -453,3 +453,24 @@ def test_busy_workers_exit_when_their_parent_is_killed(tiny_models: Path, tmp_pa
         parent.kill()
         parent.wait(10)
         out.close()
+
+
+def test_a_large_result_arrives_whole_on_uvloop(tiny_models: Path, video):
+    """The daemon and ``aud extract`` run on uvloop, whose ``add_reader`` makes the pipe non-blocking: a
+    result larger than the pipe's buffer (64 KiB on Linux) arrives in pieces, and reading it must wait
+    for the rest, not take the pause for a dead worker (before the fix: "killed by SIGKILL" after 5 s)."""
+    uvloop = pytest.importorskip("uvloop")
+    info = video(300)
+    task = ShardTask.of(info, 0, 300)
+
+    async def main():
+        ex = ProcessExecutor(PipelineOptions(tiny_models, batch_size=4), 1)
+        try:
+            await ex.start()
+            result = await asyncio.wait_for(ex.run(task), 60)
+            assert len(result.rows.to_bytes()) > 4 * 65536  # really larger than the pipe's buffer
+            assert result.rows.frame.tolist() == list(range(300)) and ex.restarts == 0
+        finally:
+            await ex.close()
+
+    uvloop.run(main())
