@@ -278,6 +278,7 @@ class WorkerLine(msgspec.Struct, kw_only=True):
     threads: int
     tasks_done: int
     busy: bool
+    memory_mb: float | None = None
 
 
 class Workers(msgspec.Struct, kw_only=True):

@@ -75,6 +75,7 @@ class WorkerInfo:
     threads: int
     tasks_done: int = 0
     busy: bool = False
+    memory_mb: float | None = None  # resident memory, where the executor can tell
     extra: dict[str, str] = field(default_factory=dict)
 
 

@@ -6,12 +6,27 @@ import hashlib
 import os
 from pathlib import Path
 
+import aiofiles
 
-def fingerprint(path: Path, chunk: int = 1 << 20) -> str:
+CHUNK = 1 << 20
+
+
+def fingerprint(path: Path, chunk: int = CHUNK) -> str:
     """sha256 of the content: the same video under two names is one job."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+async def fingerprint_async(path: Path, chunk: int = CHUNK) -> str:
+    """``fingerprint`` for the event loop: the reads of a multi-gigabyte video happen in aiofiles'
+    thread pool, the hashing (hashlib releases the GIL on large blocks) between them, so the loop keeps
+    answering the socket while a large file is hashed."""
+    h = hashlib.sha256()
+    async with aiofiles.open(path, "rb") as f:
+        while block := await f.read(chunk):
             h.update(block)
     return h.hexdigest()
 

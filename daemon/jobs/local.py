@@ -52,6 +52,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+import psutil
+
 from ..core.models import ModelError
 from ..core.pipeline import PipelineOptions
 from ..core.providers import ProviderError, worker_threads
@@ -403,7 +405,15 @@ class _Worker:
 
     def info(self) -> WorkerInfo:
         return WorkerInfo(self.name, self.providers.get("detector", "?"), self.threads, self.tasks_done,
-                          self.state is State.BUSY)
+                          self.state is State.BUSY, memory_mb=resident_mb(self.process.pid))
+
+
+def resident_mb(pid: int | None) -> float | None:
+    """A worker's resident memory (psutil), for ``aud status``; None once it is gone."""
+    try:
+        return round(psutil.Process(pid).memory_info().rss / 1e6, 1) if pid else None
+    except psutil.Error:
+        return None
 
 
 # --- the executor -----------------------------------------------------------------------------------

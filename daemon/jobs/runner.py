@@ -233,15 +233,15 @@ class Runner:
 
     async def _start(self, job: Job) -> None:
         if job.key != self.config.key:  # queued under other settings (or models): compute afresh
-            self.store.rekey(job.id, self.config.key)
-        job = self.store.start(job.id)
+            await asyncio.to_thread(self.store.rekey, job.id, self.config.key)
+        job = await asyncio.to_thread(self.store.start, job.id)
         path = Path(job.source)
         self.publish(msg.JobStarted(job=job.id, file=job.name, frames_total=job.frames_total))
         log.info("job %s started: %s", job.id, path)
         try:
             active = await asyncio.to_thread(self._prepare, job, path)
         except JobFailure as exc:
-            return self._fail(job, str(exc), exc.set_aside)
+            return await self._fail(job, str(exc), exc.set_aside)
         self.active[job.id] = active
         pending = [s.index for s in self.store.shards(job.id) if not s.done]
         self.scheduler.add(job.id, pending)
@@ -317,27 +317,27 @@ class Runner:
         try:
             if self.active.get(job_id) is not active:
                 return  # cancelled or failed before it started
-            self.store.mark_dispatched(job_id, index)
+            await asyncio.to_thread(self.store.mark_dispatched, job_id, index)
             result = await self.executor.run(task, timeout=self.config.shard_timeout_seconds, progress=progress)
         except (WorkerDied, ShardTimedOut) as exc:
-            return self._shard_lost(active, index, exc)
+            return await self._shard_lost(active, index, exc)
         except ExecutorUnavailable as exc:
             return self._executor_lost(active, index, str(exc))
         except ShardFailed as exc:
             if exc.kind is FailureKind.INTERNAL:
                 log.error("%s failed on %s: %s\n%s", task.label, exc.worker, exc, exc.traceback)
-                return self._fail_active(active, f"internal error on frames {task.start + 1}-{task.stop}: {exc}")
-            return self._fail_active(active, str(exc))
+                return await self._fail_active(active, f"internal error on frames {task.start + 1}-{task.stop}: {exc}")
+            return await self._fail_active(active, str(exc))
         finally:
             self._running_shards -= 1
             active.in_flight.pop(index, None)
             self._wake.set()
         if self.active.get(job_id) is not active:
             return  # cancelled or failed meanwhile: the result is not wanted
-        self._commit(active, index, result)
+        await self._commit(active, index, result)
 
-    def _commit(self, active: ActiveJob, index: int, result: ShardResult) -> None:
-        self.store.shard_done(active.job.id, index, result.rows.to_bytes(), SHARD_FORMAT)
+    async def _commit(self, active: ActiveJob, index: int, result: ShardResult) -> None:
+        await asyncio.to_thread(self.store.shard_done, active.job.id, index, result.rows.to_bytes(), SHARD_FORMAT)
         active.frames_done += result.frames
         active.frames_this_run += result.frames
         self.publish(active.progress())
@@ -345,15 +345,15 @@ class Runner:
             active.finishing = True
             self._spawn(self._finish(active))
 
-    def _shard_lost(self, active: ActiveJob, index: int, exc: WorkerDied | ShardTimedOut) -> None:
+    async def _shard_lost(self, active: ActiveJob, index: int, exc: WorkerDied | ShardTimedOut) -> None:
         if self.active.get(active.job.id) is not active:
             return
         start, stop = active.ranges[index]
         active.failures[index] = active.failures.get(index, 0) + 1
         what = "timed out" if isinstance(exc, ShardTimedOut) else "lost its worker"
         if active.failures[index] > self.config.shard_retries:
-            return self._fail_active(active, f"frames {start + 1}-{stop} {what} {active.failures[index]} times "
-                                             f"(last: {exc})")
+            return await self._fail_active(active, f"frames {start + 1}-{stop} {what} {active.failures[index]} "
+                                                   f"times (last: {exc})")
         log.warning("job %s frames %d-%d %s (%s); retrying", active.job.id, start + 1, stop, what, exc)
         self.scheduler.retry(active.job.id, index)
 
@@ -381,14 +381,14 @@ class Runner:
         except FileNotFoundError:
             changed = False  # every frame was read before it went; the result stands
         if changed:
-            return self._fail_active(active, f"{active.path} changed while it was being processed; the result "
-                                             f"was discarded (the new content is a job of its own)", False)
+            return await self._fail_active(active, f"{active.path} changed while it was being processed; the "
+                                                   f"result was discarded (the new content is a job of its own)", False)
         try:
             csv = await asyncio.to_thread(self._write, active)
         except ShardFormatError as exc:  # a stored shard unreadable: compute the job's shards again
             log.warning("job %s: %s; computing its shards again", job.id, exc)
             indexes = [s.index for s in self.store.shards(job.id)]
-            self.store.redo_shards(job.id, indexes)
+            await asyncio.to_thread(self.store.redo_shards, job.id, indexes)
             active.frames_done, active.finishing = 0, False
             self.scheduler.add(job.id, indexes)
             return
@@ -396,20 +396,20 @@ class Runner:
             reason = f"cannot write the result to {exc.filename or 'the destination'}: {exc.strerror or exc}"
             if exc.errno in WAIT_ERRNOS and self.config.output_retry_seconds is not None:
                 return self._wait_for_destination(active, reason)
-            return self._fail_active(active, reason)
+            return await self._fail_active(active, reason)
         except output.AssemblyError as exc:
             log.exception("job %s could not be assembled", job.id)
-            return self._fail_active(active, f"internal error: {exc}")
-        self.store.finish(job.id, str(csv))
+            return await self._fail_active(active, f"internal error: {exc}")
+        await asyncio.to_thread(self.store.finish, job.id, str(csv))
         del self.active[job.id]
-        self.store.release_results(job.id)
+        await asyncio.to_thread(self.store.release_results, job.id)
         wall = time.monotonic() - active.started
         log.info("job %s done: %d frames in %.1f s (%.2f frames/s) -> %s", job.id, active.frames_total, wall,
                  active.fps, csv)
         self.publish(msg.JobDone(job=job.id, file=job.name, csv=str(csv), frames=active.frames_total,
                                  fps=round(active.fps, 3)))
         try:
-            self.destination.done(job, csv)
+            await asyncio.to_thread(self.destination.done, job, csv)
         except OSError as exc:
             log.error("job %s: the result is written but the input could not be moved: %s", job.id, exc)
         self._wake.set()
@@ -459,39 +459,40 @@ class Runner:
 
         self._spawn(retry(), wait=True)
 
-    def _fail_active(self, active: ActiveJob, reason: str, set_aside: bool = True) -> None:
+    async def _fail_active(self, active: ActiveJob, reason: str, set_aside: bool = True) -> None:
         if self.active.get(active.job.id) is not active:
             return
-        self._fail(active.job, reason, set_aside)
+        await self._fail(active.job, reason, set_aside)
 
-    def _fail(self, job: Job, reason: str, set_aside: bool = True) -> None:
+    async def _fail(self, job: Job, reason: str, set_aside: bool = True) -> None:
         """Record the failure first, then let the destination keep the input with the reason."""
-        self.store.fail(job.id, reason)
         self.active.pop(job.id, None)
         self.scheduler.remove(job.id)
-        self.store.release_results(job.id)
+        await asyncio.to_thread(self._record_end, job, reason, set_aside, self.store.fail)
         log.info("job %s failed: %s", job.id, reason)
-        try:
-            self.destination.failed(job, reason, set_aside)
-        except OSError as exc:
-            log.error("job %s failed (%s) and its input could not be set aside: %s", job.id, reason, exc)
         self.publish(msg.JobFailed(job=job.id, file=job.name, reason=reason))
         self._wake.set()
 
-    def cancel(self, job_id: int) -> Job:
+    async def cancel(self, job_id: int) -> Job:
         """Cancel a queued or running job (a shard in flight finishes; its result is dropped)."""
-        job = self.store.cancel(job_id)
         self.active.pop(job_id, None)
         self.scheduler.remove(job_id)
-        self.store.release_results(job_id)
+        job = await asyncio.to_thread(self._record_end, self.store.get(job_id), "cancelled by the user", True,
+                                      self.store.cancel)
         log.info("job %s cancelled", job_id)
-        try:
-            self.destination.failed(job, "cancelled by the user", True)
-        except OSError as exc:
-            log.error("job %s was cancelled and its input could not be set aside: %s", job_id, exc)
         self.publish(msg.JobCancelled(job=job_id, file=job.name))
         self._wake.set()
         return job
+
+    def _record_end(self, job: Job, reason: str, set_aside: bool, transition: Callable[[int, str], Job]) -> Job:
+        """In a thread: the store's transition (committed first), then the input set aside with the reason."""
+        ended = transition(job.id, reason)
+        self.store.release_results(job.id)
+        try:
+            self.destination.failed(ended, reason, set_aside)
+        except OSError as exc:
+            log.error("job %s ended (%s) and its input could not be set aside: %s", job.id, reason, exc)
+        return ended
 
 
 def _info_json(info: VideoInfo, job: Job) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from .intake import Intake
 
 class Commands:
     def __init__(self, settings: Settings, runner: Runner, intake: Intake, executor: Executor,
-                 restarts: callable = lambda: 0):
+                 restarts: Callable[[], int] = lambda: 0):
         self.settings = settings
         self.runner = runner
         self.intake = intake
@@ -37,21 +38,21 @@ class Commands:
             job, outcome = await self.intake.submit(Path(command.path), force=command.force)
             return msg.SubmitReply(job=job.id, file=job.name, state=str(job.state), outcome=outcome)
         if isinstance(command, msg.Cancel):
-            return self.cancel(command.job)
+            return await self.cancel(command.job)
         if isinstance(command, (msg.Pause, msg.Resume)):
             self.runner.paused = isinstance(command, msg.Pause)
             self.runner.wake()
             return msg.PauseReply(paused=self.runner.paused)
         raise CommandError(f"unsupported command {type(command).__name__}")
 
-    def cancel(self, job_id: int) -> msg.CancelReply:
+    async def cancel(self, job_id: int) -> msg.CancelReply:
         job = self.runner.store.get(job_id)
         if job is None:
             raise CommandError(f"no job {job_id}")
         if job.state not in (JobState.QUEUED, JobState.RUNNING, JobState.CANCELLED):
             raise CommandError(f"job {job_id} is {job.state}; only queued or running jobs can be cancelled")
         if job.state != JobState.CANCELLED:
-            job = self.runner.cancel(job_id)
+            job = await self.runner.cancel(job_id)
         return msg.CancelReply(job=job_id, state=str(job.state))
 
     def status(self) -> msg.StatusReply:
@@ -76,7 +77,8 @@ class Commands:
                 executor=self.settings.executor,
                 state="executor_unavailable" if runner.unavailable else "ok", reason=runner.unavailable,
                 workers=[msg.WorkerLine(name=w.name, provider=w.provider, threads=w.threads,
-                                        tasks_done=w.tasks_done, busy=w.busy) for w in workers]),
+                                        tasks_done=w.tasks_done, busy=w.busy, memory_mb=w.memory_mb)
+                         for w in workers]),
             counts=store.counts(),
             versions=package_versions(),
             inbox=str(self.settings.inbox),

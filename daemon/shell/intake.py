@@ -25,7 +25,7 @@ from pathlib import Path
 from .. import protocol as msg
 from ..config import Settings
 from ..core.video import can_open
-from ..jobs.inputs import fingerprint
+from ..jobs.inputs import fingerprint_async
 from ..jobs.store import Job, JobState, JobStore
 from . import files
 from .errors import CommandError
@@ -109,15 +109,16 @@ class Intake:
 
     async def accept(self, path: Path, force: bool = False) -> tuple[Job, str]:
         """The job for a complete file, and what became of the file ("queued", "requeued", "duplicate")."""
-        content = await asyncio.to_thread(fingerprint, path)
-        job, created = self.store.add_job(content, path, self._subdir(path), path.name, self.key, force)
+        content = await fingerprint_async(path)
+        job, created = await asyncio.to_thread(self.store.add_job, content, path, self._subdir(path), path.name,
+                                               self.key, force)
         if created:
             outcome = "queued"
             log.info("job %s queued: %s", job.id, path)
             self.publish(msg.JobQueued(job=job.id, file=job.name))
         elif job.state in (JobState.FAILED, JobState.CANCELLED):
-            self.store.set_source(job.id, path)
-            job = self.store.requeue(job.id)
+            await asyncio.to_thread(self.store.set_source, job.id, path)
+            job = await asyncio.to_thread(self.store.requeue, job.id)
             outcome = "requeued"
             log.info("job %s queued again: %s", job.id, path)
             self.publish(msg.JobQueued(job=job.id, file=job.name))

@@ -176,12 +176,18 @@ def test_a_shard_that_kills_its_worker_fails_its_job_and_only_its_job(harness):
     """The shard of "bad.mp4" starting at frame 4 kills its worker every time; "good.mp4"'s shards run
     beside it, are not blamed and are not run alone (the executor says which shard's worker died)."""
     attempts = []
+    pair = asyncio.Event()  # set while two shards run at once
 
     async def deadly(task, progress):
+        if h.executor.concurrent >= 2:
+            pair.set()
         if "bad" in task.video and task.start == 4:
             attempts.append(task.start)
             raise WorkerDied("worker 1234 was killed by SIGKILL", "inline:1234")
-        await asyncio.sleep(0)
+        try:  # give the other worker's shard the chance to start beside this one
+            await asyncio.wait_for(pair.wait(), 0.5)
+        except TimeoutError:
+            pass
         return compute(task, progress)
 
     h = harness(compute=deadly, shard_retries=2)
@@ -270,7 +276,7 @@ def test_cancelling_a_running_job_drops_its_results_and_ends_it(harness):
     async def main():
         run = asyncio.create_task(h.runner.run(until_idle=True))
         await asyncio.wait_for(started.wait(), 10)
-        h.runner.cancel(job.id)
+        await h.runner.cancel(job.id)
         release.set()
         await asyncio.wait_for(run, 10)
 
