@@ -304,7 +304,7 @@ def worker_info(address: str, identity: Mapping[str, Any]) -> WorkerInfo:
         extra["error"] = str(state["error"])
     return WorkerInfo(address, providers.get("detector", "loading" if not state else "?"),
                       int(identity.get("nthreads", 1)), int(state.get("tasks_done", 0)),
-                      int(state.get("running", 0)) > 0, extra)
+                      int(state.get("running", 0)) > 0, extra=extra)
 
 
 class DaskExecutor:
