@@ -103,23 +103,26 @@ class Pipeline:
     # --- frames to rows ---------------------------------------------------------------------------
 
     def run(self, frames: Iterable[Frame], progress: Callable[[int], None] | None = None) -> FaceRows:
-        """Rows for the frames, in the order given, batching MTL across frames; ``progress(n)`` after
-        every batch with the frames finished so far."""
+        """Rows for the frames, in the order given, batching MTL across frames; ``progress(n)`` with the
+        frames finished so far, as each one finishes (with STAR, a frame finishes with its last face's
+        landmarks: every few hundred milliseconds on a CPU, not only once a batch)."""
         parts: list[FaceRows] = []
         batch: list[Frame] = []
         done = 0
+
+        def advance(frames_finished: int) -> None:
+            nonlocal done
+            done += frames_finished
+            if progress and frames_finished:
+                progress(done)
+
         for frame in frames:
             batch.append(frame)
             if len(batch) == self.options.batch_size:
-                parts.append(self.run_batch(batch))
-                done += len(batch)
+                parts.append(self.run_batch(batch, advance))
                 batch = []
-                if progress:
-                    progress(done)
         if batch:
-            parts.append(self.run_batch(batch))
-            if progress:
-                progress(done + len(batch))
+            parts.append(self.run_batch(batch, advance))
         return FaceRows.concat(parts)
 
     def faces_of(self, found: list[detection.Detection]) -> list[detection.Detection]:
@@ -128,7 +131,7 @@ class Pipeline:
         face = detection.primary_face(found)
         return [] if face is None else [face]
 
-    def run_batch(self, frames: list[Frame]) -> FaceRows:
+    def run_batch(self, frames: list[Frame], advance: Callable[[int], None] = lambda n: None) -> FaceRows:
         detected = [(frame, self.detect(frame.image)) for frame in frames]
         rows = sum(max(1, len(self.faces_of(found))) for _, found in detected)
         out = FaceRows.empty(rows)
@@ -148,21 +151,25 @@ class Pipeline:
                 faces.append(_Face(row, frame, face.box))
                 row += 1
         if faces:
-            self._measure(out, faces)
+            self._measure(out, faces, advance)
+        advance(len(frames) - len({f.frame.index for f in faces}) if "landmarks" in self.sessions else
+                len(frames))
         return out
 
-    def _measure(self, out: FaceRows, faces: list[_Face]) -> None:
+    def _measure(self, out: FaceRows, faces: list[_Face], advance: Callable[[int], None]) -> None:
         rows = [f.row for f in faces]
         mtl = np.stack([crops.mtl_input(f.frame.image, f.box) for f in faces])
         out.emotion[rows], out.gaze[rows], out.au[rows] = self.multitask(mtl)
         if "landmarks" not in self.sessions:
             return
-        for f in faces:
+        for i, f in enumerate(faces):
             # STAR one face at a time: its hourglass activations outgrow the caches in a batch, so
             # batch 1 is fastest on a CPU (see docs/benchmark.md)
             matrix = crops.star_matrix(f.box)
             points = self.landmarks(crops.star_input(f.frame.image, matrix)[None])[0]
             out.landmarks[f.row] = crops.star_points_to_frame(points, matrix)
+            if i + 1 == len(faces) or faces[i + 1].frame.index != f.frame.index:
+                advance(1)  # the frame's last face
         right, left = blink.openness(out.landmarks[rows])
         out.eye_open[rows, 0], out.eye_open[rows, 1] = right, left
         if self.options.mirror:
