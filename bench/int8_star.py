@@ -7,6 +7,9 @@
     qemu-x86_64 -cpu Haswell .venv/bin/python bench/int8_star.py drift /tmp/int8 --crops 4
     # 3. speed: one thread, batch 1, the three models alternating, median of --runs
     .venv/bin/python bench/int8_star.py speed /tmp/int8 [--runs 7]
+    # 4. the tiny STAR stand-ins of tests/core/test_quantize.py, their drift checks with 8- and 7-bit weights
+    .venv/bin/python bench/int8_star.py toy-prepare /tmp/int8-toy
+    qemu-x86_64 -cpu Haswell .venv/bin/python bench/int8_star.py toy-drift /tmp/int8-toy
 
 ``prepare`` cuts STAR crops around the faces RetinaFace finds in the shared clip (calibration and
 evaluation crops from different frames), and writes ``star.int8.onnx`` (reduce_range off),
@@ -116,10 +119,52 @@ def cmd_speed(args: argparse.Namespace) -> None:
                       "speedup": {n: medians["fp32"] / m for n, m in medians.items() if n != "fp32"}}))
 
 
+def toy_models():
+    """(name, model, calibration inputs, checked inputs) as tests/core/test_quantize.py has them."""
+    import sys
+
+    sys.path.insert(0, str(PROJECT))
+    from tests import tinymodels
+    from tests.core.test_quantize import conv_star, face_like_inputs
+
+    return (("conv_star", conv_star(), face_like_inputs(12, seed=1), face_like_inputs(6, seed=2)),
+            ("tinymodels.landmarks", tinymodels.landmarks(), face_like_inputs(4), face_like_inputs(2, seed=9)))
+
+
+def cmd_toy_prepare(args: argparse.Namespace) -> None:
+    import onnx
+
+    from daemon.core import quantize
+    from daemon.core.quantize import QuantizationChoice
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    for name, model, calibration, checked in toy_models():
+        onnx.save(model, str(args.work / f"{name}.onnx"))
+        np.save(args.work / f"{name}.x.npy", checked)
+        for bits, reduce_range in ((8, False), (7, True)):
+            quantize.quantize_star(args.work / f"{name}.onnx", args.work / f"{name}.{bits}bit.onnx",
+                                   calibration=calibration, choice=QuantizationChoice(reduce_range, True, "bench"))
+
+
+def cmd_toy_drift(args: argparse.Namespace) -> None:
+    def run(path: Path, x: np.ndarray) -> np.ndarray:
+        s = session(path)
+        return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+    report = {"cpuid": cpuid_features()}
+    for name in ("conv_star", "tinymodels.landmarks"):
+        x = np.load(args.work / f"{name}.x.npy")
+        ref = run(args.work / f"{name}.onnx", x)
+        report[name] = {f"{bits}-bit": float(np.abs(run(args.work / f"{name}.{bits}bit.onnx", x) - ref).max())
+                        for bits in (8, 7)}
+    print(json.dumps(report))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    for name, func in (("prepare", cmd_prepare), ("drift", cmd_drift), ("speed", cmd_speed)):
+    for name, func in (("prepare", cmd_prepare), ("drift", cmd_drift), ("speed", cmd_speed),
+                       ("toy-prepare", cmd_toy_prepare), ("toy-drift", cmd_toy_drift)):
         p = sub.add_parser(name)
         p.add_argument("work", type=Path, help="directory for the INT8 models and evaluation crops")
         p.add_argument("--models", type=Path, default=SHARED / "models" / "openface3")
@@ -130,7 +175,7 @@ def main() -> None:
             p.add_argument("--crops", type=int, default=12, help="evaluation crops to keep")
         elif name == "drift":
             p.add_argument("--crops", type=int, default=12, help="evaluation crops to use")
-        else:
+        elif name == "speed":
             p.add_argument("--runs", type=int, default=7)
     args = ap.parse_args()
     args.func(args)
