@@ -222,7 +222,7 @@ def quantize_star(source: Path, output: Path, *, method: str = "static",
                   choice: QuantizationChoice | None = None) -> QuantizeResult:
     """Quantise the STAR model ``source`` to ``output`` (written atomically); check the result loads in
     ONNX Runtime with the same signature. ``calibration``: STAR inputs [K,3,256,256] (static only).
-    ``choice``: reduce_range and per-channel; by default what this machine's CPU needs."""
+    ``choice``: reduce_range and per-channel; by default ``quantization_choice`` for this machine's CPU."""
     if method not in METHODS:
         raise QuantizeError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
     choice = choice or quantization_choice(read_cpu(), method)

@@ -603,10 +603,10 @@ class Appeared(FileSystemEventHandler):
     """Sets ``event`` when ``path`` is created (an inotify/FSEvents event, no polling)."""
 
     def __init__(self, path: Path, event: threading.Event) -> None:
-        self.path, self.event = path, event
+        self.path, self.event = os.path.realpath(path), event  # macOS reports /tmp as /private/tmp
 
     def on_created(self, event) -> None:
-        if Path(event.src_path) == self.path:
+        if os.path.realpath(event.src_path) == self.path:
             self.event.set()
 
 
