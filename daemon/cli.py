@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -52,6 +54,13 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
 
 RUN_SETTINGS = ("models", "provider", "workers", "au45", "detect_max_side", "batch_size", "threads_per_worker",
                 "faces", "mirror", "mirror_videos", "csv_style", "plots", "executor", "dask_scheduler")
+
+
+def add_daemon_flags(p: argparse.ArgumentParser) -> None:
+    """The daemon's folders (``aud run`` and the services that run it)."""
+    p.add_argument("--inbox", type=Path, help="the folder to watch")
+    p.add_argument("--outbox", type=Path, help="where CSVs go")
+    p.add_argument("--state", type=Path, help="state directory (job database, socket, logs)")
 
 
 def add_socket_flags(p: argparse.ArgumentParser) -> None:
@@ -237,41 +246,82 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_service_run_flags(p: argparse.ArgumentParser) -> None:
+    """What a service passes to ``aud run``: the same flag builders."""
+    add_run_flags(p)
+    add_daemon_flags(p)
+
+
+def service_run_args(args: argparse.Namespace) -> list[str]:
+    """The ``aud run`` flags given to ``aud launchd|systemd``, as the service's command line (paths
+    absolute: a service does not start in this directory)."""
+    flags = argparse.ArgumentParser(add_help=False)
+    add_service_run_flags(flags)
+    argv: list[str] = []
+    for action in flags._actions:  # argparse keeps the actions a builder added only here
+        value = getattr(args, action.dest, None)
+        if value is None or not action.option_strings:
+            continue
+        option = next(o for o in action.option_strings if o.startswith("--"))
+        if action.nargs == 0:  # store_const, e.g. --no-au45
+            argv.append(option)
+        else:
+            argv += [option, str(Path(os.path.abspath(value.expanduser())) if isinstance(value, Path) else value)]
+    return argv
+
+
+def service_settings(args: argparse.Namespace) -> Settings:
+    """The settings the service will run with (the same flags, config file and AUD_* variables)."""
+    flags = argparse.ArgumentParser(add_help=False)
+    add_service_run_flags(flags)
+    return settings_from(args, *(a.dest for a in flags._actions if a.option_strings and a.dest != "config"))
+
+
 def _service_spec(args: argparse.Namespace):
     import platformdirs
 
-    from .shell.service import default_spec
+    from .shell.service import check_settings, default_spec
 
+    if args.action != "uninstall":
+        check_settings(service_settings(args))
     log_dir = args.log_dir or Path(platformdirs.user_log_dir("aud"))
-    return default_spec(args.config, log_dir)
+    return default_spec(service_run_args(args), log_dir)
 
 
-def cmd_launchd(args: argparse.Namespace) -> int:
+def _service_command(args: argparse.Namespace, runner, render, install, uninstall) -> int:
     from .shell import service
 
-    spec = _service_spec(args)
+    try:
+        spec = _service_spec(args)
+    except service.ServiceSetupError as exc:
+        err.print(f"aud {args.command} {args.action}: {exc}")
+        return 2
+    runner = runner or service.run_command
     if args.action == "print":
-        sys.stdout.write(service.launchd_plist(spec).decode())
+        sys.stdout.write(render(spec))
     elif args.action == "install":
-        out.print(f"installed and started {service.install_launchd(spec)}")
+        out.print(f"installed and started {install(spec, runner=runner)}", markup=False)
+        out.print("it runs: " + shlex.join(spec.program), markup=False)
     else:
-        removed = service.uninstall_launchd(spec.label)
-        out.print(f"removed {removed}" if removed else "not installed")
+        removed = uninstall(spec.label, runner=runner)
+        out.print(f"removed {removed}" if removed else "not installed", markup=False)
     return 0
 
 
-def cmd_systemd(args: argparse.Namespace) -> int:
+def cmd_launchd(args: argparse.Namespace, runner=None) -> int:
+    """``runner``: the CommandRunner that drives launchctl (tests pass a fake)."""
     from .shell import service
 
-    spec = _service_spec(args)
-    if args.action == "print":
-        sys.stdout.write(service.systemd_unit(spec))
-    elif args.action == "install":
-        out.print(f"installed and started {service.install_systemd(spec)}")
-    else:
-        removed = service.uninstall_systemd(spec.label)
-        out.print(f"removed {removed}" if removed else "not installed")
-    return 0
+    return _service_command(args, runner, lambda spec: service.launchd_plist(spec).decode(),
+                            service.install_launchd, service.uninstall_launchd)
+
+
+def cmd_systemd(args: argparse.Namespace, runner=None) -> int:
+    """``runner``: the CommandRunner that drives systemctl (tests pass a fake)."""
+    from .shell import service
+
+    return _service_command(args, runner, service.systemd_unit, service.install_systemd,
+                            service.uninstall_systemd)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -336,9 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the daemon in the foreground (what launchd/systemd run)")
     add_run_flags(p)
-    p.add_argument("--inbox", type=Path, help="the folder to watch")
-    p.add_argument("--outbox", type=Path, help="where CSVs go")
-    p.add_argument("--state", type=Path, help="state directory (job database, socket, logs)")
+    add_daemon_flags(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="queue, running jobs, failures and workers")
@@ -364,9 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_cancel)
 
     for name, func in (("launchd", cmd_launchd), ("systemd", cmd_systemd)):
-        p = sub.add_parser(name, help=f"the {name} service: install, uninstall or print")
+        p = sub.add_parser(name, help=f"the {name} service: install, uninstall or print",
+                           description=f"install|print take the flags of `aud run`: the {name} service "
+                                       f"runs `aud run` with them (paths made absolute)")
         p.add_argument("action", choices=("install", "uninstall", "print"))
-        p.add_argument("--config", type=Path, help="config file the service runs with")
+        add_service_run_flags(p)
         p.add_argument("--log-dir", type=Path, help="where the service's logs go")
         p.set_defaults(func=func)
     add_plot_parser(sub)

@@ -13,8 +13,8 @@ more there are), against time in seconds:
 * **Left vs right** (mirror output only) — each AU of the left hemi-face (solid) against the right (dashed).
 
 Grey bands in every panel: frames where that face was not found (in a single-face result: no face). A video
-without any face gets a picture that says so. ``read_table`` reads aud's CSVs and OpenFace 2.2-style ones (``gaze_angle_x/y`` become
-``gaze_yaw/pitch``; names and fields are stripped of spaces).
+without any face gets a picture that says so. ``read_table`` reads aud's CSVs and OpenFace 2.2-style ones
+(``gaze_angle_x/y`` become ``gaze_yaw/pitch``; names and fields are stripped of spaces).
 """
 
 from __future__ import annotations

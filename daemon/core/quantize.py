@@ -2,7 +2,8 @@
 
 Two methods:
 
-- ``static`` (the recommended one): QDQ format, uint8 activations and per-channel int8 weights, scales
+- ``static`` (the recommended one): QDQ format, uint8 activations and per-channel int8 weights in 7 bits
+  (``reduce_range``, so x86-64 CPUs without VNNI do not saturate: see ``quantization_choice``), scales
   calibrated (min/max) on real STAR face crops cut from a few videos or images. Only convolutions (and
   MatMul/Gemm, which STAR does not have) are quantised; the first convolution (the raw image) and the
   last one (the heatmaps the landmarks are read from) stay float, as do the residual additions, the
@@ -11,7 +12,10 @@ Two methods:
   become ``ConvInteger``, which ONNX Runtime's CPU provider runs only a little faster than float.
 
 Both keep the model's signature (input and output names, shapes), so the result drops into a model set
-through ``manifest.toml``: ``[models] landmarks = "star.int8.onnx"``. Needs the ``onnx`` package.
+through ``manifest.toml``: ``[models] landmarks = "star.int8.onnx"``. ``quantize_model_set`` records how
+each file was made in the manifest beside it, ``[quantization."star.int8.onnx"]`` (source and its sha256,
+method, reduce_range, per_channel, the CPU flags it was made on, the ONNX Runtime version). Needs the
+``onnx`` package.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import math
 import os
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +36,9 @@ import numpy as np
 import onnxruntime as ort
 
 from . import crops, detection
-from .models import MANIFEST, ModelError, load_model_set, read_signature
+from .atomic import atomic_write_text
+from .cpu import CpuFeatures, read_cpu
+from .models import MANIFEST, ModelError, load_model_set, read_signature, sha256_of
 
 METHODS = ("static", "dynamic")
 DEFAULT_OUTPUT = "star.int8.onnx"
@@ -46,6 +53,15 @@ class QuantizeError(ValueError):
 
 
 @dataclass(frozen=True)
+class QuantizationChoice:
+    """How the weights are quantised, and why (written into the manifest beside the model)."""
+
+    reduce_range: bool  # weights in 7 bits: no int16 saturation in x86 U8S8 kernels without VNNI
+    per_channel: bool  # one scale per output channel of each weight
+    reason: str
+
+
+@dataclass(frozen=True)
 class QuantizeResult:
     source: Path
     output: Path
@@ -54,6 +70,30 @@ class QuantizeResult:
     output_bytes: int
     calibration_samples: int
     seconds: float
+    choice: QuantizationChoice
+
+
+def quantization_choice(cpu: CpuFeatures, method: str = "static") -> QuantizationChoice:
+    """Static INT8 gets 7-bit per-channel weights on every CPU; the reason says whether this one needs it.
+
+    Static INT8 here is U8S8 (uint8 activations, int8 weights). On x86-64 without VNNI, ONNX Runtime's
+    U8S8 kernels multiply with VPMADDUBSW, whose int16 pair sums saturate (2 x 255 x 127 > 32767);
+    7-bit weights (``reduce_range``) keep every sum in range (2 x 255 x 64 = 32640). VNNI and arm64
+    accumulate in 32 bits and would not need it (ONNX Runtime's quantisation guide, "When to use
+    reduce-range and per-channel quantization?"). It is chosen everywhere all the same: the model file is
+    copied with its model set to other machines (a VNNI workstation's model on an Intel Mac without VNNI
+    would saturate), and on a VNNI CPU it costs no speed and little drift (docs/benchmark.md, "INT8 STAR
+    per CPU flag set"). Dynamic INT8 here has uint8 weights (U8U8), which do not saturate anywhere."""
+    if method == "dynamic":
+        return QuantizationChoice(False, False, "dynamic INT8: uint8 weights (U8U8) do not saturate on any CPU")
+    if cpu.is_x86 and not cpu.has_vnni:
+        why = "needed here: x86-64 without VNNI saturates 8-bit U8S8 products"
+    elif cpu.is_x86 or cpu.is_arm:
+        why = ("not needed on this CPU (32-bit accumulation), kept so the file runs right on x86-64 "
+               "CPUs without VNNI")
+    else:
+        why = f"unknown CPU {cpu.machine!r}: kept so the file runs right on x86-64 CPUs without VNNI"
+    return QuantizationChoice(True, True, f"7-bit weights (reduce_range), {why}")
 
 
 def default_output(models_dir: Path) -> Path:
@@ -178,11 +218,14 @@ def _float_ends(model_path: Path) -> list[str]:
 
 
 def quantize_star(source: Path, output: Path, *, method: str = "static",
-                  calibration: np.ndarray | None = None) -> QuantizeResult:
+                  calibration: np.ndarray | None = None,
+                  choice: QuantizationChoice | None = None) -> QuantizeResult:
     """Quantise the STAR model ``source`` to ``output`` (written atomically); check the result loads in
-    ONNX Runtime with the same signature. ``calibration``: STAR inputs [K,3,256,256] (static only)."""
+    ONNX Runtime with the same signature. ``calibration``: STAR inputs [K,3,256,256] (static only).
+    ``choice``: reduce_range and per-channel; by default ``quantization_choice`` for this machine's CPU."""
     if method not in METHODS:
         raise QuantizeError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+    choice = choice or quantization_choice(read_cpu(), method)
     source, output = Path(source), Path(output)
     if output.resolve() == source.resolve():
         raise QuantizeError(f"{output}: the output would overwrite the model it is made from")
@@ -213,11 +256,13 @@ def quantize_star(source: Path, output: Path, *, method: str = "static",
 
                 q.quantize_static(str(prepared), str(quantised), Reader(), quant_format=q.QuantFormat.QDQ,
                                   activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
-                                  per_channel=True, op_types_to_quantize=list(QUANTISED_OPS),
+                                  per_channel=choice.per_channel, reduce_range=choice.reduce_range,
+                                  op_types_to_quantize=list(QUANTISED_OPS),
                                   nodes_to_exclude=_float_ends(prepared),
                                   calibrate_method=q.CalibrationMethod.MinMax)
             else:
                 q.quantize_dynamic(str(prepared), str(quantised), weight_type=q.QuantType.QUInt8,
+                                   per_channel=choice.per_channel, reduce_range=choice.reduce_range,
                                    op_types_to_quantize=list(QUANTISED_OPS))
         try:
             got = read_signature(quantised)
@@ -233,25 +278,91 @@ def quantize_star(source: Path, output: Path, *, method: str = "static",
             partial.unlink(missing_ok=True)
     return QuantizeResult(source, output, method, source.stat().st_size, output.stat().st_size,
                           0 if calibration is None or method != "static" else len(calibration),
-                          time.perf_counter() - began)
+                          time.perf_counter() - began, choice)
 
 
 def quantize_model_set(models_dir: Path, output: Path | None = None, *, method: str | None = None,
-                       calibration_sources: Sequence[Path] = (), samples: int = 32) -> QuantizeResult:
-    """The model set's STAR to INT8: static when calibration sources are given (or asked for), else dynamic."""
+                       calibration_sources: Sequence[Path] = (), samples: int = 32,
+                       cpu: CpuFeatures | None = None) -> QuantizeResult:
+    """The model set's STAR to INT8: static when calibration sources are given (or asked for), else dynamic.
+    How it was made is recorded in the manifest of the output's directory (``record_in_manifest``)."""
     models_dir = Path(models_dir).expanduser()
     method = method or ("static" if calibration_sources else "dynamic")
+    cpu = cpu or read_cpu()
     source = star_path(models_dir)
     check_float(source)
     calibration = (calibration_inputs(models_dir, calibration_sources, samples)
                    if method == "static" else None)
-    return quantize_star(source, output or default_output(models_dir), method=method, calibration=calibration)
+    result = quantize_star(source, output or default_output(models_dir), method=method, calibration=calibration,
+                           choice=quantization_choice(cpu, method))
+    record_in_manifest(result, cpu)
+    return result
+
+
+# --- the record in manifest.toml ------------------------------------------------------------------
+
+def manifest_record(result: QuantizeResult, cpu: CpuFeatures) -> dict[str, object]:
+    """What ``[quantization."<file>"]`` says about a quantised file: its source, method, weight choice,
+    the CPU it was made on and the ONNX Runtime that made it."""
+    same_dir = result.source.resolve().parent == result.output.resolve().parent
+    return {
+        "source": result.source.name if same_dir else str(result.source.resolve()),
+        "source_sha256": sha256_of(result.source),
+        "method": result.method,
+        "reduce_range": result.choice.reduce_range,
+        "per_channel": result.choice.per_channel,
+        "calibration_samples": result.calibration_samples,
+        "reason": result.choice.reason,
+        "made_on": cpu.summary(),
+        "onnxruntime": ort.__version__,
+    }
+
+
+def record_in_manifest(result: QuantizeResult, cpu: CpuFeatures) -> Path:
+    """Write ``manifest_record`` to ``manifest.toml`` beside the output, under ``[quantization."<name>"]``
+    (replacing an earlier record of the same file; other tables and comments are kept). Atomic."""
+    import tomlkit
+
+    path = result.output.resolve().parent / MANIFEST
+    try:
+        document = tomlkit.parse(path.read_text()) if path.is_file() else tomlkit.document()
+    except (OSError, tomlkit.exceptions.ParseError) as exc:
+        raise QuantizeError(f"{path}: cannot read the manifest to record how {result.output.name} was "
+                            f"made: {exc}") from exc
+    if not isinstance(document.get("quantization", {}), dict):
+        raise QuantizeError(f"{path}: 'quantization' must be a table of quantised files")
+    table = document.setdefault("quantization", tomlkit.table(is_super_table=True))
+    entry = tomlkit.table()
+    entry.update(manifest_record(result, cpu))
+    table[result.output.name] = entry
+    atomic_write_text(path, tomlkit.dumps(document))
+    return path
+
+
+def read_quantization_record(models_dir: Path, name: str) -> dict[str, object] | None:
+    """The manifest's record of a quantised file, or None."""
+    path = Path(models_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise QuantizeError(f"{path}: cannot read the manifest: {exc}") from exc
+    record = data.get("quantization", {}).get(name)
+    return record if isinstance(record, dict) else None
 
 
 def usage_hint(models_dir: Path, output: Path) -> str:
-    """How to use the quantised model: a manifest entry in a model directory."""
+    """How the file was made (from its manifest record) and how to use it: a manifest entry."""
     models_dir, output = Path(models_dir).expanduser().resolve(), Path(output).resolve()
     name = output.name if output.parent == models_dir else str(output)
-    return (f"to use it, add to {models_dir / MANIFEST} (or to the manifest of a model directory holding "
+    record = read_quantization_record(output.parent, output.name)
+    made = ""
+    if record:
+        made = (f"recorded in {output.parent / MANIFEST} [quantization.\"{output.name}\"]: "
+                f"reduce_range = {str(record.get('reduce_range')).lower()}, "
+                f"per_channel = {str(record.get('per_channel')).lower()} ({record.get('reason')}); "
+                f"made on {record.get('made_on')}\n")
+    return (f"{made}to use it, add to {models_dir / MANIFEST} (or to the manifest of a model directory holding "
             f"the other two models):\n\n[models]\nlandmarks = \"{name}\"\n\n"
             f"(if the manifest pins [sha256] landmarks, update or remove that pin)")

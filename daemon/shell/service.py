@@ -1,5 +1,8 @@
 """Run ``aud`` as a per-user service: a launchd agent on macOS, a systemd user unit on Linux.
 
+The service runs ``python -m daemon run`` with the flags ``aud launchd|systemd install`` was given (the
+same flags as ``aud run``, paths made absolute) and the installing shell's ``AUD_*`` variables, so the
+file shows everything that shapes the run; ``check_settings`` refuses settings it could not start with.
 Generation is pure (spec in, document out). Installing writes the file atomically and then
 drives ``launchctl`` / ``systemctl --user`` through one seam, a ``CommandRunner``, which tests
 replace with a fake that records argv.
@@ -14,11 +17,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 LABEL = "org.aud.daemon"
+AUD_ENV_PREFIX = "AUD_"
 STDOUT_LOG = "aud.out.log"
 STDERR_LOG = "aud.err.log"
 FILE_MODE = 0o644
@@ -34,6 +42,10 @@ CommandRunner = Callable[[list[str]], subprocess.CompletedProcess]
 
 class ServiceError(RuntimeError):
     """launchctl/systemctl failed, or the service file could not be written."""
+
+
+class ServiceSetupError(ServiceError):
+    """The settings the service would run with cannot work (no models there, no such provider)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,21 +87,44 @@ def _check_label(label: str) -> None:
         raise ValueError(f"invalid service label: {label!r}")
 
 
-def default_spec(config_file: Path | None, log_dir: Path) -> ServiceSpec:
-    """The spec for this interpreter: ``python -m daemon run [--config ABS]``."""
-    program = [sys.executable, "-m", "daemon", "run"]
-    if config_file is not None:
-        program += ["--config", str(Path(config_file).expanduser().resolve())]
+def default_spec(run_args: Sequence[str], log_dir: Path, environ: Mapping[str, str] | None = None) -> ServiceSpec:
+    """The spec for this interpreter: ``python -m daemon run RUN_ARGS`` (the flags ``aud run`` takes, paths
+    absolute), with ``PATH``, ``PYTHONUNBUFFERED`` and the ``AUD_*`` settings of ``environ`` (default: this
+    process's environment), so the service runs what ``aud run RUN_ARGS`` runs in this shell."""
+    environ = os.environ if environ is None else environ
     environment = {
-        "PATH": os.environ.get("PATH") or os.defpath,
+        "PATH": environ.get("PATH") or os.defpath,
         "PYTHONUNBUFFERED": "1",
     }
+    environment.update({k: v for k, v in sorted(environ.items()) if k.startswith(AUD_ENV_PREFIX)})
     return ServiceSpec(
-        program=program,
+        program=[sys.executable, "-m", "daemon", "run", *run_args],
         log_dir=Path(log_dir).expanduser().absolute(),
         environment=environment,
         working_dir=Path.home(),
     )
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse a service that could not start: the checks ``aud run`` makes first — the model files are
+    where the settings say (``daemon.core.models.locate``) and the execution provider exists — with the
+    fix in the message. A service that exits at start is restarted every ``throttle_seconds``, forever."""
+    from ..core.models import ModelError, locate
+    from ..core.pipeline import roles_for
+    from ..core.providers import ProviderError, choose
+
+    try:
+        locate(settings.models, roles_for(settings.au45))
+    except ModelError as exc:
+        message = str(exc)
+        if "aud models fetch" not in message:
+            message += (f"; to get a model set there: aud models fetch --accept-license --to "
+                        f"{settings.models} (or point --models at a directory holding one)")
+        raise ServiceSetupError(message) from exc
+    try:
+        choose(settings.provider, settings.coreml_cache_dir)
+    except ProviderError as exc:
+        raise ServiceSetupError(str(exc)) from exc
 
 
 # --------------------------------------------------------------------------- generation

@@ -151,13 +151,14 @@ def test_aud_tail_renders_progress_for_a_running_job(daemon, clips):
     assert "done" in text and "b.csv" in text, text[-2000:]
 
 
-def test_launchd_print_emits_a_complete_plist():
-    out = subprocess.run([sys.executable, "-m", "daemon", "launchd", "print"], capture_output=True, check=True)
+def test_launchd_print_emits_a_complete_plist(tiny_models):
+    out = subprocess.run([sys.executable, "-m", "daemon", "launchd", "print", "--models", str(tiny_models)],
+                         capture_output=True, check=True)
     plist = plistlib.loads(out.stdout)
     for key in ("Label", "ProgramArguments", "RunAtLoad", "KeepAlive", "ThrottleInterval", "ExitTimeOut",
                 "StandardOutPath", "StandardErrorPath", "EnvironmentVariables", "WorkingDirectory"):
         assert key in plist, key
     assert Path(plist["ProgramArguments"][0]).is_absolute()
-    assert plist["ProgramArguments"][-1] == "run"
+    assert plist["ProgramArguments"][-3:] == ["run", "--models", str(tiny_models)]
     assert plist["KeepAlive"] == {"SuccessfulExit": False}
     assert plist["RunAtLoad"] is True and plist["ExitTimeOut"] >= 100

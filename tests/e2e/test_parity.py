@@ -6,6 +6,7 @@ post-processing with ONNX Runtime forward passes on the same model files; frames
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -38,32 +39,45 @@ def test_one_row_per_frame_in_order(extracted):
     assert [int(r["frame"]) for r in rows] == [ref["frame"] + 1 for ref in reference]
     assert list(rows[0].keys()) == COLUMNS
     stamps = [float(r["timestamp"]) for r in rows]
-    assert stamps[0] == 0.0 and all(b > a for a, b in zip(stamps, stamps[1:]))
+    assert stamps[0] == 0.0 and all(b > a for a, b in itertools.pairwise(stamps))
     assert stamps[-1] == pytest.approx(274 / 29.97, abs=1e-3)
 
 
 def test_detection_matches_reference(extracted):
+    """Boxes within 1e-3 px, confidence within 1e-5, on every frame.
+
+    Noise floor (bench/parity_noise.py, every 5th frame of this clip; docs/benchmark.md, "Parity noise
+    floor"): one float32 ulp on every value of RetinaFace's input moves the primary box by at most 9.2e-5 px
+    and its score by 1.1e-6; on 1 % of the values, 7.5e-5 px. That is the size of what another CPU changes
+    (another SIMD width or thread split sums the convolutions in another order: a rounding step here and
+    there), and it is set by float32 itself: the boxes' ulp at 100-600 px is 7.6e-6 to 6.1e-5 px, on x86-64
+    (AVX2, AVX-512) and arm64 alike. Measured against the reference on this CPU: 1.2e-4 px and 8.3e-7. So
+    1e-3 px keeps an 8x margin over every measurement on any CPU while a box one pixel off (integer
+    truncation, the +1 area convention, a prior or variance slip) misses by 1000x; the issue's 1e-2 px is
+    not needed.
+    """
     rows, reference, _ = extracted
     for row, ref in zip(rows, reference):
         assert row["success"] == ("1" if ref["faces"] else "0"), row["frame"]
         if not ref["faces"]:
             continue
         box = ref["faces"][0]["bbox"]
-        np.testing.assert_allclose(floats(row, ["face_x1", "face_y1", "face_x2", "face_y2"]), box[:4], atol=1e-3)
-        assert float(row["confidence"]) == pytest.approx(box[4], abs=1e-5)
+        np.testing.assert_allclose(floats(row, ["face_x1", "face_y1", "face_x2", "face_y2"]), box[:4], atol=1e-3,
+                                   rtol=0, err_msg=f"frame {row['frame']}")
+        assert float(row["confidence"]) == pytest.approx(box[4], abs=1e-5), row["frame"]
 
 
 def test_multitask_outputs_match_reference(extracted):
-    """MTL outputs against the reference.
+    """AUs, gaze and emotion probabilities within 1e-5 on every frame.
 
-    The shared MTL has random weights and is chaotic: input noise of 1e-6 (far below float32 resize
-    rounding) moves its outputs by up to 3.5e-2 on large faces (measured on this clip). So a few
-    frames differ by ~1e-3 however exact the preprocessing; most agree to ~1e-6. The test holds every
-    frame within 1e-2 and the median frame within 1e-5 — a wrong crop, colour order, resize or
-    normalisation moves every frame by far more.
+    Noise floor (bench/parity_noise.py): Gaussian noise of 1e-6 on the MTL input moves these outputs by at
+    most 4.2e-7, one ulp on every input value by 1.2e-7 (the well-conditioned shared MTL; ../shared/README.md
+    measured 1.5e-7 and 4e-7 likewise). Rounding differences between CPUs (resize weights summed by another
+    BLAS kernel, convolutions summed in another order) are of that size, so 1e-5 holds with a 20x margin on
+    x86-64 and arm64; measured against the reference on this CPU: 7.9e-7 at most. A crop one pixel off
+    moves them by 1e-4 or more, a colour-order slip by 5e-3 (../shared/README.md).
     """
     rows, reference, _ = extracted
-    per_frame = []
     for row, ref in zip(rows, reference):
         if not ref["faces"]:
             continue
@@ -74,40 +88,81 @@ def test_multitask_outputs_match_reference(extracted):
         diff = max(np.abs(floats(row, AUS) - face["au"]).max(),
                    np.abs(floats(row, ["gaze_yaw", "gaze_pitch"]) - face["gaze"]).max(),
                    np.abs(floats(row, [f"emotion_{e}" for e in EMOTIONS]) - probs).max())
-        per_frame.append(diff)
-        assert diff < 1e-2, f"frame {row['frame']}: MTL outputs differ by {diff}"
-        if diff < 1e-4:
-            assert row["emotion"] == EMOTIONS[int(np.argmax(probs))]
-    assert np.median(per_frame) < 1e-5, f"median frame differs by {np.median(per_frame)}"
+        assert diff < 1e-5, f"frame {row['frame']}: MTL outputs differ by {diff}"
+        assert row["emotion"] == EMOTIONS[int(np.argmax(probs))], row["frame"]
+
+
+def landmarks(row: dict) -> np.ndarray:
+    return np.stack([floats(row, [f"x_{i}" for i in range(98)]), floats(row, [f"y_{i}" for i in range(98)])], 1)
 
 
 def test_landmarks_match_reference(extracted):
+    """Each point's distance from the reference: median over all points of all frames <= 0.01 px, every
+    point <= 0.5 px.
+
+    Noise floor (bench/parity_noise.py, 55 frames of this clip): Gaussian noise of 1e-6 on STAR's input
+    moves a point by at most 0.012 px (median 4.6e-5 px); one ulp on 1 % of the input values by at most
+    2.1e-3 px, on every value by 5.8e-4 px. Another CPU's rounding is of that size (a resize or a
+    convolution summed in another order), and the face-shaped shared STAR does not amplify it, on x86-64
+    or arm64: the largest point stays 40x under 0.5 px and the median 200x under 0.01 px. Measured against
+    the reference on this CPU: 1.8e-3 px at most, median 5e-7 px. A systematic slip (crop centre, scale,
+    the denormalisation) moves every point of every frame by 0.2 px or more (../shared/README.md), so the
+    median bound still catches it.
+    """
     rows, reference, _ = extracted
-    worst = 0.0
+    distances = []
     for row, ref in zip(rows, reference):
-        if not ref["faces"]:
-            continue
-        ours = np.stack([floats(row, [f"x_{i}" for i in range(98)]), floats(row, [f"y_{i}" for i in range(98)])], 1)
-        worst = max(worst, float(np.abs(ours - np.array(ref["faces"][0]["landmarks"])).max()))
-    assert worst < 1e-2, f"landmarks drift up to {worst} px from the reference"
+        if ref["faces"]:
+            distances.append(np.linalg.norm(landmarks(row) - np.array(ref["faces"][0]["landmarks"]), axis=1))
+    distances = np.concatenate(distances)
+    assert np.median(distances) <= 0.01, f"median landmark distance {np.median(distances)} px"
+    assert distances.max() <= 0.5, f"landmarks up to {distances.max()} px from the reference"
 
 
-def test_au45_from_reference_landmarks(extracted):
-    """AU45 and eye openness recomputed independently from the reference's landmarks."""
-    rows, reference, _ = extracted
-    pts = np.array([ref["faces"][0]["landmarks"] for ref in reference])
+def own_openness(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Eye openness from the CSV's own landmarks, by the README's formula (float64; not daemon.core.blink):
+    per eye, the mean of the three lid distances over the corner distance."""
+    pts = np.stack([landmarks(r) for r in rows])
+
+    def d(a: int, b: int) -> np.ndarray:
+        return np.linalg.norm(pts[:, a] - pts[:, b], axis=1)
 
     def eye(lids, corners):
-        d = lambda a, b: np.linalg.norm(pts[:, a] - pts[:, b], axis=1)  # noqa: E731
         return np.mean([d(a, b) for a, b in lids], axis=0) / d(*corners)
 
-    right = eye([(61, 67), (62, 66), (63, 65)], (60, 64))
-    left = eye([(69, 75), (70, 74), (71, 73)], (68, 72))
+    return eye([(61, 67), (62, 66), (63, 65)], (60, 64)), eye([(69, 75), (70, 74), (71, 73)], (68, 72))
+
+
+def test_eye_openness_from_the_csv_landmarks(extracted):
+    """eye_open_right/left within 1e-6 of the openness of the CSV's own landmarks.
+
+    The CSV's landmarks carry 9 significant digits, so they are the daemon's float32 landmarks exactly; the
+    daemon computes openness from them in float32, this test in float64. IEEE float32 arithmetic bounds
+    that difference on every CPU to a few ulps of openness (ulp of 0.25-0.38 is 3e-8): measured 1.2e-7
+    at most. A wrong point moves it far more (on this clip, point 66 for 67 moves the median frame's
+    openness by 0.04).
+    """
+    rows, _, _ = extracted
+    right, left = own_openness(rows)
+    np.testing.assert_allclose([float(r["eye_open_right"]) for r in rows], right, atol=1e-6, rtol=0)
+    np.testing.assert_allclose([float(r["eye_open_left"]) for r in rows], left, atol=1e-6, rtol=0)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "AU45 differs by up to 1.02e-6 from the float64 formula: the daemon computes eye openness in float32 "
+    "(daemon.core.blink on float32 landmarks), and AU45 multiplies that rounding (<= 1.2e-7) by "
+    "5 / baseline (baseline 0.345 here). Computing openness in float64 (still stored as float32) brings "
+    "it to 2.4e-7, measured; that changes what aud extract computes, so it is left to the lead."))
+def test_au45_from_the_csv_landmarks(extracted):
+    """AU45_r within 1e-6 of clip(5 (1 - openness / baseline), 0, 5), openness the mean of both eyes of the
+    CSV's own landmarks (float64), baseline its 95th percentile (linear) over the frames with a face."""
+    rows, _, _ = extracted
+    right, left = own_openness(rows)
     both = (right + left) / 2
-    expected = np.clip(5 * (1 - both / np.percentile(both, 95)), 0, 5)
-    np.testing.assert_allclose([float(r["eye_open_right"]) for r in rows], right, atol=1e-4)
-    np.testing.assert_allclose([float(r["eye_open_left"]) for r in rows], left, atol=1e-4)
-    np.testing.assert_allclose([float(r["AU45_r"]) for r in rows], expected, atol=1e-3)
+    face = np.array([r["success"] == "1" for r in rows])
+    expected = np.clip(5 * (1 - both / np.percentile(both[face], 95)), 0, 5)
+    np.testing.assert_allclose([float(r["AU45_r"]) for r in rows if r["success"] == "1"], expected[face],
+                               atol=1e-6, rtol=0)
 
 
 def test_sidecar_records_models_and_providers(extracted):

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import configparser
 import os
 import plistlib
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
+from watchdog.events import FileSystemEventHandler
+from watchdog.observers import Observer
 
-from daemon.shell import service
+from daemon import cli
+from daemon.shell import protocol, service
+from daemon.shell.client import request
 from daemon.shell.service import (
     LABEL,
     ServiceError,
@@ -29,6 +37,7 @@ from daemon.shell.service import (
     uninstall_launchd,
     uninstall_systemd,
 )
+from tests.conftest import PROJECT, require_shared
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "launchd" / "org.aud.daemon.plist"
 UID = os.getuid()
@@ -96,22 +105,23 @@ def test_spec_rejects_relative_program_and_paths(tmp_path: Path) -> None:
                     environment={"A B": "x"}, working_dir=tmp_path)
 
 
-def test_default_spec_with_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PATH", "/custom/bin:/usr/bin")
-    spec = default_spec(Path("conf/config.toml"), Path("logs"))
-    assert spec.program == [sys.executable, "-m", "daemon", "run", "--config",
-                            str((tmp_path / "conf" / "config.toml").resolve())]
+def test_default_spec_runs_aud_run_with_the_flags_and_aud_variables(tmp_path: Path) -> None:
+    environ = {"PATH": "/custom/bin:/usr/bin", "AUD_SETTLE_SECONDS": "0.5", "HOME": "/h", "AUDIO": "x"}
+    spec = default_spec(["--models", "/m", "--workers", "1"], Path("logs"), environ)
+    assert spec.program == [sys.executable, "-m", "daemon", "run", "--models", "/m", "--workers", "1"]
     assert spec.label == LABEL == "org.aud.daemon"
-    assert spec.log_dir == tmp_path / "logs"
-    assert spec.environment == {"PATH": "/custom/bin:/usr/bin", "PYTHONUNBUFFERED": "1"}
+    assert spec.log_dir == Path("logs").absolute()
+    # the service gets the installing shell's AUD_* settings, nothing else of its environment
+    assert spec.environment == {"PATH": "/custom/bin:/usr/bin", "PYTHONUNBUFFERED": "1",
+                                "AUD_SETTLE_SECONDS": "0.5"}
     assert spec.working_dir == Path.home()
     assert (spec.throttle_seconds, spec.exit_timeout_seconds) == (10, 120)
 
 
-def test_default_spec_without_config(tmp_path: Path) -> None:
-    spec = default_spec(None, tmp_path)
+def test_default_spec_without_flags(tmp_path: Path) -> None:
+    spec = default_spec([], tmp_path, {})
     assert spec.program == [sys.executable, "-m", "daemon", "run"]
+    assert spec.environment == {"PATH": os.defpath, "PYTHONUNBUFFERED": "1"}
     assert spec.stdout_path == tmp_path / "aud.out.log"
     assert spec.stderr_path == tmp_path / "aud.err.log"
 
@@ -270,7 +280,7 @@ def _verify(unit_path: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     runtime.mkdir(exist_ok=True)
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
     return subprocess.run(["systemd-analyze", "verify", "--user", str(unit_path)],
-                          capture_output=True, text=True, env=env, timeout=60)
+                          check=False, capture_output=True, text=True, env=env, timeout=60)
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
@@ -473,6 +483,187 @@ def test_uninstall_systemd_not_installed(tmp_path: Path) -> None:
 def test_run_command_captures_output() -> None:
     result = service.run_command([sys.executable, "-c", "import sys; print('o'); sys.exit(3)"])
     assert (result.returncode, result.stdout) == (3, "o\n")
+
+
+# --------------------------------------------------------------------------- the services carry the run's settings
+
+
+@pytest.fixture
+def service_home(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temporary HOME (short, under /tmp: the daemon's socket path must fit AF_UNIX's ~104 bytes) with
+    no AUD_* variables and no XDG overrides, removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="aud-svc-", dir="/tmp"))
+    for key in [k for k in os.environ if k.startswith(("AUD_", "XDG_"))]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(root / "home"))
+    (root / "home").mkdir()
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def run_cli(argv: list[str], runner: FakeRunner | None = None) -> int:
+    """``aud ARGV`` in process, the service commands driving ``runner`` instead of launchctl/systemctl."""
+    args = cli.build_parser().parse_args(argv)
+    return args.func(args, runner=runner) if runner is not None else args.func(args)
+
+
+def test_service_commands_take_every_flag_of_aud_run(tmp_path: Path) -> None:
+    """The same builders: each option `aud run` has, `aud launchd|systemd` has (plus --log-dir)."""
+    parser = cli.build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # argparse has no public accessor
+
+    def options(name: str) -> set[str]:
+        return {o for a in commands[name]._actions for o in a.option_strings}
+
+    for manager in ("launchd", "systemd"):
+        assert options(manager) - {"--log-dir"} == options("run")
+
+
+def test_print_shows_the_command_line_with_the_run_flags(service_home: Path, tiny_models: Path,
+                                                         monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.chdir(tiny_models.parent)
+    monkeypatch.setenv("AUD_SETTLE_SECONDS", "0.5")
+    config = tiny_models.parent / "c.toml"
+    config.write_text("rescan_seconds = 5\n")
+    flags = ["--models", "models", "--inbox", "~/in", "--outbox", "out", "--state", "st", "--workers", "1",
+             "--provider", "cpu", "--no-au45", "--detect-max-side", "640", "--batch-size", "2",
+             "--threads-per-worker", "1", "--config", "c.toml"]
+    here = tiny_models.parent
+    expected = ["--config", str(config), "--models", str(tiny_models), "--provider", "cpu", "--workers", "1",
+                "--no-au45", "--detect-max-side", "640", "--batch-size", "2", "--threads-per-worker", "1",
+                "--inbox", str(service_home / "home" / "in"), "--outbox", str(here / "out"),
+                "--state", str(here / "st")]
+    assert run_cli(["launchd", "print", *flags]) == 0
+    plist = plistlib.loads(capsys.readouterr().out.encode())
+    assert plist["ProgramArguments"] == [sys.executable, "-m", "daemon", "run", *expected]
+    assert plist["EnvironmentVariables"]["AUD_SETTLE_SECONDS"] == "0.5"
+    assert run_cli(["systemd", "print", *flags]) == 0
+    unit = capsys.readouterr().out
+    assert exec_start(unit) == [sys.executable, "-m", "daemon", "run", *expected]
+    assert 'Environment="AUD_SETTLE_SECONDS=0.5"' in unit.splitlines()
+    # the command line is exactly what `aud run` parses: the same settings
+    run_args = cli.build_parser().parse_args(["run", *expected])
+    service_args = cli.build_parser().parse_args(["launchd", "print", *flags])
+    assert cli.service_settings(service_args) == cli.settings_from(
+        run_args, "inbox", "outbox", "state", "models", "workers", "provider", "au45", "detect_max_side",
+        "batch_size", "threads_per_worker")
+
+
+@pytest.mark.parametrize("manager", ["launchd", "systemd"])
+def test_install_refuses_a_missing_or_empty_models_directory(manager: str, service_home: Path,
+                                                             capsys) -> None:
+    empty = service_home / "empty"
+    empty.mkdir()
+    for models, problem in ((service_home / "nowhere", "model directory not found"),
+                            (empty, "file not found")):
+        for action in ("install", "print"):
+            runner = FakeRunner()
+            assert run_cli([manager, action, "--models", str(models)], runner) == 2
+            message = " ".join(capsys.readouterr().err.split())
+            assert message.startswith(f"aud {manager} {action}: ") and problem in message, message
+            assert f"aud models fetch --accept-license --to {models}" in message, message
+            assert runner.calls == []  # nothing installed, nothing started
+    assert not (service_home / "home" / "Library").exists() and not (service_home / "home" / ".config").exists()
+
+
+def test_install_refuses_an_unknown_provider(service_home: Path, tiny_models: Path, capsys) -> None:
+    runner = FakeRunner()
+    assert run_cli(["systemd", "install", "--models", str(tiny_models), "--provider", "tpu"], runner) == 2
+    assert "tpu" in capsys.readouterr().err
+    assert runner.calls == []
+
+
+def test_uninstall_needs_no_models(service_home: Path) -> None:
+    runner = FakeRunner(disable=(1, "not loaded"))
+    assert run_cli(["systemd", "uninstall", "--models", str(service_home / "nowhere")], runner) == 0
+    assert runner.calls == [["systemctl", "--user", "disable", "--now", "org.aud.daemon.service"]]
+
+
+def exec_start(unit: str) -> list[str]:
+    """ExecStart= of a unit as argv: shell-like words; systemd's "$$" and "%%" unescaped."""
+    line = next(v for k, _, v in (x.partition("=") for x in unit.splitlines()) if k == "ExecStart")
+    return [w.replace("$$", "$").replace("%%", "%") for w in shlex.split(line)]
+
+
+def installed_command(manager: str, home: Path) -> tuple[list[str], dict[str, str], Path]:
+    """argv, environment and working directory of the service file installed under ``home``."""
+    if manager == "launchd":
+        plist = plistlib.loads((home / "Library" / "LaunchAgents" / f"{LABEL}.plist").read_bytes())
+        return plist["ProgramArguments"], plist["EnvironmentVariables"], Path(plist["WorkingDirectory"])
+    unit = (home / ".config" / "systemd" / "user" / f"{LABEL}.service").read_text()
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str
+    parser.read_string(unit)
+    environment = dict(shlex.split(v)[0].split("=", 1) for k, v in
+                       (x.partition("=")[::2] for x in unit.splitlines()) if k == "Environment")
+    return exec_start(unit), environment, Path(parser["Service"]["WorkingDirectory"])
+
+
+class Appeared(FileSystemEventHandler):
+    """Sets ``event`` when ``path`` is created (an inotify/FSEvents event, no polling)."""
+
+    def __init__(self, path: Path, event: threading.Event) -> None:
+        self.path, self.event = os.path.realpath(path), event  # macOS reports /tmp as /private/tmp
+
+    def on_created(self, event) -> None:
+        if os.path.realpath(event.src_path) == self.path:
+            self.event.set()
+
+
+@pytest.fixture
+def started():
+    """Factory: Popen a command in its own session; killed (with its workers) if it outlives the test."""
+    procs: list[subprocess.Popen] = []
+
+    def start(argv, **kw) -> subprocess.Popen:
+        procs.append(subprocess.Popen(argv, start_new_session=True, **kw))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("manager", ["launchd", "systemd"])
+def test_the_installed_service_starts_and_reaches_ready(manager: str, service_home: Path, started,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Install (fake launchctl/systemctl, temporary HOME) with the models given as an install option,
+    then run the installed command line for real: its socket answers `status`, SIGTERM ends it with 0."""
+    require_shared("models/openface3/retinaface.onnx", "models/openface3/mtl.onnx", "models/openface3/star.onnx")
+    monkeypatch.chdir(PROJECT)
+    home, inbox, outbox, state = (service_home / n for n in ("home", "inbox", "outbox", "state"))
+    runner = FakeRunner(bootout=NOT_LOADED, print=NOT_LOADED)
+    assert run_cli([manager, "install", "--models", "../shared/models/openface3", "--inbox", str(inbox),
+                    "--outbox", str(outbox), "--state", str(state), "--workers", "1", "--provider", "cpu",
+                    "--log-dir", str(service_home / "logs")], runner) == 0
+    argv, environment, cwd = installed_command(manager, home)
+    models = Path(os.path.abspath(PROJECT / ".." / "shared" / "models" / "openface3"))
+    assert argv[argv.index("--models") + 1] == str(models)  # absolute: the service starts elsewhere
+
+    socket_path = state / "aud.sock"
+    state.mkdir(mode=0o700)  # watched before the daemon starts, so its socket's creation is seen
+    ready = threading.Event()
+    observer = Observer()
+    observer.schedule(Appeared(socket_path, ready), str(state))
+    observer.start()
+    log = (service_home / "daemon.log").open("w")
+    try:
+        proc = started(argv, env={**environment, "HOME": str(home)}, cwd=cwd, stdout=log, stderr=log)
+        threading.Thread(target=lambda: (proc.wait(), ready.set()), daemon=True).start()  # or it exits
+        assert ready.wait(120), "no socket within 120 s"
+    finally:
+        observer.stop()
+        observer.join()
+        log.close()
+    output = (service_home / "daemon.log").read_text()
+    assert proc.poll() is None, f"the service exited {proc.returncode}:\n{output}"
+    reply = asyncio.run(request(socket_path, protocol.Status(), timeout=30))
+    assert reply.ok and reply.data["workers"]["count"] == 1, reply
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(120) == 0, (service_home / "daemon.log").read_text()
 
 
 if __name__ == "__main__":  # regenerate the committed example plist
