@@ -63,8 +63,8 @@ def model_paths(work: Path, models: Path) -> dict[str, Path]:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from daemon.core import quantize
-    from daemon.core.quantize import QuantizationChoice
+    from daemon.tools import quantize
+    from daemon.tools.quantize import QuantizationChoice
 
     args.work.mkdir(parents=True, exist_ok=True)
     calibration = quantize.calibration_inputs(args.models, [args.video], samples=args.calibration)
@@ -124,8 +124,9 @@ def toy_models():
     import sys
 
     sys.path.insert(0, str(PROJECT))
-    from tests import tinymodels
     from tests.core.test_quantize import conv_star, face_like_inputs
+
+    from tests import tinymodels
 
     return (("conv_star", conv_star(), face_like_inputs(12, seed=1), face_like_inputs(6, seed=2)),
             ("tinymodels.landmarks", tinymodels.landmarks(), face_like_inputs(4), face_like_inputs(2, seed=9)))
@@ -134,8 +135,8 @@ def toy_models():
 def cmd_toy_prepare(args: argparse.Namespace) -> None:
     import onnx
 
-    from daemon.core import quantize
-    from daemon.core.quantize import QuantizationChoice
+    from daemon.tools import quantize
+    from daemon.tools.quantize import QuantizationChoice
 
     args.work.mkdir(parents=True, exist_ok=True)
     for name, model, calibration, checked in toy_models():

@@ -146,7 +146,7 @@ def cmd_models_check(args: argparse.Namespace) -> int:
 
 def cmd_models_quantize(args: argparse.Namespace) -> int:
     from .core.models import ModelError
-    from .core.quantize import QuantizeError, quantize_model_set, usage_hint
+    from .tools.quantize import QuantizeError, quantize_model_set, usage_hint
 
     settings = settings_from(args, "models")
     method = args.method or ("static" if args.calibration else "dynamic")

@@ -26,7 +26,9 @@ def _distance(points: np.ndarray, a: int, b: int) -> np.ndarray:
 
 
 def eye_openness(points: np.ndarray, eye: dict) -> np.ndarray:
-    """Openness of one eye for landmarks [..., 98, 2]."""
+    """Openness of one eye for landmarks [..., 98, 2], computed in float64 (in float32 its rounding,
+    which AU45 multiplies by 5 / baseline, reached 1e-6 in AU45)."""
+    points = np.asarray(points, dtype=np.float64)
     lids = np.mean([_distance(points, a, b) for a, b in eye["lids"]], axis=0)
     corners = _distance(points, *eye["corners"])
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -137,9 +137,9 @@ def test_eye_openness_from_the_csv_landmarks(extracted):
     """eye_open_right/left within 1e-6 of the openness of the CSV's own landmarks.
 
     The CSV's landmarks carry 9 significant digits, so they are the daemon's float32 landmarks exactly; the
-    daemon computes openness from them in float32, this test in float64. IEEE float32 arithmetic bounds
-    that difference on every CPU to a few ulps of openness (ulp of 0.25-0.38 is 3e-8): measured 1.2e-7
-    at most. A wrong point moves it far more (on this clip, point 66 for 67 moves the median frame's
+    daemon computes openness from them in float64 as this test does, and stores it as float32: the
+    difference is that storage rounding, half an ulp of openness (ulp of 0.25-0.38 is 3e-8) on every CPU
+    (measured 1.2e-7 at most when the daemon still computed in float32). A wrong point moves it far more (on this clip, point 66 for 67 moves the median frame's
     openness by 0.04).
     """
     rows, _, _ = extracted
@@ -148,14 +148,14 @@ def test_eye_openness_from_the_csv_landmarks(extracted):
     np.testing.assert_allclose([float(r["eye_open_left"]) for r in rows], left, atol=1e-6, rtol=0)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "AU45 differs by up to 1.02e-6 from the float64 formula: the daemon computes eye openness in float32 "
-    "(daemon.core.blink on float32 landmarks), and AU45 multiplies that rounding (<= 1.2e-7) by "
-    "5 / baseline (baseline 0.345 here). Computing openness in float64 (still stored as float32) brings "
-    "it to 2.4e-7, measured; that changes what aud extract computes, so it is left to the lead."))
 def test_au45_from_the_csv_landmarks(extracted):
     """AU45_r within 1e-6 of clip(5 (1 - openness / baseline), 0, 5), openness the mean of both eyes of the
-    CSV's own landmarks (float64), baseline its 95th percentile (linear) over the frames with a face."""
+    CSV's own landmarks (float64), baseline its 95th percentile (linear) over the frames with a face.
+
+    The daemon computes openness in float64 from its float32 landmarks and stores it as float32; AU45
+    multiplies that storage rounding (ulp of 0.25-0.38: 3e-8) by 5 / baseline (baseline 0.345 on this
+    clip): measured 2.4e-7 at most (bench/parity_report.py). In float32 arithmetic it was 1.02e-6, over
+    the bound: so this test catches a float32 slip, and a wrong eye point moves AU45 by far more."""
     rows, _, _ = extracted
     right, left = own_openness(rows)
     both = (right + left) / 2

@@ -35,10 +35,10 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from . import crops, detection
-from .atomic import atomic_write_text
+from ..core import crops, detection
+from ..core.atomic import atomic_write_text
+from ..core.models import MANIFEST, ModelError, load_model_set, read_signature, sha256_of
 from .cpu import CpuFeatures, read_cpu
-from .models import MANIFEST, ModelError, load_model_set, read_signature, sha256_of
 
 METHODS = ("static", "dynamic")
 DEFAULT_OUTPUT = "star.int8.onnx"
@@ -125,7 +125,7 @@ def _frames(source: Path, count: int) -> Iterator[np.ndarray]:
             raise QuantizeError(f"{source}: not an image OpenCV can read")
         yield image
         return
-    from .video import VideoError, open_capture
+    from ..core.video import VideoError, open_capture
 
     try:
         cap = open_capture(source)

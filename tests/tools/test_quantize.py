@@ -1,4 +1,4 @@
-"""INT8 quantisation of the STAR model (``daemon.core.quantize``, ``aud models quantize``) on tiny models."""
+"""INT8 quantisation of the STAR model (``daemon.tools.quantize``, ``aud models quantize``) on tiny models."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from daemon import cli
-from daemon.core import quantize
-from daemon.core.cpu import CpuFeatures
 from daemon.core.models import load_model_set, read_signature, sha256_of
-from daemon.core.quantize import QuantizeError
+from daemon.tools import quantize
+from daemon.tools.cpu import CpuFeatures
+from daemon.tools.quantize import QuantizeError
 from tests import tinymodels
 
 

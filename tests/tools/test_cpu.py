@@ -1,11 +1,11 @@
-"""CPU feature flags from /proc/cpuinfo (Linux) and sysctl (macOS): ``daemon.core.cpu``."""
+"""CPU feature flags from /proc/cpuinfo (Linux) and sysctl (macOS): ``daemon.tools.cpu``."""
 
 from __future__ import annotations
 
 import platform
 
-from daemon.core import cpu
-from daemon.core.cpu import CpuFeatures
+from daemon.tools import cpu
+from daemon.tools.cpu import CpuFeatures
 
 # abridged from real /proc/cpuinfo files: an AVX2-only Intel (Haswell), an AMD EPYC with AVX-512 VNNI,
 # an arm64 server (Neoverse N1)
