@@ -139,8 +139,8 @@ def test_eye_openness_from_the_csv_landmarks(extracted):
     The CSV's landmarks carry 9 significant digits, so they are the daemon's float32 landmarks exactly; the
     daemon computes openness from them in float64 as this test does, and stores it as float32: the
     difference is that storage rounding, half an ulp of openness (ulp of 0.25-0.38 is 3e-8) on every CPU
-    (measured 1.2e-7 at most when the daemon still computed in float32). A wrong point moves it far more (on this clip, point 66 for 67 moves the median frame's
-    openness by 0.04).
+    (measured 1.2e-7 at most when the daemon still computed in float32). A wrong point moves it far more
+    (on this clip, point 66 for 67 moves the median frame's openness by 0.04).
     """
     rows, _, _ = extracted
     right, left = own_openness(rows)
