@@ -7,7 +7,9 @@ import logging
 import os
 import shlex
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.markup import escape
@@ -15,6 +17,7 @@ from rich.markup import escape
 from .config import ConfigError, Settings, load_settings
 from .tools import commands as model_tools  # fetch/export: torch only when run
 
+T = TypeVar("T")
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)  # messages hold [N,98,2]
 out = Console(highlight=False, soft_wrap=True)
 
@@ -135,6 +138,7 @@ def cmd_models_check(args: argparse.Namespace) -> int:
     out.print(f"model set: {models.directory}")
     for role in ROLES:
         f = models.files[role]
+        assert f.signature is not None  # load_model_set reads every signature
         out.print(f"[bold]{role}[/bold]: {escape(str(f.path))}")
         out.print(f"  size: {f.size} bytes   sha256: {f.sha256}")
         out.print("  inputs: " + ", ".join(str(s) for s in f.signature.inputs), markup=False)
@@ -184,7 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
 
 
-def run_loop(coro) -> int:
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
     """uvloop where it is installed, asyncio's own loop elsewhere."""
     try:
         import uvloop
@@ -195,13 +199,13 @@ def run_loop(coro) -> int:
     return uvloop.run(coro)
 
 
-def _client_call(args: argparse.Namespace, command) -> dict | None:
+def _client_call(args: argparse.Namespace, command) -> dict[str, Any]:
     from .shell.client import ClientError, request
 
     reply = run_loop(request(socket_path(args), command))
     if not reply.ok:
         raise ClientError(reply.error or "the daemon refused the command")
-    return reply.data
+    return reply.data or {}
 
 
 def cmd_status(args: argparse.Namespace) -> int:

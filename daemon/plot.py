@@ -25,6 +25,7 @@ import math
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -56,7 +57,7 @@ class PlotError(ValueError):
 
 # --- reading ----------------------------------------------------------------------------------------------
 
-def read_table(csv_path: Path) -> dict[str, np.ndarray | list[str]]:
+def read_table(csv_path: Path) -> dict[str, Any]:
     """An aud-style or OpenFace 2.2-style CSV as columns: numbers as float arrays (NaN where empty), text
     columns (``emotion``) as lists of str."""
     path = Path(csv_path)
@@ -75,7 +76,7 @@ def read_table(csv_path: Path) -> dict[str, np.ndarray | list[str]]:
     for line, row in enumerate(body, start=2):
         if len(row) != len(names):
             raise PlotError(f"{path}: line {line} has {len(row)} fields, the header has {len(names)}")
-    table: dict[str, np.ndarray | list[str]] = {}
+    table: dict[str, Any] = {}
     for k, name in enumerate(names):
         cells = [row[k].strip() for row in body]
         if name in TEXT_COLUMNS:
@@ -167,7 +168,7 @@ def _spans(mask: np.ndarray) -> list[tuple[int, int]]:
 
 # --- drawing ---------------------------------------------------------------------------------------------
 
-def render_png(tables: dict[str, Table], title: str) -> bytes:
+def render_png(tables: Mapping[str, Table], title: str) -> bytes:
     """The PNG of one result. ``tables``: "main" (aud column naming, one row per face per frame) and
     optionally "left_mirrored" and "right_mirrored" (one row per main row)."""
     if "main" not in tables:
@@ -198,7 +199,7 @@ def _no_face_figure(timeline: Timeline, title: str) -> Figure:
     return fig
 
 
-def _panel_rows(tables: dict[str, Table]) -> list[str]:
+def _panel_rows(tables: Mapping[str, Table]) -> list[str]:
     """The panels this result has data for (an OpenFace 2.2-style CSV has no emotion, for instance)."""
     main = tables["main"]
 
@@ -223,7 +224,7 @@ def _panel_rows(tables: dict[str, Table]) -> list[str]:
     return rows
 
 
-def _result_figure(tables: dict[str, Table], timeline: Timeline, faces: list[tuple[int, int]],
+def _result_figure(tables: Mapping[str, Table], timeline: Timeline, faces: list[tuple[int, int]],
                    title: str) -> Figure:
     shown = faces[:MAX_FACES]
     rows = _panel_rows(tables)
@@ -280,8 +281,14 @@ def _shade_absent(ax, t: np.ndarray, present: np.ndarray) -> None:
         ax.axvspan(t[first] - step / 2, t[last] + step / 2, color=NO_FACE_COLOUR, lw=0, zorder=0, label=NOT_FOUND)
 
 
+def _palette(name: str) -> list:
+    """The colours of a qualitative matplotlib colour map."""
+    cmap = colormaps[name]
+    return list(getattr(cmap, "colors", [cmap(i / 9) for i in range(10)]))
+
+
 def _draw_aus(ax, tables, timeline, face_id, t) -> None:
-    colours = colormaps["tab10"].colors
+    colours = _palette("tab10")
     for k, au in enumerate(AUS):
         ax.plot(t, timeline.series(tables["main"], f"{au}_r", face_id), lw=1, color=colours[k],
                 label=f"{au} {AU_NAMES[au]}")
@@ -318,14 +325,14 @@ def _draw_pose(ax, tables, timeline, face_id, t) -> None:
 
 def _draw_emotion(ax, tables, timeline, face_id, t) -> None:
     probs = np.stack([np.nan_to_num(timeline.series(tables["main"], f"emotion_{e}", face_id)) for e in EMOTIONS])
-    colours = colormaps["Set2"].colors
+    colours = _palette("Set2")
     ax.stackplot(t, probs, labels=EMOTIONS, colors=colours, alpha=0.9, zorder=1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("emotion\nprobability")
 
 
 def _draw_mirror(ax, tables, timeline, face_id, t) -> None:
-    colours = colormaps["tab10"].colors
+    colours = _palette("tab10")
     for k, au in enumerate(AUS):
         ax.plot(t, timeline.series(tables["left_mirrored"], f"{au}_r", face_id), lw=1, color=colours[k],
                 label=f"{au} left")

@@ -166,7 +166,7 @@ class Reply(msgspec.Struct, tag_field="type", tag="reply", kw_only=True):
 
 
 def _tags(types: tuple[type[msgspec.Struct], ...]) -> tuple[str, ...]:
-    return tuple(sorted(t.__struct_config__.tag for t in types))
+    return tuple(sorted(str(t.__struct_config__.tag) for t in types))
 
 
 COMMAND_TAGS = _tags(COMMAND_TYPES)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """``write(f)`` into a temp file beside ``path``, fsync, rename over ``path``, fsync the directory.
     On any error the temp file is removed and ``path`` is untouched."""
     path = Path(path)

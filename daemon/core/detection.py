@@ -62,7 +62,8 @@ def detector_input(image_bgr: np.ndarray, max_side: int = 0,
     h, w = image_bgr.shape[:2]
     scale = detect_scale(h, w, max_side)
     if scale != 1.0:
-        image_bgr = cv2.resize(np.float32(image_bgr), None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+        image_bgr = cv2.resize(image_bgr.astype(np.float32), None, fx=scale, fy=scale,
+                               interpolation=cv2.INTER_LINEAR)
     tensor = (buffer or InputBuffer()).get(*image_bgr.shape[:2])
     for c in range(3):
         np.subtract(image_bgr[:, :, c], BGR_MEAN[c], out=tensor[0, c], dtype=np.float32, casting="unsafe")

@@ -56,7 +56,7 @@ def midline_segment(line: mirror.Midline, width: int, height: int) -> tuple[tupl
     reach = float(width + height)
     a, b = line.point - reach * line.direction, line.point + reach * line.direction
     inside, p, q = cv2.clipLine((0, 0, width * ONE, height * ONE), _fixed(a), _fixed(b))
-    return (p, q) if inside else None
+    return ((int(p[0]), int(p[1])), (int(q[0]), int(q[1]))) if inside else None
 
 
 def annotate(frame: np.ndarray, face: mirror.FaceGeometry, line: mirror.Midline) -> np.ndarray:
@@ -95,7 +95,7 @@ def inspection_frames(frame: np.ndarray, face: mirror.FaceGeometry | None) -> tu
 
 
 def _open_writer(path: Path, fps: float, width: int, height: int) -> cv2.VideoWriter:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*FOURCC), fps, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*FOURCC), fps, (width, height))
     if not writer.isOpened():
         raise OSError(f"{path}: OpenCV cannot write a {width}x{height} {FOURCC} video at {fps} fps here")
     return writer

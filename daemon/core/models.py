@@ -49,6 +49,13 @@ class ModelFile:
     sha256: str | None  # None in a worker's set (open_model_set): the parent hashed the file
     signature: Signature | None  # None when only found and hashed (load_model_set(signatures=False))
 
+    @property
+    def read_signature(self) -> Signature:
+        """The signature, which every set loaded with signatures has (ModelError otherwise)."""
+        if self.signature is None:
+            raise ModelError(f"{self.path} ({self.role}): its signature was not read")
+        return self.signature
+
 
 @dataclass(frozen=True)
 class OutputNames:
@@ -69,7 +76,7 @@ class ModelSet:
         return self.files[role].path
 
     def input_name(self, role: str) -> str:
-        return self.files[role].signature.inputs[0].name
+        return self.files[role].read_signature.inputs[0].name
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
@@ -134,7 +141,7 @@ def _one_image_input(role: str, path: Path, sig: Signature, size: int | None) ->
 
 def detector_outputs(path: Path, sig: Signature) -> tuple[str, str, str]:
     """RetinaFace outputs told apart by their last dimension: 4 boxes, 2 scores, 10 landmarks."""
-    by_last = {}
+    by_last: dict[int | str | None, str] = {}
     for spec in sig.outputs:
         by_last.setdefault(_last_dim(spec), spec.name)
     missing = [n for n in (4, 2, 10) if n not in by_last]
@@ -248,11 +255,11 @@ def open_model_set(directory: Path, roles: tuple[str, ...],
 def with_outputs(directory: Path, files: dict[str, ModelFile]) -> ModelSet:
     """The set, with each role's outputs told apart from the signatures (ModelError when they do not fit)."""
     outputs = OutputNames(
-        detector=detector_outputs(files["detector"].path, files["detector"].signature)
+        detector=detector_outputs(files["detector"].path, files["detector"].read_signature)
         if "detector" in files else None,
-        multitask=multitask_outputs(files["multitask"].path, files["multitask"].signature)
+        multitask=multitask_outputs(files["multitask"].path, files["multitask"].read_signature)
         if "multitask" in files else None,
-        landmarks=landmark_output(files["landmarks"].path, files["landmarks"].signature)
+        landmarks=landmark_output(files["landmarks"].path, files["landmarks"].read_signature)
         if "landmarks" in files else None,
     )
     return ModelSet(directory, files, outputs)

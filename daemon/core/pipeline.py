@@ -80,6 +80,7 @@ class Pipeline:
 
     def detect(self, image: np.ndarray) -> list[detection.Detection]:
         tensor, scale = detection.detector_input(image, self.options.detect_max_side, self.detector_buffer)
+        assert self.models.outputs.detector is not None  # the set was opened with the detector role
         boxes, scores, _ = self.models.outputs.detector
         loc, conf = self.sessions["detector"].run(
             [boxes, scores], {self.models.input_name("detector"): tensor})
@@ -91,6 +92,7 @@ class Pipeline:
             parts = [self.multitask(batch[i:i + self.options.batch_size])
                      for i in range(0, len(batch), self.options.batch_size)]
             return tuple(np.concatenate(p) for p in zip(*parts))  # type: ignore[return-value]
+        assert self.models.outputs.multitask is not None
         emotion, gaze, au = self.sessions["multitask"].run(
             list(self.models.outputs.multitask), {self.models.input_name("multitask"): batch})
         return emotion, gaze, au

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,8 @@ class FaceRows(Mapping[str, np.ndarray]):
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        np.savez(buffer, shard_format=np.int64(SHARD_FORMAT), **self._arrays)
+        arrays: dict[str, Any] = {"shard_format": np.int64(SHARD_FORMAT), **self._arrays}
+        np.savez(buffer, **arrays)
         return buffer.getvalue()
 
     @classmethod

@@ -475,9 +475,12 @@ class Runner:
 
     async def cancel(self, job_id: int) -> Job:
         """Cancel a queued or running job (a shard in flight finishes; its result is dropped)."""
+        queued_or_running = self.store.get(job_id)
+        if queued_or_running is None:
+            raise ValueError(f"no job {job_id}")
         self.active.pop(job_id, None)
         self.scheduler.remove(job_id)
-        job = await asyncio.to_thread(self._record_end, self.store.get(job_id), "cancelled by the user", True,
+        job = await asyncio.to_thread(self._record_end, queued_or_running, "cancelled by the user", True,
                                       self.store.cancel)
         log.info("job %s cancelled", job_id)
         self.publish(msg.JobCancelled(job=job_id, file=job.name))

@@ -189,7 +189,7 @@ class JobStore:
                 " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
                 (fingerprint, key, os.fspath(Path(source).absolute()), subdir, name, now, now),
             )
-            job = _get(conn, cur.lastrowid)
+            job = _get(conn, int(cur.lastrowid or 0))
         assert job is not None
         return job, True
 
@@ -238,7 +238,7 @@ class JobStore:
         """Number of jobs per state; every state is present."""
         with self._read() as conn:
             rows = conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
-        counts = dict.fromkeys(JOB_STATES, 0)
+        counts = {str(state): 0 for state in JOB_STATES}
         counts.update(rows)
         return counts
 

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,7 @@ async def subscribe(socket_path: Path) -> AsyncIterator[Event]:
                 yield event
 
 
-async def _event_lines(socket_path: Path, timeout: float = 10.0) -> AsyncIterator[tuple[bytes, Event | None]]:
+async def _event_lines(socket_path: Path, timeout: float = 10.0) -> AsyncGenerator[tuple[bytes, Event | None], None]:
     """Subscribe and yield ``(raw line, event)``; event is None for a line this client cannot parse."""
     try:
         async with asyncio.timeout(timeout):
@@ -268,7 +268,7 @@ class _TailView:
         eta: float | None = None,
     ) -> None:
         """Add or update the bar of one running job."""
-        fields = {
+        fields: dict[str, Any] = {
             "frames": f"{done}/{total if total is not None else '?'} frames",
             "speed": f"{fps:.1f} fps" if fps is not None else "",
             "eta": f"ETA {_duration(eta)}" if eta is not None else "",

@@ -112,6 +112,7 @@ def _detector(models_dir: Path) -> tuple[ort.InferenceSession, str, tuple[str, s
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     session = ort.InferenceSession(str(models.path("detector")), opts, providers=["CPUExecutionProvider"])
+    assert models.outputs.detector is not None
     boxes, scores, _ = models.outputs.detector
     return session, models.input_name("detector"), (boxes, scores)
 
@@ -245,9 +246,10 @@ def quantize_star(source: Path, output: Path, *, method: str = "static",
             # (the symbolic shape pass needs sympy and adds nothing for STAR's static shapes)
             q.quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
             if method == "static":
+                assert calibration is not None  # static needs calibration data (checked above)
                 samples = [{input_name: np.ascontiguousarray(x[np.newaxis], np.float32)} for x in calibration]
 
-                class Reader(q.CalibrationDataReader):
+                class Reader(q.CalibrationDataReader):  # type: ignore[name-defined]
                     def __init__(self) -> None:
                         self._it = iter(samples)
 

@@ -127,7 +127,7 @@ class EfficientNetB0(nn.Module):
         self.bn1 = bn(STEM_CHANNELS)
         stages, cin = [], STEM_CHANNELS
         for kind, repeats, kernel, stride, expansion, cout in B0_STAGES:
-            blocks = []
+            blocks: list[nn.Module] = []
             for i in range(repeats):
                 s = stride if i == 0 else 1
                 if kind == "ds":

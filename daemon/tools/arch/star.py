@@ -156,7 +156,8 @@ class EdgeToHeatmap(nn.Module):
         self.register_buffer("bias", (matrix.sum(dim=1) < 0.5).float())
 
     def forward(self, edgemaps: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(edgemaps, weight=self.weight, bias=self.bias)
+        weight, bias = self.get_buffer("weight"), self.get_buffer("bias")
+        return F.conv2d(edgemaps, weight=weight, bias=bias)
 
 
 def heatmap_coordinates(heatmap: torch.Tensor) -> torch.Tensor:
