@@ -131,7 +131,8 @@ class Daemon:
         runner = Runner(store, executor, config, outbox, publish=server.publish)
         runner.providers = providers
         intake = Intake(s, store, outbox, config.key, server.publish, runner.wake)
-        outbox.forget = intake.forget
+        loop = asyncio.get_running_loop()
+        outbox.forget = lambda path: loop.call_soon_threadsafe(intake.forget, path)  # moves run in threads
         self.commands = Commands(s, runner, intake, executor, lambda: restarts)
         watcher = intake.watch()
         restore = self._capture_signals()

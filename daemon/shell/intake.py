@@ -124,7 +124,9 @@ class Intake:
             self.publish(msg.JobQueued(job=job.id, file=job.name))
         elif job.state == JobState.DONE or Path(job.source) != path:
             outcome = "duplicate"
-            await asyncio.to_thread(self._set_aside_duplicate, path, job)
+            event = await asyncio.to_thread(self._set_aside_duplicate, path, job)
+            self.duplicates.append(event)
+            self.publish(event)
         else:
             outcome = "queued"  # the same file seen again while its job waits or runs
         self.wake()
@@ -136,16 +138,15 @@ class Intake:
             return ""
         return files.relative_subdir(path, self.settings.inbox)
 
-    def _set_aside_duplicate(self, path: Path, job: Job) -> None:
+    def _set_aside_duplicate(self, path: Path, job: Job) -> msg.FileDuplicate:
+        """In a thread: move the duplicate into .done (when inputs move) and say so in the log."""
         moved = None
         if self.settings.after_done == "move" and self.outbox.movable(path) and path.exists():
             moved = self.outbox.move(path, files.DONE_DIR, self._subdir(path))
-        event = msg.FileDuplicate(file=str(path), job=job.id, state=str(job.state),
-                                  moved_to=str(moved) if moved else None)
-        self.duplicates.append(event)
         log.info("%s has the same content and settings as job %s (%s, %s)%s; `aud submit --force` runs it "
                  "again", path, job.id, job.name, job.state, f"; moved to {moved}" if moved else "")
-        self.publish(event)
+        return msg.FileDuplicate(file=str(path), job=job.id, state=str(job.state),
+                                 moved_to=str(moved) if moved else None)
 
     def _reject_unreadable(self, path: Path, exc: OSError) -> None:
         """A file that cannot even be read (permissions): kept in .failed with the reason beside it."""

@@ -19,7 +19,8 @@ log = logging.getLogger("aud.outbox")
 class Outbox:
     def __init__(self, settings: Settings, forget: Callable[[Path], None] = lambda path: None):
         self.settings = settings
-        self.forget = forget  # the watcher forgets a moved input, so a file put back later is new
+        self.forget = forget  # the watcher forgets a moved input, so a file put back later is new (the
+        # moves run in worker threads: the daemon hands this over to its loop)
         self._reserved: dict[int, Path] = {}  # job -> its CSV name, while the result is being written
 
     def csv_path(self, job: Job) -> Path:
