@@ -45,10 +45,11 @@ class JobStarted(Event, tag="job_started"):
 class JobProgress(Event, tag="progress"):
     job: int
     file: str
-    frames_done: int
+    frames_done: int  # measured so far, including the shards still running
     frames_total: int
     fps: float
     eta_s: float | None = None
+    frames_saved: int = 0  # of those, the frames whose results are committed (kept across a crash)
 
 
 class JobDone(Event, tag="job_done"):

@@ -133,7 +133,8 @@ class ActiveJob:
 
     def progress(self) -> msg.JobProgress:
         return msg.JobProgress(job=self.job.id, file=self.job.name, frames_done=self.frames_seen,
-                               frames_total=self.frames_total, fps=round(self.fps, 3), eta_s=self.eta_s)
+                               frames_total=self.frames_total, fps=round(self.fps, 3), eta_s=self.eta_s,
+                               frames_saved=self.frames_done)
 
 
 class JobFailure(Exception):
@@ -403,15 +404,15 @@ class Runner:
         await asyncio.to_thread(self.store.finish, job.id, str(csv))
         del self.active[job.id]
         await asyncio.to_thread(self.store.release_results, job.id)
+        try:
+            await asyncio.to_thread(self.destination.done, job, csv)
+        except OSError as exc:
+            log.error("job %s: the result is written but the input could not be moved: %s", job.id, exc)
         wall = time.monotonic() - active.started
         log.info("job %s done: %d frames in %.1f s (%.2f frames/s) -> %s", job.id, active.frames_total, wall,
                  active.fps, csv)
         self.publish(msg.JobDone(job=job.id, file=job.name, csv=str(csv), frames=active.frames_total,
                                  fps=round(active.fps, 3)))
-        try:
-            await asyncio.to_thread(self.destination.done, job, csv)
-        except OSError as exc:
-            log.error("job %s: the result is written but the input could not be moved: %s", job.id, exc)
         self._wake.set()
 
     def _write(self, active: ActiveJob) -> Path:

@@ -486,7 +486,7 @@ def test_stop_signal_during_a_job_exits_0_and_the_job_resumes_on_restart(daemon,
     sub.wait_for(lambda e: e["type"] == "daemon_stopping", 10)
     assert not [e for e in sub.events if e["type"] in ("job_done", "job_failed")]
     assert not list(d.outbox.rglob("*.csv")) and not d.socket_path.exists()
-    stopped_at = max(e["frames_done"] for e in sub.events if e["type"] == "progress")
+    stopped_at = max(e["frames_saved"] for e in sub.events if e["type"] == "progress")
 
     again = daemon(root=d.root, **settings).start()
     sub = again.subscribe()
