@@ -60,7 +60,7 @@ def resize_bands(in_size: int, out_size: int) -> tuple[tuple[int, int, int, int,
     Each output pixel reads only about twice the scale factor of input pixels, so multiplying by the
     whole [out, in] matrix is mostly multiplying by zeros. Dropping those zeros changes only the order
     of float64 sums (after the cast to float32: equal, or one unit in the last place in a few pixels)
-    and makes the resize of a 1080p face 2-4x faster."""
+    and makes the resize of a large face several times faster (docs/benchmark.md, "Design measurements")."""
     weights = resize_weights(in_size, out_size)
     bands = []
     for lo in range(0, out_size, BAND_ROWS):

@@ -36,9 +36,9 @@ class Detection:
 class InputBuffer:
     """The detector's input tensor, kept from one frame to the next while the frame size stays the same.
 
-    At 1920x1080 the tensor is 25 MB: allocated afresh for every frame, its pages were faulted in and
-    zeroed by the kernel each time, work that two workers side by side also pay for in memory
-    bandwidth. One tensor per thread: a pipeline shared by threads (ONNX Runtime sessions allow
+    Allocated afresh for every frame, a large frame's tensor has its pages faulted in and zeroed by the
+    kernel each time, work that two workers side by side also pay for in memory bandwidth (measured:
+    docs/benchmark.md, "Design measurements"). One tensor per thread: a pipeline shared by threads (ONNX Runtime sessions allow
     that) must not have one thread overwrite the frame another is detecting on."""
 
     def __init__(self) -> None:
@@ -56,8 +56,7 @@ def detector_input(image_bgr: np.ndarray, max_side: int = 0,
     """NCHW float32 tensor for RetinaFace and the scale it was resized by (1.0 = full resolution).
 
     Each channel is converted and has its mean subtracted in one pass, straight into its plane of a
-    contiguous tensor (ONNX Runtime would copy a transposed view). At 1920x1080, into a kept tensor:
-    5 ms a frame, against 11 ms when the frame was first split into three new planes.
+    contiguous tensor (ONNX Runtime would copy a transposed view; docs/benchmark.md, "Design measurements").
     With a ``buffer`` the tensor is the buffer's (overwritten by the next call), else a new array."""
     h, w = image_bgr.shape[:2]
     scale = detect_scale(h, w, max_side)

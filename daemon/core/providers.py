@@ -100,7 +100,7 @@ def session_options(workers: int, cpu_count: int | None = None, threads: int = 0
     opts.inter_op_num_threads = 1
     opts.enable_cpu_mem_arena = True
     # no memory pattern: it plans one block per input shape on top of the arena, which at 1920x1080
-    # made RetinaFace's arena hundreds of MB larger for no measured speed
+    # made RetinaFace's arena larger for no speed (docs/benchmark.md, "Design measurements")
     opts.enable_mem_pattern = False
     opts.add_session_config_entry("session.use_env_allocators", "1")
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -113,10 +113,8 @@ def share_cpu_arena() -> None:
 
     The three models run one after another, so their activations reuse the same memory instead of
     each session keeping its own peak, and the arena grows by what is asked (kSameAsRequested), not
-    in powers of two. Measured on a one-thread pipeline at 1920x1080 (16 frames, one process): shared
-    arena 490 ms a frame and 743 MB peak RSS; per-session arenas 503 ms / 745 MB, with memory patterns
-    494 ms / 867 MB; no arena 539 ms / 759 MB (RetinaFace alone 124 -> 154 ms: its activations are
-    freed and page-faulted back at every frame)."""
+    in powers of two; without an arena, activations are freed and page-faulted back at every frame
+    (the comparison of the four set-ups: docs/benchmark.md, "Design measurements")."""
     info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
     max_mem, same_as_requested, default = 0, 1, -1  # OrtArenaCfg(max_mem, extend strategy, chunk, dead bytes)
     ort.create_and_register_allocator(info, ort.OrtArenaCfg(max_mem, same_as_requested, default, default))

@@ -7,7 +7,7 @@ Two methods:
   calibrated (min/max) on real STAR face crops cut from a few videos or images. Only convolutions (and
   MatMul/Gemm, which STAR does not have) are quantised; the first convolution (the raw image) and the
   last one (the heatmaps the landmarks are read from) stay float, as do the residual additions, the
-  upsampling and the soft-argmax head. On an x86 CPU with VNNI this runs STAR about 2.5x faster.
+  upsampling and the soft-argmax head. Its speed-up and drift per CPU: docs/benchmark.md.
 - ``dynamic``: int8 weights, activations quantised at run time; needs no calibration data, but convs
   become ``ConvInteger``, which ONNX Runtime's CPU provider runs only a little faster than float.
 
