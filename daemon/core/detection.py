@@ -38,8 +38,8 @@ class InputBuffer:
 
     Allocated afresh for every frame, a large frame's tensor has its pages faulted in and zeroed by the
     kernel each time, work that two workers side by side also pay for in memory bandwidth (measured:
-    docs/benchmark.md, "Design measurements"). One tensor per thread: a pipeline shared by threads (ONNX Runtime sessions allow
-    that) must not have one thread overwrite the frame another is detecting on."""
+    docs/benchmark.md, "Design measurements"). One tensor per thread: a pipeline shared by threads (ONNX
+    Runtime sessions allow that) must not have one thread overwrite the frame another is detecting on."""
 
     def __init__(self) -> None:
         self._local = threading.local()
