@@ -38,9 +38,10 @@ import onnxruntime as ort
 import psutil
 
 from daemon.config import Settings
-from daemon.core import crops, detection, quantize
+from daemon.core import crops, detection
 from daemon.core.schema import AUS_R as AUS
 from daemon.core.video import probe
+from daemon.tools import quantize
 
 QUICK_FRAMES = 24
 RSS_INTERVAL = 0.2

@@ -117,6 +117,7 @@ async def extract(videos: list[Path], output: Path | None, settings: Settings,
         report.providers = await warm
         report.first_frame_seconds = time.perf_counter() - began
         config = runner_config(settings, models, report.providers, selection)
+        config.sidecar["first_frame_seconds"] = round(report.first_frame_seconds, 3)  # workers warm, inputs hashed
         with tempfile.TemporaryDirectory(prefix="aud-extract-") as tmp, JobStore(Path(tmp) / "jobs.sqlite3") as store:
             destination = ExtractDestination()
             jobs = []
