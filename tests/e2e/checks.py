@@ -40,17 +40,25 @@ def assert_alive(d: DaemonProcess) -> dict:
 
 
 def assert_outbox_clean(outbox: Path, d: DaemonProcess | None = None) -> None:
-    """Only finished results: every CSV has its sidecar and the other way round; no temp files.
-    With ``d``, first wait until it has no job queued or running (a result being written is a CSV
-    without its sidecar for a moment, and a temp file before that)."""
+    """Only finished results: every main CSV has its sidecar and plot and the other way round (hemi-face
+    CSVs and inspection videos belong to a main CSV); no temp files. With ``d``, first wait until it has
+    no job queued or running (a result being written is a sidecar without its CSV for a moment, and a
+    temp file before that)."""
     if d is not None:
         wait_until(lambda: not (s := d.status())["running"] and not s["queued"], 120, "no job queued or running")
     names = [p.relative_to(outbox) for p in outbox.rglob("*") if p.is_file()]
-    stray = [n for n in names if n.name.startswith(".") or n.suffix not in (".csv", ".json")]
+    stray = [n for n in names if n.name.startswith(".") or n.suffix not in (".csv", ".json", ".png", ".mp4")]
     assert not stray, f"partial or temporary files in the outbox: {stray}"
-    csvs = {n.with_suffix("") for n in names if n.suffix == ".csv"}
+    sides = (".left_mirrored", ".right_mirrored", ".midline")
+    main = {n.with_suffix("") for n in names if n.suffix == ".csv" and not n.stem.endswith(sides)}
+    parts = {n.with_suffix(""): n for n in names if n.stem.endswith(sides)}
     sidecars = {n.with_suffix("") for n in names if n.suffix == ".json"}
-    assert csvs == sidecars, f"CSV without sidecar or sidecar without CSV: {csvs ^ sidecars}"
+    assert main == sidecars, f"CSV without sidecar or sidecar without CSV: {main ^ sidecars}"
+    plots = {n.with_suffix("") for n in names if n.suffix == ".png"}
+    assert plots <= main, f"a plot without its CSV: {plots - main}"
+    for stem, part in parts.items():
+        owner = stem.with_name(stem.name.rsplit(".", 1)[0])
+        assert owner in main, f"{part} without its main CSV"
 
 
 def assert_done(d: DaemonProcess, sub: Subscriber, name: str, frames: int, job: int | None = None,
