@@ -111,7 +111,6 @@ class Daemon:
     async def _serve(self, models: ModelSet, store: JobStore) -> int:
         s = self.settings
         server = ProgressServer(s.socket_path, self._handle)
-        await server.start()
         restarts = 0
 
         def restarted(reason: str) -> None:
@@ -119,11 +118,12 @@ class Daemon:
             restarts += 1
             server.publish(msg.WorkerRestarted(reason=reason))
 
-        executor = self._make_executor(s, restarted)
+        executor = self._make_executor(s, restarted)  # a settings error (path_map, ...) before the socket exists
+        await server.start()
         try:
             providers = await executor.start()  # every worker loads its models now, not at the first video
-        except BaseException:
-            await server.close("the workers could not load the models")
+        except BaseException as exc:
+            await server.close(f"the workers could not start: {exc}")
             await executor.close(kill=True)
             raise
         outbox = Outbox(s)
@@ -137,7 +137,8 @@ class Daemon:
         restore = self._capture_signals()
         tasks = [asyncio.create_task(watcher.run(), name="watcher"), asyncio.create_task(runner.run(), name="runner")]
         log.info("ready: inbox %s, outbox %s, models %s, socket %s, %d workers on %s (executor %s)", s.inbox,
-                 s.outbox, s.models, s.socket_path, s.workers, providers.get("detector", "?"), s.executor)
+                 s.outbox, s.models, s.socket_path, len(executor.workers()) or s.workers, providers.get("detector", "?"),
+                 s.executor)
         try:
             stopped = asyncio.create_task(self._stop.wait())
             await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)

@@ -80,3 +80,16 @@ def test_aud_run_exits_non_zero_naming_an_unreachable_scheduler(tmp_path, tiny_m
     assert code == 2
     assert f"aud run: cannot reach the Dask scheduler at {address}:" in err
     assert "Timed out trying to connect" in err or "refused" in err.lower()
+
+
+def test_aud_run_with_a_bad_path_map_exits_naming_the_entry_before_opening_its_socket(tmp_path, tiny_models,
+                                                                                       capsys):
+    config = write_config(tmp_path, 'executor = "dask"\ndask_scheduler = "tcp://127.0.0.1:1"\n'
+                                    '[path_map]\n"/Volumes/lab" = "mnt/lab"\n')
+    state = tmp_path / "state"
+    code = cli.main(["run", "--config", str(config), "--inbox", str(tmp_path / "in"), "--outbox",
+                     str(tmp_path / "out"), "--state", str(state), "--models", str(tiny_models), "--provider", "cpu"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2
+    assert "aud run: path_map: entry '/Volumes/lab' = 'mnt/lab': 'mnt/lab' is not an absolute path" in err
+    assert not (state / "aud.sock").exists()
