@@ -269,7 +269,8 @@ def aud_shard(task: ShardTask) -> tuple[str, ShardResult]:
                                FailureKind.INPUT, "", address)
     with plugin.pipeline() as pipeline:
         try:
-            result = run_shard(pipeline, replace(task, video=path), _ProgressEvents(worker, worker.get_current_task()))
+            key = str(worker.get_current_task())
+            result = run_shard(pipeline, replace(task, video=path), _ProgressEvents(worker, key))
         except VideoError as exc:
             raise RemoteShardError(f"worker {address}: {exc}", FailureKind.INPUT, traceback.format_exc(),
                                    address) from None
@@ -360,7 +361,7 @@ class DaskExecutor:
         """Register the plugin, wait for a worker; (its address, its plugin state)."""
         try:
             await self._prepare(client)
-            await client.wait_for_workers(1, timeout=self.worker_wait)
+            await client.wait_for_workers(1, timeout=self.worker_wait)  # type: ignore[func-returns-value,misc]
             return await client.submit(worker_state, pure=False)
         except TimeoutError:
             raise NoWorkers(f"no Dask worker joined the scheduler at {self.scheduler} within "
@@ -427,7 +428,7 @@ class DaskExecutor:
 
     def _on_progress(self, event: tuple[float, dict[str, Any]]) -> None:
         message = event[1]
-        callback = self._progress.get(message.get("key"))
+        callback = self._progress.get(str(message.get("key")))
         if callback is not None:
             callback(int(message["done"]))
 
@@ -444,7 +445,7 @@ class DaskExecutor:
         future = client.submit(aud_shard, task, pure=False, retries=0)
         self._in_flight.add(future)
         if progress is not None:
-            self._progress[future.key] = progress
+            self._progress[str(future.key)] = progress
         try:
             _, result = await asyncio.wait_for(_result(future), timeout)
             return result
@@ -470,7 +471,7 @@ class DaskExecutor:
             raise ShardFailed(f"{label}: {type(exc).__name__}: {exc}", FailureKind.INTERNAL,
                               traceback.format_exc(), "?") from exc
         finally:
-            self._progress.pop(future.key, None)
+            self._progress.pop(str(future.key), None)
             self._in_flight.discard(future)
             if not future.done():
                 future.release()  # nobody wants the result: the scheduler forgets the task

@@ -44,6 +44,10 @@ log = logging.getLogger("aud.daemon")
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+def void(_: object) -> None:
+    """Drop a value (a callback's handle) where nothing is returned."""
+
+
 class AlreadyRunning(RuntimeError):
     """Another daemon holds this state directory."""
 
@@ -111,7 +115,6 @@ class Daemon:
     async def _serve(self, models: ModelSet, store: JobStore) -> int:
         s = self.settings
         server = ProgressServer(s.socket_path, self._handle)
-        await server.start()
         restarts = 0
 
         def restarted(reason: str) -> None:
@@ -119,11 +122,12 @@ class Daemon:
             restarts += 1
             server.publish(msg.WorkerRestarted(reason=reason))
 
-        executor = self._make_executor(s, restarted)
+        executor = self._make_executor(s, restarted)  # a settings error (path_map, ...) before the socket exists
+        await server.start()
         try:
             providers = await executor.start()  # every worker loads its models now, not at the first video
-        except BaseException:
-            await server.close("the workers could not load the models")
+        except BaseException as exc:
+            await server.close(f"the workers could not start: {exc}")
             await executor.close(kill=True)
             raise
         outbox = Outbox(s)
@@ -132,13 +136,14 @@ class Daemon:
         runner.providers = providers
         intake = Intake(s, store, outbox, config.key, server.publish, runner.wake)
         loop = asyncio.get_running_loop()
-        outbox.forget = lambda path: loop.call_soon_threadsafe(intake.forget, path)  # moves run in threads
+        outbox.forget = lambda path: void(loop.call_soon_threadsafe(intake.forget, path))  # moves: in threads
         self.commands = Commands(s, runner, intake, executor, lambda: restarts)
         watcher = intake.watch()
         restore = self._capture_signals()
         tasks = [asyncio.create_task(watcher.run(), name="watcher"), asyncio.create_task(runner.run(), name="runner")]
         log.info("ready: inbox %s, outbox %s, models %s, socket %s, %d workers on %s (executor %s)", s.inbox,
-                 s.outbox, s.models, s.socket_path, s.workers, providers.get("detector", "?"), s.executor)
+                 s.outbox, s.models, s.socket_path, len(executor.workers()) or s.workers,
+                 providers.get("detector", "?"), s.executor)
         try:
             stopped = asyncio.create_task(self._stop.wait())
             await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)

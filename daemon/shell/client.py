@@ -242,9 +242,9 @@ class _TailView:
                 self._print(Text.assemble(("duplicate ", "yellow"), event.file,
                                           f": same content and settings as job {event.job} ({event.state}){moved}"))
             case ExecutorUnavailable():
-                self._print(Text.assemble(("executor unavailable: ", "bold yellow"), event.reason))
+                self._print(Text.assemble(("executor unavailable, waiting for it: ", "bold yellow"), event.reason))
             case ExecutorAvailable():
-                self._print(Text("executor available again", style="green"))
+                self._print(Text("executor available again: shards run", style="green"))
             case DaemonStopping():
                 self._print(Text.assemble(("daemon stopping: ", "bold"), event.reason))
 
@@ -292,8 +292,11 @@ class _TailView:
 
 
 def render_status(data: dict[str, Any], console: Console) -> None:
-    """Print a status reply's ``data``: summary, running jobs, queue, recent failures."""
+    """Print a status reply's ``data``: summary, workers (of a cluster), running jobs, queue, recent failures."""
     console.print(_summary(data))
+    worker_lines = (data.get("workers") or {}).get("workers") or []
+    if worker_lines:
+        console.print(_workers_table(worker_lines))
     running = data.get("running") or []
     queued = data.get("queued") or []
     failures = data.get("recent_failures") or []
@@ -347,8 +350,12 @@ def _summary(data: dict[str, Any]) -> Table:
         if providers:
             line.append(f"  (available: {', '.join(map(str, providers))})", style="dim")
         grid.add_row("workers", line)
+        executor = workers.get("executor")
         if workers.get("state") == "executor_unavailable":
-            grid.add_row("executor", Text(f"unavailable: {workers.get('reason')}", style="bold yellow"))
+            grid.add_row("executor", Text(f"{executor or '?'}: unavailable, waiting for it: "
+                                          f"{workers.get('reason') or '?'}", style="bold yellow"))
+        elif executor:
+            grid.add_row("executor", Text(str(executor)))
     counts = data.get("counts") or {}
     if counts:
         grid.add_row("counts", Text(", ".join(f"{k} {v}" for k, v in counts.items())))
@@ -373,6 +380,18 @@ def _running_table(running: list[dict[str, Any]]) -> Table:
         )
         if job.get("waiting"):  # finished, but the outbox cannot take the CSV yet
             table.add_row("", Text(f"waiting: {job['waiting']}", style="yellow"), "", "", "", "")
+    return table
+
+
+def _workers_table(workers: list[dict[str, Any]]) -> Table:
+    """One line per worker the executor reports (a Dask cluster's workers)."""
+    table = Table(title=f"workers ({len(workers)})", title_justify="left")
+    for name, justify in (("worker", "left"), ("provider", "left"), ("threads", "right"),
+                          ("tasks done", "right"), ("", "left")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for w in workers:
+        table.add_row(Text(str(w.get("name", "?"))), Text(str(w.get("provider", "?"))), str(w.get("threads", "?")),
+                      str(w.get("tasks_done", 0)), Text("busy", style="green") if w.get("busy") else "")
     return table
 
 

@@ -45,8 +45,8 @@ def _kill_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
 class SupervisedWorker:
     """One ``dask worker`` process, started again whenever it exits, until ``stop``."""
 
-    def __init__(self, address: str, log: Path, env: dict[str, str]):
-        self.command = [str(DASK), "worker", address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard",
+    def __init__(self, address: str, log: Path, env: dict[str, str], wrapper: tuple[str, ...] = ()):
+        self.command = [*wrapper, str(DASK), "worker", address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard",
                         "--death-timeout", "120", "--local-directory", str(log.parent / "dask-scratch")]
         self.log, self.env = log, env
         self.starts = 0
@@ -77,9 +77,10 @@ class SupervisedWorker:
 
 
 class Cluster:
-    """A scheduler on ``port`` (a free one by default) and ``workers`` supervised workers."""
+    """A scheduler on ``port`` (a free one by default) and ``workers`` supervised workers, each started
+    through ``wrapper`` when given (a command that ends by exec-ing its arguments, e.g. ``unshare``)."""
 
-    def __init__(self, directory: Path, workers: int = 2, port: int | None = None):
+    def __init__(self, directory: Path, workers: int = 2, port: int | None = None, wrapper: tuple[str, ...] = ()):
         self.directory = directory
         self.port = port or free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
@@ -87,7 +88,7 @@ class Cluster:
                     "OMP_NUM_THREADS": "1"}
         self.scheduler: subprocess.Popen | None = None
         self.start_scheduler()
-        self.workers = [SupervisedWorker(self.address, directory / f"worker{i}.log", self.env)
+        self.workers = [SupervisedWorker(self.address, directory / f"worker{i}.log", self.env, wrapper)
                         for i in range(workers)]
 
     def start_scheduler(self) -> None:

@@ -204,6 +204,8 @@ def test_tail_rich_renders_bars_and_result_lines() -> None:
             server.publish(DONE)
             server.publish(p.JobFailed(job=3, file="bad.mp4", reason="cannot decode video"))
             server.publish(p.JobCancelled(job=4, file="later.mp4"))
+            server.publish(p.ExecutorUnavailable(reason="lost the Dask scheduler at tcp://10.0.0.2:8786"))
+            server.publish(p.ExecutorAvailable())
             await server.close("bye")
             await task
         text = output(console)
@@ -211,6 +213,8 @@ def test_tail_rich_renders_bars_and_result_lines() -> None:
         assert "FAILED bad.mp4: cannot decode video" in text
         assert "cancelled later.mp4" in text
         assert "daemon stopping: bye" in text
+        assert "executor unavailable, waiting for it: lost the Dask scheduler at tcp://10.0.0.2:8786" in text
+        assert "executor available again" in text
         bars = [line for line in text.splitlines() if "frames" in line and "->" not in line]
         assert len(bars) == 1, text  # finished jobs lose their bar; the running one keeps it
         assert bars[0].startswith("clip.mp4 ") and "100/275 frames" in bars[0]
@@ -272,6 +276,24 @@ def test_render_status_shows_queue_running_failures_and_workers() -> None:
                      "cannot decode video", "2 × CPUExecutionProvider", "CoreMLExecutionProvider",
                      "done 12"):
         assert expected in text, expected
+
+
+def test_render_status_lists_a_clusters_workers_and_an_unavailable_executor() -> None:
+    workers = {"count": 2, "provider": "CPUExecutionProvider", "providers": ["CPUExecutionProvider"],
+               "restarts": 0, "executor": "dask", "state": "executor_unavailable",
+               "reason": "lost the Dask scheduler at tcp://10.0.0.2:8786",
+               "workers": [{"name": "tcp://10.0.0.7:40123", "provider": "CUDAExecutionProvider", "threads": 1,
+                            "tasks_done": 17, "busy": True},
+                           {"name": "tcp://10.0.0.8:40999", "provider": "CoreMLExecutionProvider", "threads": 2,
+                            "tasks_done": 3, "busy": False}]}
+    console = make_console()
+    render_status({**STATUS, "workers": workers}, console)
+    text = output(console)
+    assert "dask: unavailable, waiting for it: lost the Dask scheduler at tcp://10.0.0.2:8786" in text
+    rows = {cells[0]: cells[1:] for line in text.splitlines()
+            if len(cells := [c.strip() for c in line.split("│")[1:-1]]) == 5}
+    assert rows["tcp://10.0.0.7:40123"] == ["CUDAExecutionProvider", "1", "17", "busy"]
+    assert rows["tcp://10.0.0.8:40999"] == ["CoreMLExecutionProvider", "2", "3", ""]
 
 
 def test_render_status_tolerates_sparse_data_and_long_queues() -> None:
