@@ -27,7 +27,7 @@ import pytest
 
 from daemon.core.output import read_csv
 from tests.conftest import SHARED, require_shared
-from tests.e2e import storeview
+from tests.e2e import observe
 from tests.e2e.daemonproc import MODELS
 from tests.e2e.mirror_reference import (
     SIDES,
@@ -235,11 +235,11 @@ def test_sigkill_mid_job_then_restart_writes_the_three_csvs_once_and_no_mirror_w
     sub = d.subscribe()
     drop(cut, d.inbox, "cut.mp4")
     # every committed shard is announced by a progress event; kill at the first one that follows a commit
-    sub.wait_for(lambda e: e["type"] == "progress" and storeview.committed(d.state), 300)
+    sub.wait_for(lambda e: e["type"] == "progress" and observe.committed(d.state), 300)
     d.kill_hard()
-    before = {s.index: s for s in storeview.committed(d.state)}
-    (job,) = storeview.jobs(d.state)
-    assert job.state == "running" and 0 < len(before) < len(storeview.shards(d.state)), (job, before)
+    before = {s.index: s for s in observe.committed(d.state)}
+    (job,) = observe.jobs(d.state)
+    assert job.state == "running" and 0 < len(before) < len(observe.shards(d.state)), (job, before)
     assert not list(d.outbox.rglob("*.csv"))
 
     again = daemon(root=d.root, mirror="true").start()
@@ -250,10 +250,10 @@ def test_sigkill_mid_job_then_restart_writes_the_three_csvs_once_and_no_mirror_w
                                     "cut.right_mirrored.csv"]
     for name in ("cut.csv", "cut.left_mirrored.csv", "cut.right_mirrored.csv"):
         assert (again.outbox / name).read_bytes() == (extracted.parent / name).read_bytes(), name
-    after = {s.index: s for s in storeview.shards(again.state)}
+    after = {s.index: s for s in observe.shards(again.state)}
     assert all(after[i].attempts == s.attempts for i, s in before.items()), "a committed shard ran again"
     again.stop()
-    assert [e["type"] for e in sub.events].count("job_done") == 1
+    assert [e["type"] for e in observe.all_events(sub)].count("job_done") == 1
 
     plain = daemon(root=d.root).start()  # mirror off
     sub = plain.subscribe()

@@ -1,6 +1,6 @@
-"""A read-only look into a daemon's job store while the daemon runs (or after it died), for tests that
-must know which shards are committed: SQLite opened with ``mode=ro``, one short query, closed again, so
-the daemon's own connection is never disturbed."""
+"""What a test can observe of a daemon besides its files: its job store, read-only, while it runs (or
+after it died) — SQLite opened with ``mode=ro``, one short query, closed again, so the daemon's own
+connection is never disturbed — and every event a subscriber got until the daemon closed the socket."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.e2e.daemonproc import Subscriber
 
 
 @dataclass(frozen=True)
@@ -49,3 +51,14 @@ def jobs(state_dir: Path) -> list[JobRow]:
 def committed(state_dir: Path) -> list[ShardRow]:
     """The shards whose results are committed."""
     return [s for s in shards(state_dir) if s.done]
+
+
+def all_events(sub: Subscriber, timeout: float = 60.0) -> list[dict]:
+    """Every event ``sub`` received until the daemon closed its socket (call it after stopping the
+    daemon); AssertionError if the socket stays open for ``timeout`` seconds."""
+    try:
+        sub.wait_for(lambda event: False, timeout)
+    except AssertionError as exc:
+        if "closed the socket" not in str(exc):
+            raise
+    return sub.events
