@@ -1,9 +1,10 @@
 """Where one frame's time goes: the single-thread pipeline, stage by stage, in this process.
 
-    .venv/bin/python bench/stages.py VIDEO [--frames 16] [--limit-threads] [--shared-arena]
+    .venv/bin/python bench/stages.py VIDEO [--frames 16] [--limit-threads] [--shared-arena] [--mirror]
 
 Prints milliseconds per frame for decode, detector input, RetinaFace, box decoding, MTL crop, MTL, STAR
-crop and STAR. ``--limit-threads`` and ``--shared-arena`` set this process up as ``init_worker`` sets up
+crop and STAR; with ``--mirror`` also the hemi-face stages: the midline and the two mirrored frames (one
+warp, two seams), the two mirrored MTL crops, and MTL on them (one batch of 2). ``--limit-threads`` and ``--shared-arena`` set this process up as ``init_worker`` sets up
 a worker (BLAS and OpenCV on one thread; one ONNX Runtime arena for the three sessions). Start two at
 once to see what two workers on two cores do to each other, e.g. with and without ``--limit-threads``:
 
@@ -28,9 +29,12 @@ def main() -> None:
     ap.add_argument("--models", type=Path, default=PROJECT.parent / "shared" / "models" / "openface3")
     ap.add_argument("--limit-threads", action="store_true", help="BLAS and OpenCV on one thread, as in a worker")
     ap.add_argument("--shared-arena", action="store_true", help="one ONNX Runtime arena, as in a worker")
+    ap.add_argument("--mirror", action="store_true", help="time the hemi-face stages too")
     args = ap.parse_args()
 
-    from daemon.core import blink, crops, detection, providers, worker
+    import numpy as np
+
+    from daemon.core import blink, crops, detection, mirror, providers, worker
     from daemon.core.pipeline import Pipeline, PipelineOptions
     from daemon.core.video import read_range
 
@@ -76,6 +80,15 @@ def main() -> None:
         points = crops.star_points_to_frame(pipe.landmarks(star)[0], matrix)
         blink.openness(points[None])
         lap("STAR")
+        if args.mirror:
+            line = mirror.midline(points.astype("float64"))
+            sides = mirror.mirrored_frames(frame.image, line)
+            lap("mirror: midline + warp + seams")
+            box = mirror.mirrored_box(face.box, line)
+            batch = np.stack([crops.mtl_input(side, box) for side in sides])
+            lap("mirror: 2 MTL crops")
+            pipe.multitask(batch)
+            lap("mirror: MTL x2")
     total = sum(spent.values())
     print(f"{args.video.name}, {args.frames} frames, ms/frame: "
           + ", ".join(f"{k} {1000 * v / args.frames:.1f}" for k, v in spent.items())
