@@ -37,7 +37,7 @@ def test_one_row_per_frame_in_order(extracted):
     rows, reference, _ = extracted
     assert len(rows) == len(reference) == 275
     assert [int(r["frame"]) for r in rows] == [ref["frame"] + 1 for ref in reference]
-    assert list(rows[0].keys()) == COLUMNS
+    assert list(rows[0].keys()) == list(COLUMNS)
     stamps = [float(r["timestamp"]) for r in rows]
     assert stamps[0] == 0.0 and all(b > a for a, b in itertools.pairwise(stamps))
     assert stamps[-1] == pytest.approx(274 / 29.97, abs=1e-3)
