@@ -224,6 +224,15 @@ def write_outputs(csv_path: Path, tables: dict[str, Table], sidecar: dict, optio
     return output_paths(csv_path, options)
 
 
+def discard_partial(csv_path: Path, options: OutputOptions) -> None:
+    """After a failed write: the parts written before the main CSV (sidecar, plot, hemi-face CSVs) go,
+    so nothing half-done stays beside other results while the job waits to write again."""
+    if Path(csv_path).exists():
+        return
+    for part in output_paths(csv_path, options)[:-1]:
+        Path(part).unlink(missing_ok=True)
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     """Read a CSV written here back as dicts (tests and tools)."""
     import csv

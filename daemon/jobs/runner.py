@@ -385,7 +385,11 @@ class Runner:
             return await self._fail_active(active, f"{active.path} changed while it was being processed; the "
                                                    f"result was discarded (the new content is a job of its own)", False)
         try:
-            csv = await asyncio.to_thread(self._write, active)
+            csv = await asyncio.to_thread(self.destination.csv_path, job)
+        except OSError as exc:
+            return await self._cannot_write(active, f"cannot make the result's folder: {exc.strerror or exc}", exc)
+        try:
+            await asyncio.to_thread(self._write, active, csv)
         except ShardFormatError as exc:  # a stored shard unreadable: compute the job's shards again
             log.warning("job %s: %s; computing its shards again", job.id, exc)
             indexes = [s.index for s in self.store.shards(job.id)]
@@ -394,10 +398,9 @@ class Runner:
             self.scheduler.add(job.id, indexes)
             return
         except OSError as exc:
-            reason = f"cannot write the result to {exc.filename or 'the destination'}: {exc.strerror or exc}"
-            if exc.errno in WAIT_ERRNOS and self.config.output_retry_seconds is not None:
-                return self._wait_for_destination(active, reason)
-            return await self._fail_active(active, reason)
+            await asyncio.to_thread(output.discard_partial, csv, self.config.output)
+            return await self._cannot_write(active, f"cannot write the result to {csv.parent}: "
+                                                    f"{exc.strerror or exc}", exc)
         except output.AssemblyError as exc:
             log.exception("job %s could not be assembled", job.id)
             return await self._fail_active(active, f"internal error: {exc}")
@@ -415,10 +418,15 @@ class Runner:
                                  fps=round(active.fps, 3)))
         self._wake.set()
 
-    def _write(self, active: ActiveJob) -> Path:
+    async def _cannot_write(self, active: ActiveJob, reason: str, exc: OSError) -> None:
+        """A full, read-only or forbidding destination: wait and retry (the daemon), else fail the job."""
+        if exc.errno in WAIT_ERRNOS and self.config.output_retry_seconds is not None:
+            return self._wait_for_destination(active, reason)
+        return await self._fail_active(active, reason)
+
+    def _write(self, active: ActiveJob, csv: Path) -> None:
         job, info = active.job, active.info
         rows = output.assemble([FaceRows.from_bytes(b) for b in self.store.shard_results(job.id)], active.expected)
-        csv = self.destination.csv_path(job)
         tables = output.build_tables(rows, self.config.output, info.width, info.height)
         wall = time.monotonic() - active.started
         sidecar = {
@@ -444,7 +452,6 @@ class Runner:
                 render_inspection_videos(active.path, faces, folder, csv.stem, info.fps or 30.0)
         output.write_outputs(csv, tables, sidecar, self.config.output, title=f"{job.name} (job {job.id})",
                              videos=videos)
-        return csv
 
     def _wait_for_destination(self, active: ActiveJob, reason: str) -> None:
         """Keep the finished job (its stored results and its input); try again after a while."""
