@@ -293,7 +293,7 @@ def pipeline_single_thread(models: Path, videos: dict[str, Path], frames: int) -
     from daemon.core.providers import share_cpu_arena
     from daemon.core.video import read_range
 
-    share_cpu_arena()  # the sessions' memory as in a worker (init_worker)
+    share_cpu_arena()  # the sessions' memory as in a worker (prepare_process)
     cores = os.cpu_count() or 1
     out = {}
     for au45 in (True, False):
