@@ -6,7 +6,8 @@ Prints milliseconds per frame for decode, detector input, RetinaFace, box decodi
 crop and STAR; with ``--mirror`` also the hemi-face stages: the midline and the two mirrored frames (one
 warp, two seams), the two mirrored MTL crops, and MTL on them (one batch of 2). ``--limit-threads`` and
 ``--shared-arena`` set this process up as ``prepare_process`` sets up a worker (BLAS and OpenCV on one
-thread; one ONNX Runtime arena for the three sessions). Start two at once to see what two workers on two cores do to each other, e.g. with and without ``--limit-threads``:
+thread; one ONNX Runtime arena for the three sessions). Start two at once to see what two workers on two
+cores do to each other, e.g. with and without ``--limit-threads``:
 
     for i in 1 2; do .venv/bin/python bench/stages.py clip1080.mp4 & done; wait
 """
