@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--reference", type=Path, default=REFERENCE)
     args = ap.parse_args()
 
-    from daemon.core.csvfile import read_csv
+    from daemon.core.output import read_csv
 
     from daemon.core import blink
 

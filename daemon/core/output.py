@@ -230,7 +230,10 @@ def discard_partial(csv_path: Path, options: OutputOptions) -> None:
     if Path(csv_path).exists():
         return
     for part in output_paths(csv_path, options)[:-1]:
-        Path(part).unlink(missing_ok=True)
+        try:
+            Path(part).unlink(missing_ok=True)
+        except OSError:  # the folder itself is unusable (the reason the write failed): nothing to remove
+            pass
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -191,34 +191,65 @@ def test_tail_json_prints_raw_event_lines() -> None:
     run(main())
 
 
-def test_tail_rich_renders_bars_and_result_lines() -> None:
+def publish_a_session(server) -> None:
+    server.publish(p.JobStarted(job=1, file="clip.mp4", frames_total=275))
+    server.publish(p.JobProgress(job=1, file="clip.mp4", frames_done=100, frames_total=275, fps=2.4, eta_s=70.0))
+    server.publish(p.JobStarted(job=2, file="other.mp4", frames_total=275))
+    server.publish(DONE)
+    server.publish(p.JobFailed(job=3, file="bad.mp4", reason="cannot decode video"))
+    server.publish(p.JobCancelled(job=4, file="later.mp4"))
+    server.publish(p.ExecutorUnavailable(reason="lost the Dask scheduler at tcp://10.0.0.2:8786"))
+    server.publish(p.ExecutorAvailable())
+    server.publish(p.FileWaiting(file="/in/copying.mp4", reason="not openable as a video yet", fails_in_s=42.0))
+    server.publish(p.FileDuplicate(file="/in/again.mp4", job=2, state="done", moved_to="/in/.done/again.mp4"))
+
+
+def assert_result_lines(text: str) -> None:
+    assert "done  other.mp4 -> /out/other.csv (275 frames, 2.4 fps)" in text
+    assert "FAILED bad.mp4: cannot decode video" in text
+    assert "cancelled later.mp4" in text
+    assert "daemon stopping: bye" in text
+    assert "executor unavailable, waiting for it: lost the Dask scheduler at tcp://10.0.0.2:8786" in text
+    assert "executor available again" in text
+    assert "waiting /in/copying.mp4: not openable as a video yet (fails in 42s)" in text
+    assert "duplicate /in/again.mp4: same content and settings as job 2 (done); moved to /in/.done/again.mp4" in text
+
+
+def test_tail_on_a_terminal_renders_bars_and_result_lines() -> None:
+    async def main() -> None:
+        console = Console(file=io.StringIO(), force_terminal=True, color_system=None, width=120)
+        async with serving() as server:
+            task = asyncio.create_task(tail(server.path, console, as_json=False))
+            await wait_for_subscribers(server)
+            publish_a_session(server)
+            await server.close("bye")
+            await task
+        text = output(console)
+        assert_result_lines(text)
+        assert "100/275 frames" in text and "ETA 1m10s" in text  # the running job's bar
+        assert "progress clip.mp4" not in text  # no plain lines on a terminal
+
+    run(main())
+
+
+def test_tail_through_a_pipe_prints_a_line_per_progress_step() -> None:
+    """``aud tail | cat``: no terminal to redraw bars on, so progress is a plain line (rate-limited)."""
     async def main() -> None:
         console = make_console()
         async with serving() as server:
             task = asyncio.create_task(tail(server.path, console, as_json=False))
             await wait_for_subscribers(server)
-            server.publish(p.JobStarted(job=1, file="clip.mp4", frames_total=275))
-            server.publish(p.JobProgress(job=1, file="clip.mp4", frames_done=100, frames_total=275,
-                                         fps=2.4, eta_s=70.0))
-            server.publish(p.JobStarted(job=2, file="other.mp4", frames_total=275))
-            server.publish(DONE)
-            server.publish(p.JobFailed(job=3, file="bad.mp4", reason="cannot decode video"))
-            server.publish(p.JobCancelled(job=4, file="later.mp4"))
-            server.publish(p.ExecutorUnavailable(reason="lost the Dask scheduler at tcp://10.0.0.2:8786"))
-            server.publish(p.ExecutorAvailable())
+            publish_a_session(server)
+            for done in (101, 102, 103):  # within the rate limit of the line above: not printed
+                server.publish(p.JobProgress(job=1, file="clip.mp4", frames_done=done, frames_total=275, fps=2.4))
+            server.publish(p.JobProgress(job=1, file="clip.mp4", frames_done=275, frames_total=275, fps=2.4))
             await server.close("bye")
             await task
         text = output(console)
-        assert "done  other.mp4 -> /out/other.csv (275 frames, 2.4 fps)" in text
-        assert "FAILED bad.mp4: cannot decode video" in text
-        assert "cancelled later.mp4" in text
-        assert "daemon stopping: bye" in text
-        assert "executor unavailable, waiting for it: lost the Dask scheduler at tcp://10.0.0.2:8786" in text
-        assert "executor available again" in text
-        bars = [line for line in text.splitlines() if "frames" in line and "->" not in line]
-        assert len(bars) == 1, text  # finished jobs lose their bar; the running one keeps it
-        assert bars[0].startswith("clip.mp4 ") and "100/275 frames" in bars[0]
-        assert "2.4 fps" in bars[0] and "ETA 1m10s" in bars[0]
+        assert_result_lines(text)
+        lines = [line for line in text.splitlines() if line.startswith("progress clip.mp4")]
+        assert lines == ["progress clip.mp4 (job 1): 100/275 frames, 2.4 fps, ETA 1m10s",
+                         "progress clip.mp4 (job 1): 275/275 frames, 2.4 fps"], text  # the last one always
 
     run(main())
 

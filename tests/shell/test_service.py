@@ -21,7 +21,8 @@ from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
 from daemon import cli
-from daemon.shell import protocol, service
+from daemon import protocol
+from daemon.shell import service
 from daemon.shell.client import request
 from daemon.shell.service import (
     LABEL,
