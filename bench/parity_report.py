@@ -49,9 +49,8 @@ def main() -> None:
     ap.add_argument("--reference", type=Path, default=REFERENCE)
     args = ap.parse_args()
 
-    from daemon.core.output import read_csv
-
     from daemon.core import blink
+    from daemon.core.output import read_csv
 
     rows = read_csv(args.csv)
     reference = json.loads(args.reference.read_text())["rows"]

@@ -20,8 +20,7 @@ import pytest
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
-from daemon import cli
-from daemon import protocol
+from daemon import cli, protocol
 from daemon.shell import service
 from daemon.shell.client import request
 from daemon.shell.service import (
