@@ -315,6 +315,7 @@ class Runner:
                 active.in_flight[index] = frames
                 self.publish(active.progress())
 
+        result = None
         try:
             if self.active.get(job_id) is not active:
                 return  # cancelled or failed before it started
@@ -331,14 +332,19 @@ class Runner:
             return await self._fail_active(active, str(exc))
         finally:
             self._running_shards -= 1
-            active.in_flight.pop(index, None)
+            if result is None:  # a shard that ended without rows no longer counts as seen
+                active.in_flight.pop(index, None)
             self._wake.set()
         if self.active.get(job_id) is not active:
             return  # cancelled or failed meanwhile: the result is not wanted
         await self._commit(active, index, result)
 
     async def _commit(self, active: ActiveJob, index: int, result: ShardResult) -> None:
+        """Store the rows; until they are stored the shard's frames count as seen, not saved (so the
+        frames shown never go backwards)."""
+        active.in_flight[index] = result.frames
         await asyncio.to_thread(self.store.shard_done, active.job.id, index, result.rows.to_bytes(), SHARD_FORMAT)
+        active.in_flight.pop(index, None)
         active.frames_done += result.frames
         active.frames_this_run += result.frames
         self.publish(active.progress())
