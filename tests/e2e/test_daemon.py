@@ -74,7 +74,7 @@ def test_full_clip_copied_slowly_streams_events_and_matches_extract(daemon, full
     assert [int(r["frame"]) for r in rows] == list(range(1, 276))
     assert_same_csv(csv_path, full_clip_extract)
     assert (d.inbox / ".done" / "hamilton clip.mp4").is_file()
-    assert d.outbox_files() == ["hamilton clip.csv", "hamilton clip.json"]
+    assert d.outbox_files() == ["hamilton clip.csv", "hamilton clip.json", "hamilton clip.png"]
 
 
 def test_sigkill_mid_job_then_restart_gives_the_same_csv_once(daemon, clips, tmp_path):
@@ -89,7 +89,7 @@ def test_sigkill_mid_job_then_restart_gives_the_same_csv_once(daemon, clips, tmp
     sub = again.subscribe()
     done = sub.wait_for(lambda e: e["type"] in ("job_done", "job_failed"), 600)
     assert done["type"] == "job_done", done
-    assert again.outbox_files() == ["c.csv", "c.json"]
+    assert again.outbox_files() == ["c.csv", "c.json", "c.png"]
     assert_same_csv(again.outbox / "c.csv", extract(clips["c"], tmp_path / "c.csv"))
     # the work finished before the kill was not redone: fewer frames ran after the restart
     progress = [e for e in sub.events if e["type"] == "progress"]

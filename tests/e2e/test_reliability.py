@@ -437,7 +437,8 @@ def test_two_videos_with_one_stem_finishing_together_get_a_csv_each(daemon, clip
     mov, _, mov_side = assert_done(d, sub, "same.mov", 1)
     assert injected_log(tmp_path).count("slow-write") == 2
     assert abs(mp4["ts"] - mov["ts"]) < 3, "the two did not overlap: the test proves nothing"
-    assert d.outbox_files() == ["same (2).csv", "same (2).json", "same.csv", "same.json"]
+    assert d.outbox_files() == ["same (2).csv", "same (2).json", "same (2).png", "same.csv", "same.json",
+                                "same.png"]
     assert {mp4_side["fingerprint"], mov_side["fingerprint"]} == {sha256(d.inbox / ".done" / n)
                                                                  for n in ("same.mp4", "same.mov")}
     assert mp4["csv"] != mov["csv"]
@@ -474,7 +475,7 @@ def test_stop_signal_during_a_job_exits_0_and_the_job_resumes_on_restart(daemon,
     assert_done(again, sub, name, 8, timeout=180, times_queued=0)  # resumed, not queued anew
     progress = [e for e in sub.events if e["type"] == "progress"]
     assert progress[0]["frames_done"] > stopped_at, "work finished before the stop was done again"
-    assert again.outbox_files() == [name.replace(".mp4", ".csv"), name.replace(".mp4", ".json")]
+    assert again.outbox_files() == [name.replace(".mp4", s) for s in (".csv", ".json", ".png")]
 
 
 def _mount_tmpfs(folder: Path, size: str) -> bool:
@@ -548,8 +549,7 @@ def test_full_or_read_only_outbox_makes_finished_jobs_wait_and_resume(daemon, cl
         assert "Read-only file system" in reason
         subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
         assert_done(d, sub, "third.mp4", 2)
-        assert d.outbox_files() == ["first.csv", "first.json", "second.csv", "second.json", "third.csv",
-                                    "third.json"]
+        assert d.outbox_files() == [f"{n}.{s}" for n in ("first", "second", "third") for s in ("csv", "json", "png")]
         assert_alive(d)
     finally:
         if d is not None:
