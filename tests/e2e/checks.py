@@ -40,17 +40,20 @@ def assert_alive(d: DaemonProcess) -> dict:
 
 
 def assert_outbox_clean(outbox: Path, d: DaemonProcess | None = None) -> None:
-    """Only finished results: every CSV has its sidecar and the other way round; no temp files.
+    """Only finished results: every CSV has its sidecar and the other way round, a plot only beside its CSV;
+    no temp files.
     With ``d``, first wait until it has no job queued or running (a result being written is a CSV
     without its sidecar for a moment, and a temp file before that)."""
     if d is not None:
         wait_until(lambda: not (s := d.status())["running"] and not s["queued"], 120, "no job queued or running")
     names = [p.relative_to(outbox) for p in outbox.rglob("*") if p.is_file()]
-    stray = [n for n in names if n.name.startswith(".") or n.suffix not in (".csv", ".json")]
+    stray = [n for n in names if n.name.startswith(".") or n.suffix not in (".csv", ".json", ".png")]
     assert not stray, f"partial or temporary files in the outbox: {stray}"
     csvs = {n.with_suffix("") for n in names if n.suffix == ".csv"}
     sidecars = {n.with_suffix("") for n in names if n.suffix == ".json"}
     assert csvs == sidecars, f"CSV without sidecar or sidecar without CSV: {csvs ^ sidecars}"
+    plots = {n.with_suffix("") for n in names if n.suffix == ".png"}
+    assert plots <= csvs, f"plot without its CSV: {plots - csvs}"
 
 
 def assert_done(d: DaemonProcess, sub: Subscriber, name: str, frames: int, job: int | None = None,
