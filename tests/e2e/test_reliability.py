@@ -267,7 +267,7 @@ def test_file_replaced_between_discovery_and_processing(inbox, clip):
     assert sidecar["fingerprint"] == sha256(new) and len(rows) == 2  # the new content, as itself
     assert sha256(d.inbox / ".done" / "swap.mp4") == sha256(new)
     assert not list((d.inbox / ".failed").glob("swap*"))
-    assert sorted(p.name for p in d.outbox.glob("swap*")) == ["swap.csv", "swap.json"]
+    assert sorted(p.name for p in d.outbox.glob("swap*")) == ["swap.csv", "swap.json", "swap.png"]
 
 
 def test_second_daemon_on_the_same_state_directory_is_refused(inbox):
