@@ -102,8 +102,11 @@ def _measurements(table: Table, ok: np.ndarray, box, gaze, emotion, au, au45) ->
 
 
 def build_tables(rows: FaceRows, options: OutputOptions, width: int, height: int) -> dict[str, Table]:
-    """``{"main": table}`` plus ``"left_mirrored"`` and ``"right_mirrored"`` with ``mirror``."""
+    """``{"main": table}`` plus ``"left_mirrored"`` and ``"right_mirrored"`` with ``mirror``; rows ordered by
+    frame, then face id (assembled rows come by detector rank, which is not the id)."""
     ids = face_ids(rows, options)
+    order = np.lexsort((np.nan_to_num(ids, nan=-1.0), rows.frame))
+    rows, ids = rows.take(order), ids[order]
     ok = rows.success.astype(bool)
     identity: Table = {
         "frame": rows.frame + 1.0,
