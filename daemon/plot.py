@@ -20,9 +20,11 @@ without any face gets a picture that says so. ``read_table`` reads aud's CSVs an
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import math
 import textwrap
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -168,6 +170,9 @@ def _spans(mask: np.ndarray) -> list[tuple[int, int]]:
 
 # --- drawing ---------------------------------------------------------------------------------------------
 
+_RENDERING = threading.Lock()
+
+
 def render_png(tables: Mapping[str, Table], title: str) -> bytes:
     """The PNG of one result. ``tables``: "main" (aud column naming, one row per face per frame) and
     optionally "left_mirrored" and "right_mirrored" (one row per main row)."""
@@ -179,14 +184,20 @@ def render_png(tables: Mapping[str, Table], title: str) -> bytes:
         if side in tables and len(_col(tables[side], "frame")) != n:
             raise PlotError(f"the {side} table has {len(_col(tables[side], 'frame'))} rows, the main one {n}: "
                             f"a hemi-face table has one row per main row")
-    timeline = Timeline(main)
-    faces = timeline.faces()
-    if not faces:
-        fig = _no_face_figure(timeline, title)
-    else:
-        fig = _result_figure(tables, timeline, faces, title)
-    buffer = io.BytesIO()
-    FigureCanvasAgg(fig).print_png(buffer)
+    with _RENDERING:  # matplotlib's font and text caches are shared by every figure of the process
+        timeline = Timeline(main)
+        faces = timeline.faces()
+        if not faces:
+            fig = _no_face_figure(timeline, title)
+        else:
+            fig = _result_figure(tables, timeline, faces, title)
+        buffer = io.BytesIO()
+        FigureCanvasAgg(fig).print_png(buffer)
+        fig.clear()
+        del fig
+        # a figure is a web of reference cycles: collect it now, or a daemon's memory grows with every
+        # plot until the cyclic collector happens to run (docs/benchmark.md, "Design measurements")
+        gc.collect()
     return buffer.getvalue()
 
 

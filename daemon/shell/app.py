@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import importlib
 import logging
 import os
 import signal
@@ -130,6 +131,8 @@ class Daemon:
             await server.close(f"the workers could not start: {exc}")
             await executor.close(kill=True)
             raise
+        if s.plots:  # the first result's plot should not pay matplotlib's import (nor count as a leak)
+            await asyncio.to_thread(importlib.import_module, "daemon.plot")
         outbox = Outbox(s)
         config = runner_config(s, models, providers, output_retry_seconds=s.rescan_seconds)
         runner = Runner(store, executor, config, outbox, publish=server.publish)
