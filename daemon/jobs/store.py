@@ -333,9 +333,15 @@ class JobStore:
                          " WHERE id = ?", (key, time.time(), job_id))
 
     def release_results(self, job_id: int) -> None:
-        """Drop an ended job's stored shard results (the CSV holds them now)."""
+        """Drop an ended job's stored shard results: a done job's CSV holds them now; a failed or
+        cancelled job's shards go back to pending (a re-drop computes them again)."""
         with self._write() as conn:
-            conn.execute("UPDATE shards SET result = NULL WHERE job_id = ?", (job_id,))
+            job = _require(conn, job_id)
+            if job.state == JobState.DONE:
+                conn.execute("UPDATE shards SET result = NULL WHERE job_id = ?", (job_id,))
+            else:
+                conn.execute("UPDATE shards SET result = NULL, format = NULL, state = 'pending' WHERE job_id = ?",
+                             (job_id,))
 
     # -- transitions -------------------------------------------------------------------------
 

@@ -531,7 +531,8 @@ def test_full_or_read_only_outbox_makes_finished_jobs_wait_and_resume(daemon, cl
     d = None
     try:
         # a waiting job retries every rescan period (2 s): the checks below fall between two attempts
-        d = daemon(workers=2, rescan_seconds=2, env={} if mounted else injected(tmp_path, full=full))
+        # no plots: a 64 KiB disk is sized for CSVs and sidecars (a plot alone is larger)
+        d = daemon(workers=2, rescan_seconds=2, plots="false", env={} if mounted else injected(tmp_path, full=full))
         d.outbox = outbox
         d.start()
         sub = d.subscribe()

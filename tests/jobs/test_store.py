@@ -575,9 +575,10 @@ def test_results_by_value_redo_rekey_and_release(store: JobStore) -> None:
     store.shard_done(job.id, 2, b"two", 2)
     store.redo_shards(job.id, [2])
     assert store.shard_results(job.id) == [b"zero"] and [s.index for s in store.pending_shards(job.id)] == [1, 2, 3]
-    store.release_results(job.id)
-    assert store.shard_results(job.id) == []
-    store.recover()
+    store.fail(job.id, "a reason")
+    store.release_results(job.id)  # a failed job keeps nothing: a re-drop computes every shard again
+    assert store.shard_results(job.id) == [] and len(store.pending_shards(job.id)) == 4
+    store.requeue(job.id)
     store.rekey(job.id, "new-key")
     rekeyed = store.get(job.id)
     assert rekeyed.key == "new-key" and rekeyed.frames_total is None and store.shards(job.id) == []
@@ -615,3 +616,12 @@ def test_a_version_1_store_is_migrated(db_path: Path) -> None:
     raw = sqlite3.connect(db_path)
     assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     raw.close()
+
+
+def test_a_done_job_releases_its_results_and_stays_done(store: JobStore) -> None:
+    job = _running(store)
+    for shard in store.shards(job.id):
+        store.shard_done(job.id, shard.index, b"rows", 2)
+    store.finish(job.id, "/out/x.csv")
+    store.release_results(job.id)
+    assert store.shard_results(job.id) == [] and all(s.done for s in store.shards(job.id))
