@@ -173,6 +173,13 @@ def _spans(mask: np.ndarray) -> list[tuple[int, int]]:
 _RENDERING = threading.Lock()
 
 
+def warm_up() -> None:
+    """Render a one-frame picture and throw it away: loads matplotlib's fonts in the calling thread
+    (matplotlib keeps each thread's font files open), so a daemon's first result does not pay for it."""
+    render_png({"main": {"frame": np.array([1.0]), "timestamp": np.array([0.0]), "success": np.array([0.0]),
+                         "face_id": np.array([math.nan])}}, "warm-up")
+
+
 def render_png(tables: Mapping[str, Table], title: str) -> bytes:
     """The PNG of one result. ``tables``: "main" (aud column naming, one row per face per frame) and
     optionally "left_mirrored" and "right_mirrored" (one row per main row)."""

@@ -133,7 +133,10 @@ async def extract(videos: list[Path], output: Path | None, settings: Settings,
                 progress(event)
 
             runner = Runner(store, executor, config, destination, publish=publish)
-            await runner.run(until_idle=True)
+            try:
+                await runner.run(until_idle=True)
+            finally:
+                runner.close()
             for video, job in zip(videos, jobs):
                 ended = store.get(job.id)
                 if ended is not None and ended.state == JobState.DONE:

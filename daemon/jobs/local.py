@@ -466,7 +466,7 @@ class ProcessExecutor:
             await asyncio.gather(*(w.kill() for w in started))
             raise errors[0]
         self._workers, self._idle = list(started), list(started)
-        log.info("%d workers ready: %s", self.size, ", ".join(w.name for w in started))
+        log.info("%d workers loaded their models: %s", self.size, ", ".join(w.name for w in started))
         return dict(started[0].providers)
 
     async def run(self, task: ShardTask, *, timeout: float | None = None,

@@ -25,6 +25,7 @@ import errno
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -165,8 +166,22 @@ class Runner:
         self._tasks: set[asyncio.Task] = set()  # work: shards and result writing (drained on stop)
         self._waits: set[asyncio.Task] = set()  # waits for the executor or the destination (cancelled on stop)
         self._running_shards = 0
+        # results are written on one thread: one at a time, and matplotlib's fonts opened once (it keeps
+        # each thread's font files open)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="aud-results")
 
     # --- the loop --------------------------------------------------------------------------------
+
+    async def warm_up(self) -> None:
+        """Load what writing the first result needs (the plot's library and fonts) on the writer thread."""
+        if self.config.output.plots:
+            from .. import plot
+
+            await asyncio.get_running_loop().run_in_executor(self._writer, plot.warm_up)
+
+    def close(self) -> None:
+        """The writer thread ends (after a result being written)."""
+        self._writer.shutdown(wait=True)
 
     def wake(self) -> None:
         self._wake.set()
@@ -395,7 +410,7 @@ class Runner:
         except OSError as exc:
             return await self._cannot_write(active, f"cannot make the result's folder: {exc.strerror or exc}", exc)
         try:
-            await asyncio.to_thread(self._write, active, csv)
+            await asyncio.get_running_loop().run_in_executor(self._writer, self._write, active, csv)
         except ShardFormatError as exc:  # a stored shard unreadable: compute the job's shards again
             log.warning("job %s: %s; computing its shards again", job.id, exc)
             indexes = [s.index for s in self.store.shards(job.id)]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import importlib
 import logging
 import os
 import signal
@@ -131,12 +130,11 @@ class Daemon:
             await server.close(f"the workers could not start: {exc}")
             await executor.close(kill=True)
             raise
-        if s.plots:  # the first result's plot should not pay matplotlib's import (nor count as a leak)
-            await asyncio.to_thread(importlib.import_module, "daemon.plot")
         outbox = Outbox(s)
         config = runner_config(s, models, providers, output_retry_seconds=s.rescan_seconds)
         runner = Runner(store, executor, config, outbox, publish=server.publish)
         runner.providers = providers
+        await runner.warm_up()  # the first result's plot should not pay for loading matplotlib and its fonts
         intake = Intake(s, store, outbox, config.key, server.publish, runner.wake)
         loop = asyncio.get_running_loop()
         outbox.forget = lambda path: void(loop.call_soon_threadsafe(intake.forget, path))  # moves: in threads
@@ -158,6 +156,7 @@ class Daemon:
             tasks[0].cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             finished = await self._drain(runner)
+            runner.close()
             await server.close(self._reason)
             await executor.close(kill=not finished)
         finally:

@@ -98,7 +98,7 @@ class DaemonProcess:
         def pump() -> None:
             for line in self.proc.stderr:
                 self.log.append(line)
-                if " ready: " in line:
+                if " aud.daemon INFO ready: " in line:
                     ready.set()
             ready.set()
 
