@@ -66,7 +66,7 @@ class _Face:
 
 @dataclass(frozen=True)
 class _Located:
-    """A frame's faces to measure: detected (``found`` holds every detection, best first) or followed."""
+    """A frame's faces to measure (best first), detected or followed into it from the frame before."""
 
     frame: Frame
     faces: list[detection.Detection]
