@@ -20,8 +20,8 @@ import pytest
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
-from daemon import cli
-from daemon.shell import protocol, service
+from daemon import cli, protocol
+from daemon.shell import service
 from daemon.shell.client import request
 from daemon.shell.service import (
     LABEL,
