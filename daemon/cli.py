@@ -37,6 +37,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                    help="skip STAR landmarks and AU45 (much faster)")
     p.add_argument("--detect-max-side", type=int,
                    help="detect faces on a frame scaled to this many pixels (0 = full resolution)")
+    p.add_argument("--detect-every", type=int, metavar="N",
+                   help="detect faces on every N-th frame only and follow them with their landmarks in between "
+                        "(1 = every frame, the default; needs AU45: refused with --no-au45)")
     p.add_argument("--batch-size", type=int, help="frames per MTL batch")
     p.add_argument("--threads-per-worker", type=int,
                    help="ONNX Runtime threads per worker (default: the machine's cores / workers)")
@@ -55,7 +58,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dask-scheduler", help="with --executor dask: the scheduler, tcp://host:8786")
 
 
-RUN_SETTINGS = ("models", "provider", "workers", "au45", "detect_max_side", "batch_size", "threads_per_worker",
+RUN_SETTINGS = ("models", "provider", "workers", "au45", "detect_max_side", "detect_every", "batch_size",
+                "threads_per_worker",
                 "faces", "mirror", "mirror_videos", "csv_style", "plots", "executor", "dask_scheduler")
 
 

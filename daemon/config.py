@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 APP_NAME = "aud"
@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     threads_per_worker: int = Field(0, ge=0)  # ONNX Runtime intra-op threads; 0 = cores / workers
     au45: bool = True  # run STAR landmarks and compute AU45 (blink)
     detect_max_side: int = Field(0, ge=0)  # 0 = detect at full resolution (exact)
+    detect_every: int = Field(1, ge=1)  # 1 = detect every frame (exact); N: every N-th, follow faces between
     batch_size: int = Field(4, ge=1)  # frames per MTL batch inside a worker (4: fastest, half the memory of 8)
     shard_frames: int = Field(32, ge=1)  # largest shard handed to one worker (shards shrink towards the end)
     shard_retries: int = Field(2, ge=0)  # extra attempts for a shard whose worker died or that timed out
@@ -87,6 +88,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             value = [v for v in value.replace(",", " ").split()]
         return tuple(str(v).lower().lstrip(".") for v in value)
+
+    @model_validator(mode="after")
+    def _follow_needs_star(self) -> Settings:
+        if self.detect_every > 1 and not self.au45:
+            raise ValueError(f"detect_every = {self.detect_every} follows faces with STAR's landmarks, which "
+                             "au45 = false (--no-au45) turns off: turn AU45 on or set detect_every = 1")
+        return self
 
     @field_validator("inbox", "outbox", "state", "models", mode="after")
     @classmethod
@@ -124,6 +132,7 @@ class Settings(BaseSettings):
         return PipelineOptions(models_dir=self.models, provider=self.provider, workers=self.workers,
                                threads=self.threads_per_worker,
                                au45=self.au45, detect_max_side=self.detect_max_side,
+                               detect_every=self.detect_every,
                                batch_size=self.batch_size, faces=FacesMode(self.faces), mirror=self.mirror,
                                cache_dir=self.coreml_cache_dir)
 

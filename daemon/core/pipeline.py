@@ -4,6 +4,9 @@ For each frame: RetinaFace on the whole frame; the faces to measure (the primary
 with ``faces = "all"``); then, batched across frames, MTL on each face's 224x224 crop and STAR on its
 256x256 affine crop; AU45's eye openness from STAR's landmarks; with ``mirror``, MTL on each face's two
 hemi-face (mirrored) crops.
+
+With ``detect_every`` > 1 most frames are not detected: each face is followed from the previous frame's
+STAR landmarks (``follow.py``), so STAR runs frame by frame as the boxes are found, before the batch's MTL.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from . import blink, crops, detection, providers
+from . import blink, crops, detection, follow, providers
 from .models import open_model_set
 from .results import FaceRows
 from .video import Frame
@@ -41,6 +44,7 @@ class PipelineOptions:
     batch_size: int = 4  # frames per batch (MTL runs batched; STAR runs one face at a time)
     faces: FacesMode = FacesMode.PRIMARY
     mirror: bool = False  # hemi-face analysis (needs STAR's landmarks)
+    detect_every: int = 1  # detect every N-th frame, follow faces by their landmarks in between (needs STAR)
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "aud" / "coreml")
 
 
@@ -51,11 +55,24 @@ def roles_for(au45: bool) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class _Face:
-    """A face to measure: its row in the batch's rows and the frame it is in."""
+    """A face to measure: its row in the batch's rows and the frame it is in (with its landmarks when
+    following already measured them)."""
 
     row: int
     frame: Frame
     box: np.ndarray
+    landmarks: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class _Located:
+    """A frame's faces to measure (best first), detected or followed into it from the frame before."""
+
+    frame: Frame
+    faces: list[detection.Detection]
+    best_score: float  # the frame's best detection score, or (followed) the faces' last detection's
+    detected: bool
+    landmarks: list[np.ndarray] | None = None  # per face, when following measured them
 
 
 class Pipeline:
@@ -64,6 +81,8 @@ class Pipeline:
     def __init__(self, options: PipelineOptions):
         if options.mirror and not options.au45:
             raise ValueError("hemi-face analysis (mirror) needs STAR's landmarks: turn AU45 on")
+        if options.detect_every > 1 and not options.au45:
+            raise ValueError("detect_every > 1 follows faces with STAR's landmarks: turn AU45 on")
         self.options = options
         plan = providers.choose(options.provider, options.cache_dir)
         if providers.COREML in plan.names:
@@ -118,13 +137,14 @@ class Pipeline:
             if progress and frames_finished:
                 progress(done)
 
+        follower = follow.Follower(self.options.detect_every) if self.options.detect_every > 1 else None
         for frame in frames:
             batch.append(frame)
             if len(batch) == self.options.batch_size:
-                parts.append(self.run_batch(batch, advance))
+                parts.append(self.run_batch(batch, advance, follower))
                 batch = []
         if batch:
-            parts.append(self.run_batch(batch, advance))
+            parts.append(self.run_batch(batch, advance, follower))
         return FaceRows.concat(parts)
 
     def faces_of(self, found: list[detection.Detection]) -> list[detection.Detection]:
@@ -133,49 +153,85 @@ class Pipeline:
         face = detection.primary_face(found)
         return [] if face is None else [face]
 
-    def run_batch(self, frames: list[Frame], advance: Callable[[int], None] = lambda n: None) -> FaceRows:
-        detected = [(frame, self.detect(frame.image)) for frame in frames]
-        rows = sum(max(1, len(self.faces_of(found))) for _, found in detected)
+    def run_batch(self, frames: list[Frame], advance: Callable[[int], None] = lambda n: None,
+                  follower: follow.Follower | None = None) -> FaceRows:
+        """Rows of a batch of frames; with a ``follower`` (``detect_every`` > 1), frames in the order of
+        the run, the follower carrying faces from one batch to the next."""
+        if follower is None:
+            located = [self._detected(frame, self.detect(frame.image)) for frame in frames]
+        else:
+            located = [self._locate(frame, follower) for frame in frames]
+        rows = sum(max(1, len(at.faces)) for at in located)
         out = FaceRows.empty(rows)
         faces: list[_Face] = []
         row = 0
-        for frame, found in detected:
-            measured = self.faces_of(found)
-            if not measured:  # one row saying no face was found, with the best score seen
-                out.frame[row], out.timestamp[row] = frame.index, frame.timestamp
-                out.confidence[row] = found[0].score if found else 0.0
+        for at in located:
+            frame = at.frame
+            if not at.faces:  # one row saying no face was found, with the best score seen
+                out.frame[row], out.timestamp[row], out.detected[row] = frame.index, frame.timestamp, True
+                out.confidence[row] = at.best_score
                 row += 1
                 continue
-            for rank, face in enumerate(measured):
-                out.frame[row], out.timestamp[row] = frame.index, frame.timestamp
+            for rank, face in enumerate(at.faces):
+                out.frame[row], out.timestamp[row], out.detected[row] = frame.index, frame.timestamp, at.detected
                 out.detection[row], out.success[row], out.confidence[row] = rank, True, face.score
                 out.box[row] = face.box
-                faces.append(_Face(row, frame, face.box))
+                faces.append(_Face(row, frame, face.box, at.landmarks[rank] if at.landmarks else None))
                 row += 1
-        if faces:
-            self._measure(out, faces, advance)
-        advance(len(frames) - len({f.frame.index for f in faces}) if "landmarks" in self.sessions else
-                len(frames))
+        finished = self._measure(out, faces, advance) if faces else 0
+        advance(len(frames) - finished)
         return out
 
-    def _measure(self, out: FaceRows, faces: list[_Face], advance: Callable[[int], None]) -> None:
+    def _detected(self, frame: Frame, found: list[detection.Detection]) -> _Located:
+        return _Located(frame, self.faces_of(found), found[0].score if found else 0.0, True)
+
+    def _locate(self, frame: Frame, follower: follow.Follower) -> _Located:
+        """Follow the previous frame's faces into this one, or detect it (``follow.py`` says which);
+        either way STAR measures the faces' landmarks here, since the next frame follows them."""
+        followed = follower.plan(frame.image)
+        if followed is not None:
+            landmarks = [self._star(frame.image, f.box) for f in followed]
+            if follower.drifted(followed, landmarks) is None:
+                follower.found(followed, landmarks)
+                faces = [detection.Detection(f.box, f.score) for f in followed]
+                return _Located(frame, faces, max(f.score for f in followed), False, landmarks)
+        if follower.lost:
+            log.debug("frame %d: following lost (%s), detecting", frame.index, follower.lost)
+        at = self._detected(frame, self.detect(frame.image))
+        landmarks = [self._star(frame.image, face.box) for face in at.faces]
+        follower.found([follow.Followed(face.box, face.score) for face in at.faces], landmarks)
+        return _Located(frame, at.faces, at.best_score, True, landmarks)
+
+    def _star(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """One face's 98 landmarks in frame pixels."""
+        matrix = crops.star_matrix(box)
+        points = self.landmarks(crops.star_input(image, matrix)[None])[0]
+        return crops.star_points_to_frame(points, matrix)
+
+    def _measure(self, out: FaceRows, faces: list[_Face], advance: Callable[[int], None]) -> int:
+        """MTL (batched), STAR where following has not measured the landmarks yet, AU45's openness and
+        the hemi-face analysis; returns how many frames it reported finished through ``advance``."""
         rows = [f.row for f in faces]
         mtl = np.stack([crops.mtl_input(f.frame.image, f.box) for f in faces])
         out.emotion[rows], out.gaze[rows], out.au[rows] = self.multitask(mtl)
         if "landmarks" not in self.sessions:
-            return
+            return 0
+        finished = 0
         for i, f in enumerate(faces):
             # STAR one face at a time: its hourglass activations outgrow the caches in a batch, so
             # batch 1 is fastest on a CPU (see docs/benchmark.md)
-            matrix = crops.star_matrix(f.box)
-            points = self.landmarks(crops.star_input(f.frame.image, matrix)[None])[0]
-            out.landmarks[f.row] = crops.star_points_to_frame(points, matrix)
+            if f.landmarks is not None:
+                out.landmarks[f.row] = f.landmarks
+                continue
+            out.landmarks[f.row] = self._star(f.frame.image, f.box)
             if i + 1 == len(faces) or faces[i + 1].frame.index != f.frame.index:
                 advance(1)  # the frame's last face
+                finished += 1
         right, left = blink.openness(out.landmarks[rows])
         out.eye_open[rows, 0], out.eye_open[rows, 1] = right, left
         if self.options.mirror:
             self._measure_mirrored(out, faces)
+        return finished
 
     def _measure_mirrored(self, out: FaceRows, faces: list[_Face]) -> None:
         """Each face's two hemi-face crops (``mirror.py``) through MTL; a face whose landmarks give no

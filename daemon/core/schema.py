@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SHARD_FORMAT = 2  # 1: one row per frame, .npz on the worker's disk (before faces = "all")
+SHARD_FORMAT = 3  # 1: one row per frame, .npz on the worker's disk (before faces = "all"); 2: before "detected"
 
 N_LANDMARKS = 98
 EMOTIONS = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt")
@@ -58,6 +58,8 @@ FIELDS: tuple[Field, ...] = (
     Field("mirror_gaze", (2, 2), "float32", NAN),
     Field("mirror_emotion", (2, 8), "float32", NAN),
     Field("mirror_au", (2, 8), "float32", NAN),
+    # False: the face's box was followed from the previous frame's landmarks (detect_every > 1), not detected
+    Field("detected", (), "bool", True),
 )
 FIELD_NAMES = tuple(f.name for f in FIELDS)
 

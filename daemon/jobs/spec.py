@@ -44,6 +44,8 @@ def output_settings(settings: Settings, selection: TimeSelection) -> dict:
         "plots": settings.plots,
         "camera": [settings.camera_fx, settings.camera_fy, settings.camera_cx, settings.camera_cy],
         "selection": asdict(selection),
+        # only when following faces: the default (1, every frame detected) keeps the keys of earlier jobs
+        **({"detect_every": settings.detect_every} if settings.detect_every != 1 else {}),
     }
 
 
