@@ -101,6 +101,13 @@ class ExecutorAvailable(Event, tag="executor_available"):
     pass
 
 
+class DaemonReady(Event, tag="daemon_ready"):
+    """The workers have loaded their models: jobs run from now on."""
+
+    workers: int
+    provider: str
+
+
 class DaemonStopping(Event, tag="daemon_stopping"):
     reason: str
 
@@ -117,6 +124,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     FileDuplicate,
     ExecutorUnavailable,
     ExecutorAvailable,
+    DaemonReady,
     DaemonStopping,
 )
 
@@ -294,6 +302,7 @@ class Workers(msgspec.Struct, kw_only=True):
 
 
 class StatusReply(msgspec.Struct, kw_only=True):
+    state: str  # "starting" (the workers are loading the models) or "ready"
     paused: bool
     queued: list[JobLine]
     running: list[RunningJob]

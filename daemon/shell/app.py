@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from .. import protocol as msg
 from ..config import Settings
 from ..core.models import ModelSet, load_model_set
@@ -79,6 +81,14 @@ class StateLock:
             self._fd = None
 
 
+def starting_status(s: Settings, store: JobStore) -> msg.StatusReply:
+    """Status while the workers load their models: the store's counts, nothing running yet."""
+    return msg.StatusReply(
+        state="starting", paused=False, queued=[], running=[], waiting=[], duplicates=[], recent_failures=[],
+        workers=msg.Workers(count=0, provider="?", providers=[], restarts=0, executor=s.executor, state="ok"),
+        counts=store.counts(), versions={}, inbox=str(s.inbox), outbox=str(s.outbox))
+
+
 def check_setup(settings: Settings) -> ModelSet:
     """Before anything starts: the provider is there and the model files are, hashed (their hashes
     are part of every job's key and of every sidecar)."""
@@ -95,6 +105,7 @@ class Daemon:
         self._force = asyncio.Event()
         self._reason = "shutdown"
         self.commands: Commands | None = None
+        self._starting: msg.StatusReply | None = None  # what status says until the workers are ready
 
     async def run(self) -> int:
         s = self.settings
@@ -123,6 +134,7 @@ class Daemon:
             server.publish(msg.WorkerRestarted(reason=reason))
 
         executor = self._make_executor(s, restarted)  # a settings error (path_map, ...) before the socket exists
+        self._starting = starting_status(s, store)
         await server.start()
         try:
             providers = await executor.start()  # every worker loads its models now, not at the first video
@@ -145,6 +157,8 @@ class Daemon:
         log.info("ready: inbox %s, outbox %s, models %s, socket %s, %d workers on %s (executor %s)", s.inbox,
                  s.outbox, s.models, s.socket_path, len(executor.workers()) or s.workers,
                  providers.get("detector", "?"), s.executor)
+        server.publish(msg.DaemonReady(workers=len(executor.workers()) or s.workers,
+                                       provider=providers.get("detector", "?")))
         try:
             stopped = asyncio.create_task(self._stop.wait())
             await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -176,9 +190,12 @@ class Daemon:
         return await runner.drain(0)
 
     async def _handle(self, command: msg.Command) -> dict[str, Any] | None:
-        if self.commands is None:
-            raise CommandError("the daemon is starting (its workers are loading the models); try again shortly")
-        return await self.commands.handle(command)
+        if self.commands is not None:
+            return await self.commands.handle(command)
+        if isinstance(command, msg.Status) and self._starting is not None:
+            return msgspec.to_builtins(self._starting)
+        raise CommandError("the daemon is starting (its workers are loading the models); try again when "
+                           "`aud status` says ready (`aud tail` shows daemon_ready)")
 
     def stop(self, reason: str = "stop requested") -> None:
         """Stop gracefully; asked a second time, stop at once."""

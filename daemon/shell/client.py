@@ -24,6 +24,7 @@ from rich.text import Text
 from .. import protocol
 from ..protocol import (
     Command,
+    DaemonReady,
     DaemonStopping,
     Event,
     ExecutorAvailable,
@@ -245,6 +246,8 @@ class _TailView:
                 self._print(Text.assemble(("executor unavailable, waiting for it: ", "bold yellow"), event.reason))
             case ExecutorAvailable():
                 self._print(Text("executor available again: shards run", style="green"))
+            case DaemonReady():
+                self._print(Text(f"daemon ready: {event.workers} workers on {event.provider}", style="green"))
             case DaemonStopping():
                 self._print(Text.assemble(("daemon stopping: ", "bold"), event.reason))
 
@@ -341,7 +344,12 @@ def _summary(data: dict[str, Any]) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    state = Text("paused", style="bold yellow") if data.get("paused") else Text("running", style="green")
+    if data.get("state") == "starting":
+        state = Text("starting: the workers are loading the models", style="yellow")
+    elif data.get("paused"):
+        state = Text("paused", style="bold yellow")
+    else:
+        state = Text("running", style="green")
     grid.add_row("daemon", state)
     workers = data.get("workers") or {}
     if workers:

@@ -60,6 +60,7 @@ class Commands:
         workers = self.executor.workers()
         providers = runner.providers
         return msg.StatusReply(
+            state="ready",
             paused=runner.paused,
             queued=[msg.JobLine(job=j.id, file=j.name) for j in store.jobs([JobState.QUEUED])],
             running=[msg.RunningJob(job=a.job.id, file=a.job.name, frames_done=a.frames_seen,

@@ -35,7 +35,7 @@ COMMANDS = [
 EXPECTED_EVENT_TAGS = {
     "job_queued", "job_started", "progress", "job_done", "job_failed", "job_cancelled",
     "worker_restarted", "file_waiting", "file_duplicate", "executor_unavailable", "executor_available",
-    "daemon_stopping",
+    "daemon_ready", "daemon_stopping",
 }
 
 

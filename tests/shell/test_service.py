@@ -626,6 +626,23 @@ def started():
             proc.wait(30)
 
 
+def ready_status(socket_path: Path):
+    """The status once the daemon is ready: subscribed first (its reply received), so a daemon_ready
+    event published while the status is asked is not missed."""
+    from tests.e2e.daemonproc import Subscriber
+
+    sub = Subscriber(socket_path)
+    try:
+        sub.wait_for(lambda e: e["type"] == "reply", 30)
+        reply = asyncio.run(request(socket_path, protocol.Status(), timeout=30))
+        if reply.ok and reply.data["state"] == "starting":
+            sub.wait_for(lambda e: e["type"] == "daemon_ready", 120)
+            reply = asyncio.run(request(socket_path, protocol.Status(), timeout=30))
+    finally:
+        sub.close()
+    return reply
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("manager", ["launchd", "systemd"])
 def test_the_installed_service_starts_and_reaches_ready(manager: str, service_home: Path, started,
@@ -660,8 +677,8 @@ def test_the_installed_service_starts_and_reaches_ready(manager: str, service_ho
         log.close()
     output = (service_home / "daemon.log").read_text()
     assert proc.poll() is None, f"the service exited {proc.returncode}:\n{output}"
-    reply = asyncio.run(request(socket_path, protocol.Status(), timeout=30))
-    assert reply.ok and reply.data["workers"]["count"] == 1, reply
+    reply = ready_status(socket_path)
+    assert reply.ok and reply.data["state"] == "ready" and reply.data["workers"]["count"] == 1, reply
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(120) == 0, (service_home / "daemon.log").read_text()
 
