@@ -121,8 +121,10 @@ def test_landmarks_match_reference(extracted):
 
 def own_openness(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     """Eye openness from the CSV's own landmarks, by the README's formula (float64; not daemon.core.blink):
-    per eye, the mean of the three lid distances over the corner distance."""
-    pts = np.stack([landmarks(r) for r in rows])
+    per eye, the mean of the three lid distances over the corner distance. The landmarks are read back as
+    float32: their 9 significant digits recover the daemon's float32 values exactly, while the decimal
+    text read as float64 is up to 5e-7 px off them (which AU45 would magnify past 1e-6)."""
+    pts = np.stack([landmarks(r) for r in rows]).astype(np.float32).astype(np.float64)
 
     def d(a: int, b: int) -> np.ndarray:
         return np.linalg.norm(pts[:, a] - pts[:, b], axis=1)
