@@ -287,16 +287,23 @@ def test_cancelling_a_running_job_drops_its_results_and_ends_it(harness):
     assert all(s.state == "pending" for s in h.store.shards(job.id))  # the late results were not committed
 
 
-def test_a_resumed_job_does_not_redo_committed_shards(harness, tmp_path):
-    h = harness()
-    job = h.add("a.mp4")
-    info = probe(Path(job.source))
-    from daemon.core.schema import SHARD_FORMAT
+def planned(h: Harness, job) -> tuple:
+    """The job started and planned as the runner plans it: (video info, shard ranges)."""
     from daemon.jobs.plan import plan_shards
 
+    info = probe(Path(job.source))
     ranges = plan_shards(FRAMES, 4, 2)
     h.store.start(job.id)
     h.store.set_plan(job.id, info.frames, "{}", ranges)
+    return info, ranges
+
+
+def test_a_resumed_job_does_not_redo_committed_shards(harness, tmp_path):
+    from daemon.core.schema import SHARD_FORMAT
+
+    h = harness()
+    job = h.add("a.mp4")
+    info, ranges = planned(h, job)
     first = ShardTask.of(info, *ranges[0])
     h.store.shard_done(job.id, 0, fake_rows(first).to_bytes(), SHARD_FORMAT)
     h.store.recover()  # as after a crash: back to queued, shard 0 stays done
@@ -309,12 +316,7 @@ def test_a_resumed_job_does_not_redo_committed_shards(harness, tmp_path):
 def test_stored_shards_of_an_older_format_are_computed_again(harness):
     h = harness()
     job = h.add("a.mp4")
-    info = probe(Path(job.source))
-    from daemon.jobs.plan import plan_shards
-
-    ranges = plan_shards(FRAMES, 4, 2)
-    h.store.start(job.id)
-    h.store.set_plan(job.id, info.frames, "{}", ranges)
+    _, ranges = planned(h, job)
     h.store.shard_done(job.id, 0, b"an npz of the old format", 1)
     h.store.recover()
     h.run()
