@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -189,10 +190,6 @@ class Runner:
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
 
     def idle(self) -> bool:
         return not self.active and not self.store.jobs([JobState.QUEUED]) and not self._tasks and not self._waits
@@ -528,6 +525,4 @@ class Runner:
 
 
 def _info_json(info: VideoInfo, job: Job) -> str:
-    import json
-
     return json.dumps({**info.properties(), "fingerprint": job.fingerprint})

@@ -35,7 +35,6 @@ class JobState(StrEnum):
     CANCELLED = "cancelled"
 
 
-ENDED = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 JOB_STATES = tuple(JobState)
 SHARD_STATES = ("pending", "done")
 SCHEMA_VERSION = 2
