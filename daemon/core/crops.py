@@ -55,37 +55,43 @@ BAND_ROWS = 32  # output pixels per block of the banded resize
 @lru_cache(maxsize=1024)
 def resize_bands(in_size: int, out_size: int) -> tuple[tuple[int, int, int, int, np.ndarray], ...]:
     """``resize_weights`` cut into blocks of ``BAND_ROWS`` output pixels, each with the range of input
-    pixels its weights cover: (out_lo, out_hi, in_lo, in_hi, weights[out_lo:out_hi, in_lo:in_hi]).
+    pixels its weights cover: (out_lo, out_hi, in_lo, in_hi, float32 weights[out_lo:out_hi, in_lo:in_hi]).
 
     Each output pixel reads only about twice the scale factor of input pixels, so multiplying by the
-    whole [out, in] matrix is mostly multiplying by zeros. Dropping those zeros changes only the order
-    of float64 sums (after the cast to float32: equal, or one unit in the last place in a few pixels)
-    and makes the resize of a large face several times faster (docs/benchmark.md, "Design measurements")."""
+    whole [out, in] matrix is mostly multiplying by zeros; dropping those zeros makes the resize of a
+    large face several times faster (docs/benchmark.md, "Design measurements")."""
     weights = resize_weights(in_size, out_size)
     bands = []
     for lo in range(0, out_size, BAND_ROWS):
         hi = min(out_size, lo + BAND_ROWS)
         taps = np.flatnonzero(weights[lo:hi].any(axis=0))
         first, last = (int(taps[0]), int(taps[-1]) + 1) if taps.size else (0, 1)
-        block = np.ascontiguousarray(weights[lo:hi, first:last])
+        block = np.ascontiguousarray(weights[lo:hi, first:last], dtype=np.float32)
         block.setflags(write=False)
         bands.append((lo, hi, first, last, block))
     return tuple(bands)
 
 
-def resize_antialiased(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """Resize an HxWxC float image, bilinear with antialiasing: rows then columns, in float64, each a
-    few banded matrix products (``resize_bands``)."""
+def resize_planar(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Resize an HxWxC float image to a [C, out_h, out_w] float32 one, bilinear with antialiasing: rows
+    then columns, each a few banded float32 matrix products (``resize_bands``; against the same
+    products in float64, a few float32 units in the last place). The columns are resized as one 2-D
+    product per band over all rows of all channels: one large BLAS call, not a stack of small ones."""
     h, w, c = image.shape
-    source = np.asarray(image, dtype=np.float64).reshape(h, w * c)
-    rows = np.empty((out_h, w * c))
+    source = np.asarray(image, dtype=np.float32).reshape(h, w * c)
+    rows = np.empty((out_h, w * c), np.float32)
     for lo, hi, first, last, weights in resize_bands(h, out_h):
         rows[lo:hi] = weights @ source[first:last]
-    by_channel = rows.reshape(out_h, w, c).transpose(0, 2, 1)  # [out_h, c, w]
-    cols = np.empty((out_h, c, out_w))
+    planes = np.ascontiguousarray(rows.reshape(out_h, w, c).transpose(2, 0, 1)).reshape(c * out_h, w)
+    cols = np.empty((c * out_h, out_w), np.float32)
     for lo, hi, first, last, weights in resize_bands(w, out_w):
-        cols[:, :, lo:hi] = by_channel[:, :, first:last] @ weights.T
-    return np.ascontiguousarray(cols.transpose(0, 2, 1), dtype=np.float32)
+        cols[:, lo:hi] = planes[:, first:last] @ weights.T
+    return cols.reshape(c, out_h, out_w)
+
+
+def resize_antialiased(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """``resize_planar`` as an HxWxC float32 image."""
+    return np.ascontiguousarray(resize_planar(image, out_h, out_w).transpose(1, 2, 0))
 
 
 def mtl_input(frame_bgr: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -96,9 +102,16 @@ def mtl_input(frame_bgr: np.ndarray, box: np.ndarray) -> np.ndarray:
     if face.size == 0:  # a degenerate box: one pixel, so the networks still get an input
         face = frame_bgr[min(y1, h - 1):min(y1, h - 1) + 1, min(x1, w - 1):min(x1, w - 1) + 1]
     rgb = cv2.cvtColor(face, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
-    resized = resize_antialiased(rgb, MTL_SIZE, MTL_SIZE)
-    normalised = (resized - IMAGENET_MEAN) / IMAGENET_STD
-    return normalised.transpose(2, 0, 1).astype(np.float32)
+    if face.shape[0] <= MTL_SIZE and face.shape[1] <= MTL_SIZE:
+        # enlarging, the antialiased filter is plain bilinear (support 1, edges clamped), which OpenCV
+        # computes to within one float32 unit in the last place of ours, several times faster
+        planar = np.empty((3, MTL_SIZE, MTL_SIZE), np.float32)
+        cv2.split(cv2.resize(rgb, (MTL_SIZE, MTL_SIZE), interpolation=cv2.INTER_LINEAR), list(planar))
+    else:
+        planar = resize_planar(rgb, MTL_SIZE, MTL_SIZE)
+    planar -= IMAGENET_MEAN[:, None, None]
+    planar /= IMAGENET_STD[:, None, None]
+    return planar
 
 
 def star_matrix(box: np.ndarray) -> np.ndarray:
