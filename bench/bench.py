@@ -392,15 +392,17 @@ class TreeSampler:
 # --- aud extract ---------------------------------------------------------------------------------
 
 def run_extract(video: Path, csv_path: Path, models: Path, workers: int, au45: bool, env: dict,
-                detect_max_side: int = 0, cwd: Path = PROJECT) -> dict:
-    """One ``python -m daemon extract`` subprocess, timed and sampled. The ``daemon`` it runs is the one in
-    ``cwd`` (``-m`` puts the working directory first on the path), else the first on ``env``'s PYTHONPATH."""
+                detect_max_side: int = 0, cwd: Path = PROJECT, extra: tuple[str, ...] = ()) -> dict:
+    """One ``python -m daemon extract`` subprocess (with ``extra`` flags), timed and sampled. The ``daemon``
+    it runs is the one in ``cwd`` (``-m`` puts the working directory first on the path), else the first
+    on ``env``'s PYTHONPATH."""
     cmd = [sys.executable, "-m", "daemon", "extract", str(video), "-o", str(csv_path), "--models", str(models),
            "--workers", str(workers), "--provider", "cpu"]
     if not au45:
         cmd.append("--no-au45")
     if detect_max_side:
         cmd += ["--detect-max-side", str(detect_max_side)]
+    cmd += list(extra)
     began = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
                             cwd=cwd)
@@ -616,7 +618,8 @@ def int8_model_set(shared_models: Path, work: Path, video: Path, samples: int) -
     (d / "manifest.toml").write_text('[models]\nlandmarks = "star.int8.onnx"\n')
     info = {"method": result.method, "calibration_samples": result.calibration_samples,
             "calibration_source": str(video), "seconds": round(result.seconds, 1),
-            "fp32_mb": round(result.source_bytes / 1e6, 1), "int8_mb": round(result.output_bytes / 1e6, 1)}
+            "fp32_mb": round(result.source_bytes / 1e6, 1), "int8_mb": round(result.output_bytes / 1e6, 1),
+            "reduce_range": result.choice.reduce_range, "per_channel": result.choice.per_channel}
     return d, info
 
 

@@ -19,7 +19,9 @@ official ``FaceDetector`` reads each image from a path (``cv2.imread``); here it
 frame (``preprocess_image`` overridden, its body otherwise the same), so it is not charged for writing
 and reading image files. Per frame: RetinaFace at full resolution with the official pre- and
 post-processing, the best detection if it reaches 0.5, STAR's landmarks of that face
-(``LandmarkDetector.detect_landmarks``), MTL on its crop (``MultitaskPredictor.predict``). PyTorch
+(``LandmarkDetector.detect_landmarks``; skipped with ``--no-landmarks``), MTL on its crop
+(``MultitaskPredictor.predict``); a frame whose face crop is empty (a box off the frame's top or left
+edge: the official code slices the frame with negative indices) is counted but not measured. PyTorch
 runs on ``--threads`` intra-op threads (default: every core). It prints one JSON line: frames, faces,
 the seconds of the frame loop (decoding included, model loading not), frames/s, and model loading.
 """
@@ -63,7 +65,7 @@ def make_checkpoints(models: Path, out: Path) -> None:
         print(f"{out / FILES[role]}: {len(read)} tensors from {onnx_name}")
 
 
-def run(video: Path, checkpoints: Path, frames: int | None, threads: int) -> dict:
+def run(video: Path, checkpoints: Path, frames: int | None, threads: int, landmarks_on: bool = True) -> dict:
     import cv2
     import numpy as np
     import torch
@@ -93,7 +95,7 @@ def run(video: Path, checkpoints: Path, frames: int | None, threads: int) -> dic
     quiet = io.StringIO()  # the official classes print every face and their configuration
     with contextlib.redirect_stdout(quiet):
         detector = FrameDetector(str(checkpoints / FILES["detector"]), device="cpu")
-        landmarks = LandmarkDetector(str(checkpoints / FILES["landmarks"]), device="cpu")
+        landmarks = LandmarkDetector(str(checkpoints / FILES["landmarks"]), device="cpu") if landmarks_on else None
         multitask = MultitaskPredictor(str(checkpoints / FILES["multitask"]), device="cpu")
     loaded = time.perf_counter() - began
     cap = cv2.VideoCapture(str(video))
@@ -106,7 +108,8 @@ def run(video: Path, checkpoints: Path, frames: int | None, threads: int) -> dic
                 break
             face, dets = detector.get_face(frame)
             if face is not None and face.size:
-                landmarks.detect_landmarks(frame, dets[:1])
+                if landmarks is not None:
+                    landmarks.detect_landmarks(frame, dets[:1])
                 multitask.predict(face)
                 faces += 1
             done += 1
@@ -115,7 +118,8 @@ def run(video: Path, checkpoints: Path, frames: int | None, threads: int) -> dic
     seconds = time.perf_counter() - start
     cap.release()
     return {"frames": done, "faces": faces, "seconds": round(seconds, 3), "fps": round(done / seconds, 3),
-            "load_seconds": round(loaded, 3), "threads": threads, "torch": torch.__version__}
+            "load_seconds": round(loaded, 3), "threads": threads, "landmarks": landmarks_on,
+            "torch": torch.__version__}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,11 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     rn.add_argument("--checkpoints", type=Path, required=True)
     rn.add_argument("--frames", type=int, default=None)
     rn.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    rn.add_argument("--no-landmarks", action="store_true", help="skip STAR (the like of aud's --no-au45)")
     args = ap.parse_args(argv)
     if args.command == "make-checkpoints":
         make_checkpoints(args.models, args.out)
     else:
-        print(json.dumps(run(args.video, args.checkpoints, args.frames, args.threads)))
+        print(json.dumps(run(args.video, args.checkpoints, args.frames, args.threads, not args.no_landmarks)))
     return 0
 
 
