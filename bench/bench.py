@@ -250,11 +250,12 @@ def _models_side_by_side(models: str, inputs: dict[str, np.ndarray], repeats: in
     results.put(1000 * (time.perf_counter() - began) / repeats)
 
 
-def concurrent_bound(models: Path, faces: Faces, workers: list[int], repeats: int) -> dict:
+def concurrent_bound(models: Path, faces: Faces, workers: list[int], repeats: int,
+                     only: set[str] | None = None) -> dict:
     """The compute bound measured side by side: n processes (one thread each) run the models on real
     inputs at the same time, as n workers would, with nothing else to do. Cores share caches and
     memory bandwidth, so this is what n cores really give for model time alone; n x the one-core
-    bound assumes they do not slow each other."""
+    bound assumes they do not slow each other. ``only``: the cells (``key(video, au45)``) to measure."""
     frame = faces.frames[0]
     detector = {video: detection.detector_input(cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR))[0]
                 for video, size in (("360p", (640, 360)), ("1080p", (1920, 1080)))}
@@ -262,6 +263,8 @@ def concurrent_bound(models: Path, faces: Faces, workers: list[int], repeats: in
     out = {}
     for video, det in detector.items():
         for au45 in (True, False):
+            if only is not None and key(video, au45) not in only:
+                continue
             inputs = {"retinaface": det, "mtl": faces.mtl[:1]} | ({"star": faces.star[:1]} if au45 else {})
             per = {}
             for n in workers:
