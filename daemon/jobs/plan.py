@@ -22,12 +22,15 @@ class FrameSelection:
 def plan_shards(frames: int, shard_frames: int, workers: int) -> list[tuple[int, int]]:
     """Frame ranges [start, stop) covering the video in order, at most ``shard_frames`` long.
 
-    Guided: each shard is half of an equal share of the frames that remain (capped at
+    Guided self-scheduling: each shard is an equal share of the frames that remain (capped at
     ``shard_frames``), so shards shrink towards the end of the video. The workers take shards as
     they become free, so one that runs faster takes more of the small final shards and all finish
     nearly together, instead of one idling while another finishes a full-size shard. Shards never
-    get smaller than a sixteenth of ``shard_frames`` (each costs a seek), nor so large that a short
-    video leaves a worker without one."""
+    get smaller than a sixteenth of ``shard_frames``, nor so large that a short video leaves a worker
+    without one. Each shard costs a seek (decoding from the keyframe before it) and a round trip,
+    which at 20 ms a frame (AU45 off) is worth about a frame: halving the share, as this did before,
+    made 18 shards of the shared clip instead of 13, for 3 % less speed and no better balance
+    (docs/benchmark.md, "Design measurements")."""
     if frames <= 0:
         return []
     workers = max(1, min(workers, frames))
@@ -35,7 +38,7 @@ def plan_shards(frames: int, shard_frames: int, workers: int) -> list[tuple[int,
     ranges, start = [], 0
     while start < frames:
         remaining = frames - start
-        size = min(remaining, max(smallest, min(shard_frames, -(-remaining // (2 * workers)))))
+        size = min(remaining, max(smallest, min(shard_frames, -(-remaining // workers))))
         ranges.append((start, start + size))
         start += size
     return ranges

@@ -46,7 +46,7 @@ def test_plan_shards_shrink_towards_the_end(frames, shard_frames, workers):
 
 def test_plan_shards_guided_sizes():
     sizes = [b - a for a, b in plan_shards(275, 32, 2)]
-    assert sizes == [32, 32, 32, 32, 32, 29, 22, 16, 12, 9, 7, 5, 4, 3, 2, 2, 2, 2]
+    assert sizes == [32, 32, 32, 32, 32, 32, 32, 26, 13, 6, 3, 2, 1]
 
 
 def test_plan_fewer_frames_than_workers():
