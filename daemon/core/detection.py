@@ -19,6 +19,7 @@ MIN_SIZES = ((16, 32), (64, 128), (256, 512))
 STEPS = (8, 16, 32)
 VARIANCES = (0.1, 0.2)
 BGR_MEAN = np.array([104.0, 117.0, 123.0], dtype=np.float32)
+MEAN_SCALARS = tuple(np.array([m, 0.0, 0.0, 0.0]) for m in BGR_MEAN)  # as OpenCV scalars, one per channel
 SCORE_THRESHOLD = 0.02
 NMS_IOU = 0.4
 FACE_THRESHOLD = 0.5
@@ -67,7 +68,7 @@ def detector_input(image_bgr: np.ndarray, max_side: int = 0,
                                interpolation=cv2.INTER_LINEAR)
     tensor = (buffer or InputBuffer()).get(*image_bgr.shape[:2])
     for c, plane in enumerate(cv2.split(image_bgr)):
-        cv2.subtract(plane, float(BGR_MEAN[c]), dst=tensor[0, c], dtype=cv2.CV_32F)
+        cv2.subtract(plane, MEAN_SCALARS[c], dst=tensor[0, c], dtype=cv2.CV_32F)
     return tensor, scale
 
 
