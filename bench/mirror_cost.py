@@ -29,10 +29,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # (isolate_environment: every run on the defaults plus its flags)
+from tests.media import cut_clip  # noqa: E402  (bench puts the project on the path)
 
 PROJECT = bench.PROJECT
 PROGRESS = re.compile(r": (\d+)/(\d+) frames$")
@@ -45,27 +44,6 @@ class Run:
     steady_ms: float  # per frame, between the first and the last progress line
     wall_ms: float  # per frame, the sidecar's wall_seconds
     csv: Path
-
-
-def cut(src: Path, dst: Path, frames: int) -> Path:
-    """The first ``frames`` frames of ``src`` as mp4v at its rate and size."""
-    cap = cv2.VideoCapture(str(src))
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    writer = None
-    try:
-        for index in range(frames):
-            ok, image = cap.read()
-            if not ok:
-                raise SystemExit(f"{src}: the video ends at frame {index}, before frame {frames}")
-            if writer is None:
-                h, w = image.shape[:2]
-                writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-            writer.write(image)
-    finally:
-        cap.release()
-        if writer is not None:
-            writer.release()
-    return dst
 
 
 def run(video: Path, out: Path, models: Path, workers: int, flags: list[str], env: dict) -> Run:
@@ -104,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="aud-mirror-cost-") as tmp:
         tmp = Path(tmp)
         env = bench.isolate_environment(tmp)
-        video = cut(args.video, tmp / "cut.mp4", args.frames) if args.frames else args.video.resolve()
+        try:
+            video = cut_clip(args.video, tmp / "cut.mp4", 0, args.frames) if args.frames else args.video.resolve()
+        except ValueError as exc:  # the video is shorter than the cut
+            raise SystemExit(str(exc)) from None
         runs: dict[str, list[Run]] = {name: [] for name in SETTINGS}
         for i in range(args.repeat):
             for name, flags in SETTINGS.items():

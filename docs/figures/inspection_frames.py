@@ -23,42 +23,10 @@ from pathlib import Path
 import cv2
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from tests.media import cut_clip, read_frames  # noqa: E402  (the project's test media helpers)
+
 OUTPUTS = {"left_mirrored": "mirror_left.png", "right_mirrored": "mirror_right.png", "midline": "mirror_midline.png"}
-
-
-def cut(src: Path, dst: Path, start: int, count: int) -> Path:
-    """Frames [start, start+count) of ``src`` as an mp4v file at the source's rate."""
-    cap = cv2.VideoCapture(str(src))
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    writer = None
-    try:
-        for index in range(start + count):
-            ok, frame = cap.read()
-            if not ok:
-                raise SystemExit(f"{src}: the video ends at frame {index}, before frame {start + count}")
-            if index < start:
-                continue
-            if writer is None:
-                h, w = frame.shape[:2]
-                writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-            writer.write(frame)
-    finally:
-        cap.release()
-        if writer is not None:
-            writer.release()
-    return dst
-
-
-def frame_of(video: Path, index: int):
-    cap = cv2.VideoCapture(str(video))
-    try:
-        for i in range(index + 1):
-            ok, frame = cap.read()
-            if not ok:
-                raise SystemExit(f"{video}: no frame {i}")
-        return frame
-    finally:
-        cap.release()
 
 
 def main() -> None:
@@ -73,13 +41,16 @@ def main() -> None:
     if not 0 <= args.pick < args.frames:
         parser.error(f"--pick must be a frame of the cut: 0 to {args.frames - 1}")
     with tempfile.TemporaryDirectory(prefix="aud-figure-") as tmp:
-        clip = cut(args.video, Path(tmp) / "clip.mp4", args.start, args.frames)
+        try:
+            clip = cut_clip(args.video, Path(tmp) / "clip.mp4", args.start, args.frames)
+        except ValueError as exc:  # the video is shorter than the cut
+            raise SystemExit(str(exc)) from None
         csv_path = Path(tmp) / "clip.csv"
         subprocess.run([sys.executable, "-m", "daemon", "extract", str(clip), "-o", str(csv_path), "--models",
                         str(args.models), "--provider", "cpu", "--mirror", "--mirror-videos", "--no-plots"],
                        check=True, cwd=ROOT)
         for kind, name in OUTPUTS.items():
-            image = frame_of(csv_path.with_name(f"clip.{kind}.mp4"), args.pick)
+            (image,) = read_frames(csv_path.with_name(f"clip.{kind}.mp4"), args.pick, 1)
             cv2.imwrite(str(args.out / name), image, [cv2.IMWRITE_PNG_COMPRESSION, 9])
             print(args.out / name)
 
