@@ -1,7 +1,9 @@
-"""Shared fixtures: tiny ONNX models, synthetic videos, and the ../shared test material."""
+"""Shared fixtures: tiny ONNX models, synthetic videos, the ../shared test material, and settings isolated
+from the environment."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +24,17 @@ def require_shared(*relpaths: str) -> Path:
             pytest.skip(f"../shared/{rel} not found: the end-to-end tests need the shared test material "
                         f"beside the project")
     return SHARED
+
+
+@pytest.fixture
+def isolated_config(monkeypatch, tmp_path: Path) -> None:
+    """No AUD_* variables and no user config, state or data folder leak into the settings of a run (modules
+    whose every test needs it: ``pytestmark = pytest.mark.usefixtures("isolated_config")``)."""
+    for key in [k for k in os.environ if k.startswith("AUD_")]:
+        monkeypatch.delenv(key)
+    for var in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME"):
+        monkeypatch.setenv(var, str(tmp_path / "xdg" / var.lower()))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
 @pytest.fixture

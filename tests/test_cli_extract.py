@@ -10,15 +10,7 @@ import pytest
 from daemon import cli
 from daemon.core import output as csvfile
 
-
-@pytest.fixture(autouse=True)
-def isolated_config(monkeypatch, tmp_path):
-    """No AUD_* variables and no user config file leak into the runs."""
-    for key in [k for k in os.environ if k.startswith("AUD_")]:
-        monkeypatch.delenv(key)
-    for var in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME"):
-        monkeypatch.setenv(var, str(tmp_path / "xdg" / var.lower()))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+pytestmark = pytest.mark.usefixtures("isolated_config")  # no AUD_* or user config
 
 
 def run(argv, capsys) -> tuple[int, str, str]:

@@ -21,19 +21,6 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture
-def clean_env(monkeypatch, tmp_path):
-    """No AUD_* variables and no user config file can leak into a CLI run."""
-    import os
-
-    for key in [k for k in os.environ if k.startswith("AUD_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-
-
 # --- loading ----------------------------------------------------------------------------------------------
 
 def test_load_tiny_set(tiny_models):
@@ -242,7 +229,7 @@ def test_shared_openface_models_have_the_expected_signatures():
 
 # --- aud models check -------------------------------------------------------------------------------------------
 
-def test_cli_models_check_prints_every_role(tiny_models, capsys, clean_env, monkeypatch):
+def test_cli_models_check_prints_every_role(tiny_models, capsys, isolated_config, monkeypatch):
     monkeypatch.setattr(cli.out, "width", 400)
     assert cli.main(["models", "check", "--models", str(tiny_models), "--provider", "cpu"]) == 0
     text = capsys.readouterr().out
@@ -258,7 +245,7 @@ def test_cli_models_check_prints_every_role(tiny_models, capsys, clean_env, monk
     assert "ok:" in text
 
 
-def test_cli_models_check_auto_provider(tiny_models, capsys, clean_env, monkeypatch):
+def test_cli_models_check_auto_provider(tiny_models, capsys, isolated_config, monkeypatch):
     monkeypatch.setattr(cli.out, "width", 400)
     assert cli.main(["models", "check", "--models", str(tiny_models)]) == 0
     assert text_count_providers(capsys.readouterr().out) == 3
@@ -269,7 +256,7 @@ def text_count_providers(text: str) -> int:
                and line.strip().endswith("ExecutionProvider"))
 
 
-def test_cli_models_check_output_is_not_wrapped_when_piped(tiny_models, capsys, clean_env, tmp_path):
+def test_cli_models_check_output_is_not_wrapped_when_piped(tiny_models, capsys, isolated_config, tmp_path):
     # long paths (as on a real machine) must stay on one line so the output can be grepped
     deep = tmp_path / ("a-rather-long-directory-name-" * 3) / "models"
     tinymodels.write_set(deep)
@@ -280,7 +267,7 @@ def test_cli_models_check_output_is_not_wrapped_when_piped(tiny_models, capsys, 
 
 
 @pytest.mark.parametrize("broken", ["mtl.onnx", "star.onnx"])
-def test_cli_models_check_broken_set(tiny_models, capsys, clean_env, monkeypatch, broken):
+def test_cli_models_check_broken_set(tiny_models, capsys, isolated_config, monkeypatch, broken):
     monkeypatch.setattr(cli.err, "width", 400)
     (tiny_models / broken).unlink()
     assert cli.main(["models", "check", "--models", str(tiny_models)]) != 0
@@ -289,7 +276,7 @@ def test_cli_models_check_broken_set(tiny_models, capsys, clean_env, monkeypatch
     assert "ok:" not in captured.out
 
 
-def test_cli_models_check_unknown_provider(tiny_models, capsys, clean_env, monkeypatch):
+def test_cli_models_check_unknown_provider(tiny_models, capsys, isolated_config, monkeypatch):
     monkeypatch.setattr(cli.err, "width", 400)
     assert cli.main(["models", "check", "--models", str(tiny_models), "--provider", "nosuch"]) == 2
     assert "CPUExecutionProvider" in capsys.readouterr().err

@@ -4,7 +4,6 @@ and from ``AUD_PATH_MAP``, and ``aud run`` against a scheduler that is not there
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
@@ -15,15 +14,7 @@ from daemon.jobs.executor import make_executor
 from daemon.jobs.pathmap import PathMap, PathMapError
 from tests.jobs.daskcluster import free_port
 
-
-@pytest.fixture(autouse=True)
-def isolated_config(monkeypatch, tmp_path):
-    """No AUD_* variables and no user config file leak into the settings."""
-    for key in [k for k in os.environ if k.startswith("AUD_")]:
-        monkeypatch.delenv(key)
-    for var in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME"):
-        monkeypatch.setenv(var, str(tmp_path / "xdg" / var.lower()))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+pytestmark = pytest.mark.usefixtures("isolated_config")  # no AUD_* or user config
 
 
 def write_config(tmp_path, text: str):

@@ -18,7 +18,8 @@ from daemon.jobs.spec import job_key, output_settings
 from tests import tinymodels
 from tests.core.test_follow_pipeline import SQUARE_FACE, template_star
 from tests.jobs.test_extract import go, in_process, settings
-from tests.test_cli_extract import isolated_config  # noqa: F401 (autouse: no AUD_* or user config)
+
+pytestmark = pytest.mark.usefixtures("isolated_config")  # no AUD_* or user config
 
 W, H = 160, 120
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shutil
 import subprocess
@@ -25,15 +24,7 @@ from daemon.tools.cpu import CpuFeatures
 from daemon.tools.quantize import QuantizeError
 from tests import tinymodels
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    """No AUD_* variables and no user config file leak into the runs."""
-    for key in [k for k in os.environ if k.startswith("AUD_")]:
-        monkeypatch.delenv(key)
-    for var in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME"):
-        monkeypatch.setenv(var, str(tmp_path / "xdg" / var.lower()))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+pytestmark = pytest.mark.usefixtures("isolated_config")  # no AUD_* or user config
 
 
 def conv_star(seed: int = 3, size: int = 256) -> onnx.ModelProto:
