@@ -40,6 +40,7 @@ import psutil
 from daemon.config import Settings
 from daemon.core import crops, detection
 from daemon.core.schema import AUS_R as AUS
+from daemon.core.schema import BOX, EMOTION, GAZE, N_LANDMARKS
 from daemon.core.video import probe
 from daemon.tools import quantize
 
@@ -533,11 +534,14 @@ def load_csv(path: Path) -> dict[str, np.ndarray]:
         return np.array([float(r[name]) if r[name] != "" else np.nan for r in rows], np.float64)
 
     return {
+        "frame": col("frame"),
         "success": col("success") == 1,
-        "box": np.stack([col(c) for c in ("face_x1", "face_y1", "face_x2", "face_y2")], 1),
+        "box": np.stack([col(c) for c in BOX], 1),
         "au": np.stack([col(c) for c in AUS], 1),
+        "emotion": np.stack([col(c) for c in EMOTION[1:]], 1),  # the probabilities (EMOTION[0] is the label)
+        "gaze": np.stack([col(c) for c in GAZE], 1),
         "au45": col("AU45_r"),
-        "landmarks": np.stack([np.stack([col(f"x_{i}"), col(f"y_{i}")], 1) for i in range(98)], 1),
+        "landmarks": np.stack([np.stack([col(f"x_{i}"), col(f"y_{i}")], 1) for i in range(N_LANDMARKS)], 1),
     }
 
 

@@ -26,7 +26,6 @@ in every run (the official pipeline draws none).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -43,8 +42,6 @@ import bench  # noqa: E402  (bench/ is not a package)
 
 PROJECT = bench.PROJECT
 WORKERS = 2
-EMOTIONS = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt")
-AUS = ("AU01_r", "AU02_r", "AU04_r", "AU06_r", "AU09_r", "AU12_r", "AU25_r", "AU26_r")
 
 
 def configurations(video: str) -> dict[str, dict]:
@@ -74,24 +71,6 @@ def bound(models: Path, faces: bench.Faces, cell: str) -> float:
 
 # --- drift ---------------------------------------------------------------------------------------
 
-def read_rows(path: Path) -> dict[str, np.ndarray]:
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-
-    def col(name: str) -> np.ndarray:
-        return np.array([float(r[name]) if r.get(name, "") != "" else np.nan for r in rows], np.float64)
-
-    return {
-        "frame": col("frame"), "success": col("success") == 1,
-        "box": np.stack([col(c) for c in ("face_x1", "face_y1", "face_x2", "face_y2")], 1),
-        "au": np.stack([col(c) for c in AUS], 1),
-        "emotion": np.stack([col(f"emotion_{e}") for e in EMOTIONS], 1),
-        "gaze": np.stack([col("gaze_yaw"), col("gaze_pitch")], 1),
-        "au45": col("AU45_r"),
-        "landmarks": np.stack([np.stack([col(f"x_{i}"), col(f"y_{i}")], 1) for i in range(98)], 1),
-    }
-
-
 def quantiles(values: np.ndarray, digits: int = 4) -> dict | None:
     values = values[np.isfinite(values)]
     if not len(values):
@@ -104,7 +83,7 @@ def drift(reference: Path, other: Path) -> dict:
     """``other`` against ``reference`` (one row per frame, the primary face): frames where both measured
     the same face (box IoU >= 0.5) give the drift; frames where they measured different faces (the clip
     has two people in some shots) are counted apart."""
-    a, b = read_rows(reference), read_rows(other)
+    a, b = bench.load_csv(reference), bench.load_csv(other)
     if not np.array_equal(a["frame"], b["frame"]):
         raise ValueError(f"{reference} and {other} hold different frames")
     both = a["success"] & b["success"]
