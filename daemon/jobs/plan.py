@@ -29,7 +29,7 @@ def plan_shards(frames: int, shard_frames: int, workers: int) -> list[tuple[int,
     get smaller than a sixteenth of ``shard_frames``, nor so large that a short video leaves a worker
     without one. Each shard costs a seek (decoding from the keyframe before it) and a round trip,
     which at 20 ms a frame (AU45 off) is worth about a frame: halving the share, as this did before,
-    made 18 shards of the shared clip instead of 13, for 3 % less speed and no better balance
+    made 18 shards of the shared clip instead of 13, for 3.7 % less speed and no better balance
     (docs/benchmark.md, "Design measurements")."""
     if frames <= 0:
         return []
