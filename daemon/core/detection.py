@@ -110,8 +110,12 @@ def decode_boxes(loc: np.ndarray, prior: np.ndarray) -> np.ndarray:
     return corners
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU) -> list[int]:
-    """Greedy NMS by descending score, areas with the "+1 pixel" convention. Returns kept indices."""
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU, stop_below: float | None = None) -> list[int]:
+    """Greedy NMS by descending score, areas with the "+1 pixel" convention. Returns kept indices.
+
+    With ``stop_below``, the kept indices up to and including the first one scoring below it: a
+    prefix of the full result (the order is the same, and a box only suppresses lower-scored ones),
+    for callers that use no detection below that score but the best."""
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     areas = (x2 - x1 + 1) * (y2 - y1 + 1)
     order = scores.argsort()[::-1]
@@ -119,6 +123,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU) -> list[int
     while order.size > 0:
         i = int(order[0])
         keep.append(i)
+        if stop_below is not None and scores[i] < stop_below:
+            break
         rest = order[1:]
         w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
         h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
@@ -128,14 +134,18 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU) -> list[int
     return keep
 
 
-def detections(loc: np.ndarray, conf: np.ndarray, input_hw: tuple[int, int], scale: float) -> list[Detection]:
+def detections(loc: np.ndarray, conf: np.ndarray, input_hw: tuple[int, int], scale: float,
+               stop_below: float | None = None) -> list[Detection]:
     """All faces of one image after thresholding and NMS, best first, in frame pixels. Only the priors
-    above the score threshold are decoded (a few hundred of the 85,200 at 1920x1080)."""
+    above the score threshold are decoded (a few hundred of the 85,200 at 1920x1080). With
+    ``stop_below``, only those down to the first one below that score (``nms``): the pipeline measures
+    no face below ``FACE_THRESHOLD``, and NMS over the low-scoring rest is most of the post-processing
+    of a large frame (docs/benchmark.md, "Design measurements")."""
     h, w = input_hw
     keep = conf[:, 1] > SCORE_THRESHOLD
     boxes = decode_boxes(loc[keep], priors(h, w)[keep]) * np.array([w, h, w, h], dtype=np.float32) / scale
     boxes, scores = boxes.astype(np.float32), conf[keep, 1].astype(np.float32)
-    return [Detection(boxes[i], float(scores[i])) for i in nms(boxes, scores)]
+    return [Detection(boxes[i], float(scores[i])) for i in nms(boxes, scores, stop_below=stop_below)]
 
 
 def primary_face(found: list[Detection]) -> Detection | None:

@@ -103,7 +103,7 @@ class Pipeline:
         boxes, scores, _ = self.models.outputs.detector
         loc, conf = self.sessions["detector"].run(
             [boxes, scores], {self.models.input_name("detector"): tensor})
-        return detection.detections(loc[0], conf[0], tensor.shape[2:], scale)
+        return detection.detections(loc[0], conf[0], tensor.shape[2:], scale, detection.FACE_THRESHOLD)
 
     def multitask(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(emotion, gaze, au) for a batch of MTL inputs, in chunks of at most ``batch_size``."""

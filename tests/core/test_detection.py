@@ -149,6 +149,42 @@ def test_nms_matches_py_cpu_nms_on_random_boxes(seed):
     assert detection.nms(boxes, scores) == [int(i) for i in py_cpu_nms(dets, 0.4)]
 
 
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("stop_below", [0.0, 0.5, 0.9, 1.1])
+def test_nms_stopping_below_a_score_is_a_prefix_of_the_full_result(seed, stop_below):
+    # ties included (scores rounded to 0.05): the order is the full argsort's either way
+    rng = np.random.default_rng(seed)
+    n = 300
+    xy = rng.uniform(0, 200, (n, 2))
+    boxes = np.hstack([xy, xy + rng.uniform(1, 60, (n, 2))]).astype(np.float32)
+    scores = (np.round(rng.uniform(0, 1, n) * 20) / 20).astype(np.float32)
+    full = detection.nms(boxes, scores)
+    below = [k for k, i in enumerate(full) if scores[i] < stop_below]
+    expected = full[:below[0] + 1] if below else full
+    assert detection.nms(boxes, scores, stop_below=stop_below) == expected
+    assert len(expected) >= 1 and all(scores[i] >= stop_below for i in expected[:-1])
+
+
+def test_detections_stop_below_keep_every_face_and_the_best():
+    hw = (64, 64)
+    p = len(detection.priors(*hw))
+    rng = np.random.default_rng(3)
+    loc = rng.normal(0, 1, (p, 4)).astype(np.float32)
+    face = rng.uniform(0, 1, p).astype(np.float32) ** 3
+    conf = np.stack([1 - face, face], axis=1)
+    full = detection.detections(loc, conf, hw, 1.0)
+    short = detection.detections(loc, conf, hw, 1.0, stop_below=detection.FACE_THRESHOLD)
+    faces = [d for d in full if d.score >= detection.FACE_THRESHOLD]
+    assert 0 < len(faces) < len(short) < len(full)  # this input has faces and boxes below
+    assert [d.score for d in short] == [d.score for d in full[:len(short)]]
+    assert all(np.array_equal(a.box, b.box) for a, b in zip(short, full))
+    assert short[-1].score < detection.FACE_THRESHOLD <= short[-2].score
+    # no face at all: the best box still comes back (its score is the frame's confidence)
+    weak = np.stack([1 - face * 0.4, face * 0.4], axis=1).astype(np.float32)
+    (best,) = detection.detections(loc, weak, hw, 1.0, stop_below=detection.FACE_THRESHOLD)
+    assert best.score == detection.detections(loc, weak, hw, 1.0)[0].score
+
+
 def test_nms_plus_one_area_convention():
     # two 10x10 boxes (corner to corner 0..9 => 10 pixels each with the +1 convention), shifted by 4:
     # +1 overlap = 6*10 = 60, union = 100+100-60 = 140, IoU 0.43 > 0.4 => suppressed.
