@@ -9,6 +9,7 @@ the hemi-face CSVs, and the main CSV last, so the main CSV's presence means the 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -148,12 +149,16 @@ INTEGER_COLUMNS = frozenset({"frame", "face_id", "success", *AUS_C})
 def _format(name: str, values: np.ndarray) -> list[str]:
     if name == "emotion":
         return [str(v) for v in values]
+    # Python floats (``tolist``) format several times faster than NumPy scalars, to the same text
     if name == "timestamp":
-        return [format(float(v), ".6f") for v in values]
+        return [format(v, ".6f") for v in values.tolist()]
     if name in INTEGER_COLUMNS:
-        return ["" if not np.isfinite(v) else str(int(v)) for v in values]
-    # float32 measurements keep their 9 significant digits (enough to round-trip a float32)
-    return ["" if not np.isfinite(v) else format(float(v), ".9g") for v in values]
+        cells = [str(int(v)) if math.isfinite(v) else "" for v in values.tolist()]
+    else:  # float32 measurements keep their 9 significant digits (enough to round-trip a float32)
+        cells = [format(v, ".9g") for v in values.tolist()]
+        for i in np.flatnonzero(~np.isfinite(values)).tolist():
+            cells[i] = ""
+    return cells
 
 
 def csv_text(table: Mapping[str, np.ndarray]) -> str:

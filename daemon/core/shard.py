@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .pipeline import Pipeline
 from .results import FaceRows
-from .video import VideoInfo, read_range
+from .video import Reader, VideoInfo
 
 
 @dataclass(frozen=True)
@@ -47,16 +47,28 @@ class ShardResult:
     seconds: float
     worker: str  # host:pid
     providers: dict[str, str]
+    continued: bool = False  # read on from the worker's open capture (no open, no seek)
 
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_shard(pipeline: Pipeline, task: ShardTask, progress: Callable[[int], None] | None = None) -> ShardResult:
-    """Decode the task's frames and measure them; ``progress(frames done)`` as batches finish."""
+def run_shard(pipeline: Pipeline, task: ShardTask, progress: Callable[[int], None] | None = None,
+              reader: Reader | None = None) -> ShardResult:
+    """Decode the task's frames and measure them; ``progress(frames done)`` as batches finish.
+
+    A worker passes the ``reader`` it keeps, so a shard that starts where its last one ended reads on
+    without a seek; without one, the video is opened for this shard alone."""
     began = time.perf_counter()
-    frames = read_range(task.video, task.start, task.stop, task.previous_timestamp, step=task.step)
-    rows = pipeline.run(frames, progress)
+    own = reader is None
+    reader = Reader() if reader is None else reader
+    continued = reader.continues(task.video, task.start)
+    try:
+        frames = reader.frames(task.video, task.start, task.stop, task.previous_timestamp, step=task.step)
+        rows = pipeline.run(frames, progress)
+    finally:
+        if own:
+            reader.close()
     return ShardResult(task.start, task.stop, task.frames, rows, time.perf_counter() - began,
-                       worker_name(), dict(pipeline.providers))
+                       worker_name(), dict(pipeline.providers), continued)

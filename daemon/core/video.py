@@ -147,14 +147,104 @@ def _seek(cap: cv2.VideoCapture, start: int, previous_timestamp: float | None) -
     return abs(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 - previous_timestamp) < 1e-6
 
 
-def read_range(path: str | Path, start: int, stop: int,
-               previous_timestamp: float | None = None, step: int = 1) -> Iterator[Frame]:
-    """Frames ``start`` .. ``stop - 1`` exactly as a sequential decode gives them (every ``step``-th
-    of them: the others are grabbed, not decoded into images).
+# A reader grabs up to this many frames forward rather than seek: OpenCV's seek lands at least 16
+# frames before its target (then at the keyframe before that) and decodes forward from there.
+READ_AHEAD = 16
 
-    ``previous_timestamp`` is the probe's timestamp of frame ``start - 1``: with it the reader seeks
-    and verifies where it landed; without it (or when the check fails) it grabs forward from frame 0.
+
+def reads_on(stop: int, start: int) -> bool:
+    """True when a range starting at ``start`` continues a read that ended at ``stop``: it starts
+    there or fewer than ``READ_AHEAD`` frames on."""
+    return 0 <= start - stop < READ_AHEAD
+
+
+def follows(position: tuple[str, int] | None, path: str | Path, start: int) -> bool:
+    """True when a range of ``path`` starting at ``start`` continues a capture standing at
+    ``position`` (path, next frame)."""
+    return position is not None and position[0] == str(path) and reads_on(position[1], start)
+
+
+def _file_identity(path: str) -> tuple[int, int, int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+class Reader:
+    """Reads frame ranges, keeping the capture of the last range open where it ended.
+
+    A worker keeps one: when its next range is of the same, unchanged file and starts where the last
+    ended (or fewer than ``READ_AHEAD`` frames later), the decode simply goes on, with no open and no
+    seek (a seek decodes from a keyframe at least 16 frames back: 11 ms at 640x360 and 41-47 ms at
+    1920x1080 on the shared clip, more for long-GOP camera files; docs/benchmark.md). Otherwise it
+    opens and seeks as ``read_range`` does. The frames are the same either way: a sequential decode's.
     """
+
+    def __init__(self) -> None:
+        self._cap: cv2.VideoCapture | None = None
+        self._at: tuple[str, tuple[int, int, int, int], int] | None = None  # path, identity, next frame
+
+    def position(self) -> tuple[str, int] | None:
+        """(path, next frame) where the open capture stands, if one is open."""
+        return (self._at[0], self._at[2]) if self._at else None
+
+    def continues(self, path: str | Path, start: int) -> bool:
+        """True when a range of ``path`` starting at ``start`` would continue the open capture."""
+        if self._at is None or not follows(self.position(), path, start):
+            return False
+        try:
+            return _file_identity(str(path)) == self._at[1]
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+        self._cap, self._at = None, None
+
+    def frames(self, path: str | Path, start: int, stop: int,
+               previous_timestamp: float | None = None, step: int = 1) -> Iterator[Frame]:
+        """Frames ``start`` .. ``stop - 1`` exactly as a sequential decode gives them (every ``step``-th
+        of them: the others are grabbed, not decoded into images).
+
+        ``previous_timestamp`` is the probe's timestamp of frame ``start - 1``: with it a new capture
+        seeks and verifies where it landed; without it (or when the check fails) it grabs forward from
+        frame 0. The capture stays open at ``stop`` only when every frame was read."""
+        continuing = self.continues(path, start)
+        if continuing:
+            assert self._cap is not None and self._at is not None
+            cap, identity, position = self._cap, self._at[1], self._at[2]
+            self._cap, self._at = None, None  # owned by this read until it completes
+        else:
+            self.close()
+            cap, position = _open_at(path, start, previous_timestamp), start
+            try:
+                identity = _file_identity(str(path))
+            except OSError:
+                identity = None  # gone since it was opened: read it, keep nothing open
+        try:
+            for skipped in range(position, start):
+                if not cap.grab():
+                    raise VideoError(f"{path}: the video stream ends at frame {skipped}, before frame {start}")
+            for index in range(start, stop):
+                if (index - start) % step:
+                    ok = cap.grab()
+                else:
+                    ok, image = cap.read()
+                if not ok:
+                    raise VideoError(f"{path}: the video stream ends at frame {index} (expected frames up to {stop})")
+                if (index - start) % step == 0:
+                    yield Frame(index, cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, image)
+        except BaseException:
+            cap.release()
+            raise
+        if identity is None:
+            cap.release()
+        else:
+            self._cap, self._at = cap, (str(path), identity, stop)
+
+
+def _open_at(path: str | Path, start: int, previous_timestamp: float | None) -> cv2.VideoCapture:
+    """A capture whose next frame is ``start``: seeked and verified, else grabbed forward from 0."""
     cap = open_capture(path)
     try:
         if not _seek(cap, start, previous_timestamp):
@@ -163,14 +253,17 @@ def read_range(path: str | Path, start: int, stop: int,
             for skipped in range(start):
                 if not cap.grab():
                     raise VideoError(f"{path}: the video stream ends at frame {skipped}, before frame {start}")
-        for index in range(start, stop):
-            if (index - start) % step:
-                ok = cap.grab()
-            else:
-                ok, image = cap.read()
-            if not ok:
-                raise VideoError(f"{path}: the video stream ends at frame {index} (expected frames up to {stop})")
-            if (index - start) % step == 0:
-                yield Frame(index, cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, image)
-    finally:
+    except BaseException:
         cap.release()
+        raise
+    return cap
+
+
+def read_range(path: str | Path, start: int, stop: int,
+               previous_timestamp: float | None = None, step: int = 1) -> Iterator[Frame]:
+    """``Reader.frames`` on a reader of its own, closed at the end (nothing kept open)."""
+    reader = Reader()
+    try:
+        yield from reader.frames(path, start, stop, previous_timestamp, step)
+    finally:
+        reader.close()

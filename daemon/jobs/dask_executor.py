@@ -490,6 +490,9 @@ class DaskExecutor:
             worker = None
         return worker or "?"
 
+    def resume_points(self) -> list[tuple[str, int]]:
+        return []  # the scheduler places tasks: no worker keeps a capture for the next shard
+
     async def wait_available(self) -> None:
         delay, attempt = BACKOFF_START, 0
         while True:

@@ -92,6 +92,11 @@ class Executor(Protocol):
                   progress: Progress | None = None) -> ShardResult:
         """Run one shard; raises WorkerDied, ShardTimedOut, ShardFailed or ExecutorUnavailable."""
 
+    def resume_points(self) -> list[tuple[str, int]]:
+        """(video, frame) for each idle worker whose open capture stands there: a shard of that video
+        starting at that frame (or a few frames on, ``video.follows``) runs on that worker without a
+        seek, if ``run`` is called with it next. Empty where workers keep no capture (Dask)."""
+
     async def wait_available(self) -> None:
         """Return once shards can run (at once, when they can)."""
 

@@ -4,6 +4,10 @@
 hangs: the timeout cancels it) and it may raise the port's errors itself (``WorkerDied`` models a
 shard that kills its worker). Everything else it raises becomes ``ShardFailed``, as a real worker's
 exception would.
+
+``capacity`` slots stand for workers, each remembering where its last shard ended as a local worker's
+open capture does (``resume_points``); ``run`` takes the slot a task continues, and ``fresh`` lists
+the tasks that continued none (where a local worker would open and seek).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 
 from ..core.shard import ShardResult, ShardTask
-from ..core.video import VideoError
+from ..core.video import VideoError, follows
 from .executor import ExecutorError, ExecutorUnavailable, FailureKind, Progress, ShardFailed, ShardTimedOut, WorkerInfo
 
 Compute = Callable[[ShardTask, Progress], ShardResult | Awaitable[ShardResult]]
@@ -33,6 +37,9 @@ class InlineExecutor:
         self.concurrent = 0
         self.max_concurrent = 0
         self._done = 0
+        self._idle: list[int] = list(range(capacity))  # free slots, longest idle first
+        self._position: dict[int, tuple[str, int]] = {}  # slot -> where its last shard ended
+        self.fresh: list[ShardTask] = []  # tasks that started a reading (a local worker would seek)
 
     @property
     def capacity(self) -> int:
@@ -49,12 +56,33 @@ class InlineExecutor:
         self.runs.append(task)
         self.concurrent += 1
         self.max_concurrent = max(self.max_concurrent, self.concurrent)
+        slot = self._take_slot(task)
         try:
-            return await asyncio.wait_for(self._call(task, progress or (lambda n: None)), timeout)
+            result = await asyncio.wait_for(self._call(task, progress or (lambda n: None)), timeout)
         except TimeoutError:
             raise ShardTimedOut(f"{task.label or 'shard'} ran longer than {timeout:g} s", "inline") from None
         finally:
             self.concurrent -= 1
+            if slot is not None:
+                self._idle.append(slot)
+        if slot is not None:
+            self._position[slot] = (task.video, task.stop)
+        return result
+
+    def resume_points(self) -> list[tuple[str, int]]:
+        return [self._position[slot] for slot in self._idle if slot in self._position]
+
+    def _take_slot(self, task: ShardTask) -> int | None:
+        """The free slot whose last shard this task continues, else one with none, else the first."""
+        if not self._idle:
+            return None  # more runs than slots (a test driving the executor directly)
+        ranked = sorted(self._idle, key=lambda s: (not follows(self._position.get(s), task.video, task.start),
+                                                   s in self._position))
+        if not follows(self._position.get(ranked[0]), task.video, task.start):
+            self.fresh.append(task)
+        self._idle.remove(ranked[0])
+        self._position.pop(ranked[0], None)
+        return ranked[0]
 
     async def _call(self, task: ShardTask, progress: Progress) -> ShardResult:
         try:

@@ -58,7 +58,7 @@ from ..core.models import ModelError
 from ..core.pipeline import PipelineOptions
 from ..core.providers import ProviderError, worker_threads
 from ..core.shard import ShardResult, ShardTask, run_shard, worker_name
-from ..core.video import VideoError
+from ..core.video import Reader, VideoError, follows
 from ..core.worker import prepare_process
 from .executor import (
     ExecutorUnavailable,
@@ -191,6 +191,7 @@ def worker_main(conn: multiprocessing.connection.Connection, lifeline: multiproc
         return
     conn.send(Ready(dict(pipeline.providers), os.getpid(), worker_name(),
                     worker_threads(options.workers, options.threads)))
+    reader = Reader()  # the capture of the last shard stays open for the shard that continues it
     while True:
         try:
             message = conn.recv()
@@ -199,7 +200,7 @@ def worker_main(conn: multiprocessing.connection.Connection, lifeline: multiproc
         if isinstance(message, Stop):
             return
         try:
-            result = run_shard(pipeline, message.task, throttled(conn, PROGRESS_INTERVAL))
+            result = run_shard(pipeline, message.task, throttled(conn, PROGRESS_INTERVAL), reader)
         except Exception as exc:  # noqa: BLE001 - reported to the parent as ShardFailed
             conn.send(failure_of(exc))
         else:
@@ -254,6 +255,7 @@ class _Worker:
         self.providers: dict[str, str] = {}
         self.threads = 0
         self.tasks_done = 0
+        self.position: tuple[str, int] | None = None  # (video, frame) where its open capture stands
         self.progress: Progress | None = None
         self.reply: asyncio.Future = loop.create_future()
         self.exited: asyncio.Future = loop.create_future()  # set with the exit code once reaped
@@ -345,7 +347,7 @@ class _Worker:
 
     async def run(self, task: ShardTask, progress: Progress | None) -> ShardResult:
         """Run one shard; raises ShardFailed for the shard's own error, WorkerDied if the process dies."""
-        self.state, self.progress = State.BUSY, progress
+        self.state, self.progress, self.position = State.BUSY, progress, None
         self.reply = self.loop.create_future()
         try:
             with contextlib.suppress(OSError):  # died just now: the reader fails ``reply`` with WorkerDied
@@ -360,6 +362,7 @@ class _Worker:
             text = message.message if message.input_error else f"{message.type_name}: {message.message}"
             raise ShardFailed(text, kind, message.traceback, self.name)
         self.tasks_done += 1
+        self.position = (task.video, task.stop)
         return message.result
 
     def abandon(self, error: Exception) -> None:
@@ -469,9 +472,12 @@ class ProcessExecutor:
         log.info("%d workers loaded their models: %s", self.size, ", ".join(w.name for w in started))
         return dict(started[0].providers)
 
+    def resume_points(self) -> list[tuple[str, int]]:
+        return [w.position for w in self._idle if w.position is not None]
+
     async def run(self, task: ShardTask, *, timeout: float | None = None,
                   progress: Progress | None = None) -> ShardResult:
-        worker = await self._acquire()
+        worker = await self._acquire(task)
         label = task.label or "a shard"
         try:
             result = await asyncio.wait_for(worker.run(task, progress), timeout)
@@ -531,12 +537,17 @@ class ProcessExecutor:
     def _spawn(self) -> _Worker:
         return _Worker(self.options, asyncio.get_running_loop(), self._idle_worker_died)
 
-    async def _acquire(self) -> _Worker:
+    async def _acquire(self, task: ShardTask) -> _Worker:
+        """An idle worker for ``task``: the one whose open capture it continues, else one with no
+        capture worth keeping, else the longest idle."""
         if not self._started:
             raise RuntimeError("start() the process pool before running shards")
         while not self._closing:
             if self._idle:
-                return self._idle.pop(0)
+                ranked = sorted(self._idle, key=lambda w: (not follows(w.position, task.video, task.start),
+                                                           w.position is not None))
+                self._idle.remove(ranked[0])
+                return ranked[0]
             if not self._workers:
                 raise ShardFailed(f"no worker process is left: a replacement could not start "
                                   f"({self._start_failure})", FailureKind.INTERNAL)

@@ -22,25 +22,26 @@ class FrameSelection:
 def plan_shards(frames: int, shard_frames: int, workers: int) -> list[tuple[int, int]]:
     """Frame ranges [start, stop) covering the video in order, at most ``shard_frames`` long.
 
-    Guided self-scheduling: each shard is an equal share of the frames that remain (capped at
-    ``shard_frames``), so shards shrink towards the end of the video. The workers take shards as
-    they become free, so one that runs faster takes more of the small final shards and all finish
-    nearly together, instead of one idling while another finishes a full-size shard. Shards never
-    get smaller than a sixteenth of ``shard_frames``, nor so large that a short video leaves a worker
-    without one. Each shard costs a seek (decoding from the keyframe before it) and a round trip,
-    which at 20 ms a frame (AU45 off) is worth about a frame: halving the share, as this did before,
-    made 18 shards of the shared clip instead of 13, for 3.7 % less speed and no better balance
-    (docs/benchmark.md, "Design measurements")."""
+    The video is cut into one lane per worker (equal parts), and each lane into shards by guided
+    self-scheduling: each shard an equal share (one per worker) of what remains of its lane, capped at
+    ``shard_frames``, so shards shrink towards each lane's end. A worker reads its lane in order on one
+    open capture (``scheduler.py``, ``video.Reader``), so a shard costs a round trip but no seek (a
+    seek decodes from a keyframe at least 16 frames back: 11 ms at 640x360, 41-47 ms at 1920x1080,
+    docs/benchmark.md); the small shards at a lane's end let the worker that finishes first take over
+    part of another's lane, so all finish nearly together. Shards never get smaller than a sixteenth
+    of ``shard_frames``, nor is a lane planned for a worker that would get no frame."""
     if frames <= 0:
         return []
     workers = max(1, min(workers, frames))
-    smallest = max(1, min(shard_frames // 16, frames // workers))
-    ranges, start = [], 0
-    while start < frames:
-        remaining = frames - start
-        size = min(remaining, max(smallest, min(shard_frames, -(-remaining // workers))))
-        ranges.append((start, start + size))
-        start += size
+    ranges: list[tuple[int, int]] = []
+    for lane in range(workers):
+        start, end = lane * frames // workers, (lane + 1) * frames // workers
+        smallest = max(1, min(shard_frames // 16, (end - start) // workers))
+        while start < end:
+            remaining = end - start
+            size = min(remaining, max(smallest, min(shard_frames, -(-remaining // workers))))
+            ranges.append((start, start + size))
+            start += size
     return ranges
 
 

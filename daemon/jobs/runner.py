@@ -7,7 +7,9 @@ any instant resumes where the store says it was.
 
 Policies, each small:
 
-* which shard runs next: ``FairScheduler`` (round-robin across running jobs);
+* which shard runs next: ``FairScheduler`` (round-robin across running jobs; within a job, the shard
+  that continues where an idle worker's open capture stands, so each worker reads its lane of the
+  video in order without seeking);
 * a shard whose worker died or that timed out is retried up to ``shard_retries`` times, alone of all
   the shards in flight (the executor tells which one it was); a shard whose own code failed is not
   retried: bad input fails the job with the reason, an internal error fails it with the reason and
@@ -257,7 +259,7 @@ class Runner:
             return await self._fail(job, str(exc), exc.set_aside)
         self.active[job.id] = active
         pending = [s.index for s in self.store.shards(job.id) if not s.done]
-        self.scheduler.add(job.id, pending)
+        self.scheduler.add(job.id, active.info.path, {i: active.ranges[i] for i in pending})
         if not pending:
             self._spawn(self._finish(active))
 
@@ -301,8 +303,9 @@ class Runner:
     # --- shards ----------------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
+        resume = self.executor.resume_points()
         while self._running_shards < self.executor.capacity:
-            picked = self.scheduler.next()
+            picked = self.scheduler.next(resume)
             if picked is None:
                 return
             job_id, index = picked
@@ -355,6 +358,7 @@ class Runner:
         """Store the rows; until they are stored the shard's frames count as seen, not saved (so the
         frames shown never go backwards)."""
         active.in_flight[index] = result.frames
+        self.scheduler.finished(active.job.id, index)
         await asyncio.to_thread(self.store.shard_done, active.job.id, index, result.rows.to_bytes(), SHARD_FORMAT)
         active.in_flight.pop(index, None)
         active.frames_done += result.frames
@@ -413,7 +417,7 @@ class Runner:
             indexes = [s.index for s in self.store.shards(job.id)]
             await asyncio.to_thread(self.store.redo_shards, job.id, indexes)
             active.frames_done, active.finishing = 0, False
-            self.scheduler.add(job.id, indexes)
+            self.scheduler.add(job.id, active.info.path, {i: active.ranges[i] for i in indexes})
             return
         except OSError as exc:
             await asyncio.to_thread(output.discard_partial, csv, self.config.output)

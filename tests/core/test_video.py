@@ -111,6 +111,74 @@ def test_read_range_empty_range(clip):
     assert list(video.read_range(clip, 5, 5, None)) == []
 
 
+# --- a reader that reads on ---------------------------------------------------------------------------------
+
+def count_opens(monkeypatch) -> list[int]:
+    opened: list[int] = []
+    real = video.open_capture
+
+    def spy(path):
+        opened.append(1)
+        return real(path)
+
+    monkeypatch.setattr(video, "open_capture", spy)
+    return opened
+
+
+@pytest.mark.parametrize("step", [1, 3])
+def test_a_reader_reads_on_across_ranges_without_opening_again(clip, monkeypatch, step):
+    info = video.probe(clip)
+    images, stamps = sequential(clip)
+    opened = count_opens(monkeypatch)
+    reader = video.Reader()
+    ranges = [(0, 7), (7, 15), (17, 24), (24, 30)]  # (17, 24) starts 2 frames on: grabbed, not seeked
+    got = []
+    for start, stop in ranges:
+        assert reader.continues(clip, start) == (start != 0)
+        got += list(reader.frames(clip, start, stop, info.timestamps[start - 1] if start else None, step))
+        assert reader.position() == (str(clip), stop)
+    reader.close()
+    assert len(opened) == 1
+    expected = [i for a, b in ranges for i in range(a, b, step)]
+    assert [f.index for f in got] == expected
+    for f in got:
+        np.testing.assert_array_equal(f.image, images[f.index])
+        assert f.timestamp == stamps[f.index]
+
+
+def test_a_reader_opens_again_behind_too_far_ahead_another_file_or_a_changed_file(clip, synthetic_video,
+                                                                                  monkeypatch):
+    info = video.probe(clip)
+    images, _ = sequential(clip)
+    other = synthetic_video(frames=10, width=64, height=48, fps=25.0, name="other.mp4")
+    opened = count_opens(monkeypatch)
+    reader = video.Reader()
+    list(reader.frames(clip, 0, 10))
+    for path, start in ((clip, 5), (clip, 10 + video.READ_AHEAD), (other, 10)):  # behind, too far, other file
+        assert not reader.continues(path, start)
+    first = next(iter(reader.frames(clip, 28, 30, info.timestamps[27])))
+    np.testing.assert_array_equal(first.image, images[28])
+    assert len(opened) == 2
+    list(reader.frames(clip, 0, 10))
+    os.utime(clip, ns=(0, 0))  # the file changed (a new mtime): its open capture is not trusted
+    assert not reader.continues(clip, 10)
+    assert [f.index for f in reader.frames(clip, 10, 12, info.timestamps[9])] == [10, 11]
+    assert len(opened) == 4
+    reader.close()
+    assert reader.position() is None
+
+
+def test_a_reader_keeps_nothing_open_after_a_read_cut_short_or_failed(clip):
+    reader = video.Reader()
+    frames = reader.frames(clip, 0, 10)
+    next(frames)
+    frames.close()  # abandoned half-way
+    assert reader.position() is None
+    with pytest.raises(VideoError, match="ends at frame 30"):
+        list(reader.frames(clip, 25, 35))
+    assert reader.position() is None
+
+
 # --- bad input ----------------------------------------------------------------------------------------------
 
 def test_missing_file(tmp_path):

@@ -135,6 +135,32 @@ def assert_no_shared_lifelines(ex: ProcessExecutor) -> None:
     assert not any(shared.values()), f"workers share pipes: {shared}"
 
 
+
+def test_a_shard_runs_on_the_worker_whose_capture_it_continues(tiny_models: Path, video):
+    """A worker keeps its capture open where its shard ended: the shard that starts there goes to it
+    and reads on (``continued``); a shard that continues nobody's goes to the worker with no capture."""
+    info = video(60)
+    task = lambda a, b: ShardTask.of(info, a, b)  # noqa: E731
+
+    async def main():
+        ex = ProcessExecutor(PipelineOptions(tiny_models), 2)
+        try:
+            await ex.start()
+            assert ex.resume_points() == []
+            first = await ex.run(task(0, 6))
+            assert ex.resume_points() == [(info.path, 6)] and not first.continued
+            second = await ex.run(task(30, 36))  # continues nobody: the other worker, keeping the first's
+            assert second.worker != first.worker and not second.continued
+            assert sorted(ex.resume_points()) == [(info.path, 6), (info.path, 36)]
+            on_a, on_b = await asyncio.gather(ex.run(task(36, 42)), ex.run(task(8, 12)))  # 8: 2 frames on
+            assert (on_a.worker, on_a.continued) == (second.worker, True)
+            assert (on_b.worker, on_b.continued) == (first.worker, True)
+            behind = await ex.run(task(3, 4))  # behind both captures: opened afresh
+            assert not behind.continued
+        finally:
+            await ex.close()
+    run(main)
+
 # --- start ------------------------------------------------------------------------------------------
 
 def test_start_warms_every_worker_and_returns_providers(tiny_models: Path):

@@ -32,21 +32,36 @@ def test_plan_gives_every_worker_a_shard(frames, workers):
     assert len(plan_shards(frames, 48, workers)) >= workers
 
 
+def lanes(ranges, frames, workers):
+    """The plan's ranges split at the lane starts (k * frames // workers)."""
+    starts = {k * frames // workers for k in range(workers)}
+    out: list[list[tuple[int, int]]] = []
+    for r in ranges:
+        if r[0] in starts:
+            out.append([])
+        out[-1].append(r)
+    return out
+
+
 @pytest.mark.parametrize("frames,shard_frames,workers", [(1000, 48, 2), (1000, 48, 3), (275, 32, 2), (5000, 32, 8)])
-def test_plan_shards_shrink_towards_the_end(frames, shard_frames, workers):
+def test_plan_shards_are_lanes_that_shrink_towards_their_ends(frames, shard_frames, workers):
     ranges = plan_shards(frames, shard_frames, workers)
     check_cover(ranges, frames, shard_frames)
-    sizes = [stop - start for start, stop in ranges]
-    full = (frames - 4 * workers * shard_frames) // shard_frames  # while plenty remains: full shards
-    assert sizes[:full] == [shard_frames] * full
-    assert sizes == sorted(sizes, reverse=True)  # shrinking
-    assert max(sizes[-workers:]) <= shard_frames // 16  # each worker's last shard is small
-    assert len(ranges) < frames / shard_frames + 4 * workers + 8  # but not many more than equal shards
+    parts = lanes(ranges, frames, workers)
+    assert len(parts) == workers  # one lane per worker, equal to within a frame
+    assert max(p[-1][1] - p[0][0] for p in parts) - min(p[-1][1] - p[0][0] for p in parts) <= 1
+    for part in parts:
+        sizes = [stop - start for start, stop in part]
+        full = max(0, (part[-1][1] - part[0][0] - 4 * workers * shard_frames) // shard_frames)  # plenty left
+        assert sizes[:full] == [shard_frames] * full
+        assert sizes == sorted(sizes, reverse=True)  # shrinking
+        assert sizes[-1] <= shard_frames // 16  # each lane ends with a small shard
+    assert len(ranges) < frames / shard_frames + 5 * workers * workers  # not many more than equal shards
 
 
 def test_plan_shards_guided_sizes():
     sizes = [b - a for a, b in plan_shards(275, 32, 2)]
-    assert sizes == [32, 32, 32, 32, 32, 32, 32, 26, 13, 6, 3, 2, 1]
+    assert sizes == [32, 32, 32, 21, 10, 5, 3, 2] + [32, 32, 32, 21, 11, 5, 3, 2]
 
 
 def test_plan_fewer_frames_than_workers():

@@ -157,19 +157,21 @@ def test_the_next_job_starts_while_the_last_shards_of_the_previous_run(harness):
     assert {h.store.get(a.id).state, h.store.get(b.id).state} == {JobState.DONE}
 
 
-def test_the_scheduler_takes_turns_across_jobs():
-    from daemon.jobs.scheduler import FairScheduler
+async def slow_enough_to_overlap(task: ShardTask, progress) -> ShardResult:
+    await asyncio.sleep(0)  # yield once, so the other slot's shard runs beside this one
+    return compute(task, progress)
 
-    s = FairScheduler()
-    s.add(1, [0, 1, 2])
-    s.add(2, [0, 1])
-    s.retry(2, 5)
-    taken = [s.next() for _ in range(6)]
-    assert taken == [(1, 0), (2, 5), (1, 1), (2, 0), (1, 2), (2, 1)]
-    assert s.next() is None and s.pending() == 0
-    s.add(3, [4])
-    s.remove(3)
-    assert s.next() is None
+
+def test_two_workers_each_read_a_lane_in_order(harness):
+    """Shards go to the worker whose reading they continue: each of the two lanes is started once (a
+    seek, in a local worker), every other shard reads on, and the CSV is in frame order."""
+    h = harness(compute=slow_enough_to_overlap)
+    job = h.add("a.mp4", frames=40)
+    h.run()
+    assert h.store.get(job.id).state == JobState.DONE
+    assert [t.start for t in h.executor.fresh] == [0, 20]
+    assert len(h.executor.runs) == len(h.store.shards(job.id)) > 8
+    assert au01(h.destination.folder / "a.csv") == list(range(40))
 
 
 def test_a_shard_that_kills_its_worker_fails_its_job_and_only_its_job(harness):
@@ -195,7 +197,7 @@ def test_a_shard_that_kills_its_worker_fails_its_job_and_only_its_job(harness):
     h.run()
     assert len(attempts) == 3  # first run + 2 retries
     bad_job = h.store.get(bad.id)
-    assert bad_job.state == JobState.FAILED and "frames 5-8 lost its worker 3 times" in bad_job.reason
+    assert bad_job.state == JobState.FAILED and "frames 5-7 lost its worker 3 times" in bad_job.reason
     assert h.store.get(good.id).state == JobState.DONE
     good_runs = [t for t in h.executor.runs if "good" in t.video]
     assert len(good_runs) == len(h.store.shards(good.id))  # each innocent shard ran exactly once
@@ -208,7 +210,7 @@ def test_a_worker_death_is_retried_and_the_job_completes(harness):
     deaths = []
 
     def once(task, progress):
-        if task.start == 8 and not deaths:
+        if task.start == 10 and not deaths:  # the second lane's first shard
             deaths.append(task)
             raise WorkerDied("killed", "inline")
         return compute(task, progress)
