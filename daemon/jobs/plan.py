@@ -29,14 +29,14 @@ def plan_shards(frames: int, shard_frames: int, workers: int) -> list[tuple[int,
     seek decodes from a keyframe at least 16 frames back: 11 ms at 640x360, 41-47 ms at 1920x1080,
     docs/benchmark.md); the small shards at a lane's end let the worker that finishes first take over
     part of another's lane, so all finish nearly together. Shards never get smaller than a sixteenth
-    of ``shard_frames``, nor is a lane planned for a worker that would get no frame."""
+    of ``shard_frames`` (or their lane), nor is a lane planned for a worker that would get no frame."""
     if frames <= 0:
         return []
     workers = max(1, min(workers, frames))
     ranges: list[tuple[int, int]] = []
     for lane in range(workers):
         start, end = lane * frames // workers, (lane + 1) * frames // workers
-        smallest = max(1, min(shard_frames // 16, (end - start) // workers))
+        smallest = max(1, min(shard_frames // 16, end - start))
         while start < end:
             remaining = end - start
             size = min(remaining, max(smallest, min(shard_frames, -(-remaining // workers))))

@@ -325,7 +325,7 @@ SITECUSTOMIZE = textwrap.dedent('''
         import daemon.core.shard as shard
         real = shard.run_shard
 
-        def run_shard(pipeline, task, progress=None):
+        def run_shard(pipeline, task, progress=None, reader=None):
             name = os.path.basename(task.video)
             _log(f"run {name} {task.start}")
             if "crashme" in name and task.start > 0 and os.path.exists(os.environ["AUD_TEST_CRASH_FLAG"]):
@@ -335,7 +335,7 @@ SITECUSTOMIZE = textwrap.dedent('''
                     time.sleep(0.05)
                 _log("crash")
                 os._exit(71)
-            done = real(pipeline, task, progress)
+            done = real(pipeline, task, progress, reader)
             _log(f"end {name} {task.start}")
             return done
 
