@@ -145,12 +145,12 @@ def report(r: dict) -> str:
             au45 = configurations(video)[name]["au45"]
             exact = name in EXACT
             cell = bench.key(video, au45)
-            bound_fps = median_of(r["bound"][cell]) if cell in r["bound"] else None
+            bound_text = f"{median_of(r['bound'][cell]):.2f}" if exact and cell in r["bound"] else ""
             ratio_text = (f"{statistics.median(x['ratio']):.3f} (rounds: "
                           + " / ".join(f"{v:.3f}" for v in x["ratio"]) + ")") if exact else ""
             versus = official if au45 else official_off  # like for like: without STAR against without it
             lines.append(f"| {video} | {name} | {fps:.2f} | {' / '.join(f'{v:.2f}' for v in x['fps'])} | "
-                         f"{bound_fps:.2f} | {ratio_text} | {fps / base:.2f} | "
+                         f"{bound_text} | {ratio_text} | {fps / base:.2f} | "
                          f"{f'{fps / versus:.2f}' if versus and video == '360p' else ''} | "
                          f"{'yes' if x['same_csv'] else 'NO'} |")
     for label, fps in (("official", official), ("official_no_landmarks", official_off)):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Two versions of aud side by side: `aud extract` of one video, runs alternating, in one sitting.
 
-    .venv/bin/python bench/compare.py BASE [NEW] VIDEO [--workers 2] [--repeat 3] [--models DIR]
+    .venv/bin/python bench/compare.py BASE [NEW] VIDEO [--workers 2] [--repeat 3] [--models DIR] [--no-au45]
 
 BASE and NEW are git revisions (NEW defaults to the work tree as it is). Each is checked out into a
 temporary worktree (the work tree itself is used for NEW when not given) and run with this virtualenv's
@@ -39,12 +39,12 @@ def worktree(revision: str, into: Path) -> Path:
     return into
 
 
-def run(source: Path, video: Path, csv_path: Path, models: Path, workers: int, env: dict) -> dict:
+def run(source: Path, video: Path, csv_path: Path, models: Path, workers: int, env: dict, au45: bool = True) -> dict:
     """``aud extract`` of the ``daemon`` in ``source``: run from a directory without one, with
     ``source`` on PYTHONPATH (run from the project, ``-m`` would find the work tree's first)."""
     # AUD_PLOTS=false: versions that write a plot beside the CSV skip it (older ones ignore the variable), so
     # both measure the same work
-    return bench.run_extract(video, csv_path, models, workers, True,
+    return bench.run_extract(video, csv_path, models, workers, au45,
                              {**env, "PYTHONPATH": str(source), "AUD_PLOTS": "false"}, cwd=csv_path.parent)
 
 
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--models", type=Path, default=PROJECT.parent / "shared" / "models" / "openface3")
+    ap.add_argument("--no-au45", dest="au45", action="store_false", help="both versions with --no-au45")
     args = ap.parse_args(argv)
     if len(args.revisions) not in (2, 3):
         ap.error("give BASE [NEW] VIDEO")
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for i in range(args.repeat):
                 for name, source in sources.items():
-                    runs[name].append(run(source, video, tmp / f"{name}.csv", models, args.workers, env))
+                    runs[name].append(run(source, video, tmp / f"{name}.csv", models, args.workers, env, args.au45))
                     x = runs[name][-1]
                     print(f"run {i + 1} {name}: {x['fps_external']} frames/s (process start to exit; sidecar "
                           f"{x['fps']}), first frame {x['first_frame_seconds']} s, "
@@ -89,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
               f"wall {m['wall_seconds']} s, peak RSS/PSS sum {m['peak_rss_total_mb']}/{m['peak_pss_total_mb']} MB "
               f"over {args.repeat} runs")
     print(f"new / base frames/s: {median['new']['fps_external'] / median['base']['fps_external']:.3f}; "
-          f"CSVs {'identical' if identical else 'differ'} ({video.name}, {args.workers} workers)")
+          f"CSVs {'identical' if identical else 'differ'} ({video.name}, {args.workers} workers"
+          f"{'' if args.au45 else ', AU45 off'})")
     return 0
 
 

@@ -95,6 +95,14 @@ class Pipeline:
         self.providers = {role: s.get_providers()[0] for role, s in self.sessions.items()}
         log.info("sessions ready: %s", self.providers)
 
+    def warm_up(self) -> None:
+        """Run the detector once on a blank 640x360 frame and MTL on a full batch of blank crops, so
+        that a shard's first frames do not pay for ONNX Runtime's first runs (its memory arena
+        growing: 25-40 ms a worker; docs/benchmark.md, "Design measurements"). STAR is left cold: its
+        one run costs more than its first run's extra."""
+        self.detect(np.zeros((360, 640, 3), np.uint8))
+        self.multitask(np.zeros((self.options.batch_size, 3, crops.MTL_SIZE, crops.MTL_SIZE), np.float32))
+
     # --- the three models -------------------------------------------------------------------------
 
     def detect(self, image: np.ndarray) -> list[detection.Detection]:
