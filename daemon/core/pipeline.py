@@ -96,12 +96,12 @@ class Pipeline:
         log.info("sessions ready: %s", self.providers)
 
     def warm_up(self) -> None:
-        """Run the detector once on a blank 640x360 frame and MTL on a full batch of blank crops, so
-        that a shard's first frames do not pay for ONNX Runtime's first runs (its memory arena
-        growing: 25-40 ms a worker; docs/benchmark.md, "Design measurements"). STAR is left cold: its
-        one run costs more than its first run's extra."""
+        """Run the detector once on a blank 640x360 frame, so that a shard's first frames do not pay for
+        its first run in this process (one-time set-up and its first activations: 15-25 ms a worker on
+        the shared clip; docs/benchmark.md, "Design measurements"). MTL and STAR are left cold: warming
+        MTL's batch first would hold its memory apart from the detector's (one arena, grown as asked),
+        90 MB more a worker at 1920x1080, for 10-35 ms once."""
         self.detect(np.zeros((360, 640, 3), np.uint8))
-        self.multitask(np.zeros((self.options.batch_size, 3, crops.MTL_SIZE, crops.MTL_SIZE), np.float32))
 
     # --- the three models -------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from .video import quiet_decoder_logs
 
 def prepare_process(options: PipelineOptions) -> Pipeline:
     """Give every native thread pool of this process the worker's share of the cores (see
-    ``limit_threads``), one memory arena for its sessions, load the models once and warm them up."""
+    ``limit_threads``), one memory arena for its sessions, load the models once and warm up the detector."""
     quiet_decoder_logs()
     limit_threads(providers.worker_threads(options.workers, options.threads))
     providers.share_cpu_arena()
