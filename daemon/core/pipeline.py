@@ -97,10 +97,10 @@ class Pipeline:
 
     def warm_up(self) -> None:
         """Run the detector once on a blank 640x360 frame, so that a shard's first frames do not pay for
-        its first run in this process (one-time set-up and its first activations: 15-25 ms a worker on
-        the shared clip; docs/benchmark.md, "Design measurements"). MTL and STAR are left cold: warming
-        MTL's batch first would hold its memory apart from the detector's (one arena, grown as asked),
-        90 MB more a worker at 1920x1080, for 10-35 ms once."""
+        its first run in this process (one-time set-up and its first activations). MTL and STAR are
+        left cold: warming MTL's batch first would hold its memory apart from the detector's (one
+        arena, grown as asked), more memory a worker than it saves time (docs/benchmark.md,
+        "Design measurements")."""
         self.detect(np.zeros((360, 640, 3), np.uint8))
 
     # --- the three models -------------------------------------------------------------------------

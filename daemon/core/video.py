@@ -174,8 +174,8 @@ class Reader:
 
     A worker keeps one: when its next range is of the same, unchanged file and starts where the last
     ended (or fewer than ``READ_AHEAD`` frames later), the decode simply goes on, with no open and no
-    seek (a seek decodes from a keyframe at least 16 frames back: 11 ms at 640x360 and 41-47 ms at
-    1920x1080 on the shared clip, more for long-GOP camera files; docs/benchmark.md). Otherwise it
+    seek (a seek decodes from a keyframe at least 16 frames back, more for long-GOP camera files;
+    docs/benchmark.md, "Design measurements"). Otherwise it
     opens and seeks as ``read_range`` does. The frames are the same either way: a sequential decode's.
     """
 

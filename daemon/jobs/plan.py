@@ -26,8 +26,8 @@ def plan_shards(frames: int, shard_frames: int, workers: int) -> list[tuple[int,
     self-scheduling: each shard an equal share (one per worker) of what remains of its lane, capped at
     ``shard_frames``, so shards shrink towards each lane's end. A worker reads its lane in order on one
     open capture (``scheduler.py``, ``video.Reader``), so a shard costs a round trip but no seek (a
-    seek decodes from a keyframe at least 16 frames back: 11 ms at 640x360, 41-47 ms at 1920x1080,
-    docs/benchmark.md); the small shards at a lane's end let the worker that finishes first take over
+    seek decodes from a keyframe at least 16 frames back; docs/benchmark.md, "Design measurements");
+    the small shards at a lane's end let the worker that finishes first take over
     part of another's lane, so all finish nearly together. Shards never get smaller than a sixteenth
     of ``shard_frames`` (or their lane), nor is a lane planned for a worker that would get no frame."""
     if frames <= 0:
