@@ -77,6 +77,8 @@ REAP_TIMEOUT = 5.0  # seconds to wait for a process whose pipe closed to exit, b
 TERM_GRACE = 1.0  # seconds between SIGTERM and SIGKILL when stopping a worker
 STOP_TIMEOUT = 5.0  # seconds a worker gets to exit after a stop message
 EXIT_ORPHANED = 70  # a worker's exit code when its parent died
+READER_IDLE_SECONDS = 2.0  # a worker idle this long lets go of its open video (its job has most likely
+# ended: the file is about to be moved, or may be deleted, and should not be held open overnight)
 
 
 # --- messages ---------------------------------------------------------------------------------------
@@ -194,6 +196,8 @@ def worker_main(conn: multiprocessing.connection.Connection, lifeline: multiproc
     reader = Reader()  # the capture of the last shard stays open for the shard that continues it
     while True:
         try:
+            if not conn.poll(READER_IDLE_SECONDS):
+                reader.close()
             message = conn.recv()
         except EOFError:
             return
@@ -256,6 +260,7 @@ class _Worker:
         self.threads = 0
         self.tasks_done = 0
         self.position: tuple[str, int] | None = None  # (video, frame) where its open capture stands
+        self.idle_since = 0.0  # time.monotonic() when its last shard ended
         self.progress: Progress | None = None
         self.reply: asyncio.Future = loop.create_future()
         self.exited: asyncio.Future = loop.create_future()  # set with the exit code once reaped
@@ -362,7 +367,7 @@ class _Worker:
             text = message.message if message.input_error else f"{message.type_name}: {message.message}"
             raise ShardFailed(text, kind, message.traceback, self.name)
         self.tasks_done += 1
-        self.position = (task.video, task.stop)
+        self.position, self.idle_since = (task.video, task.stop), time.monotonic()
         return message.result
 
     def abandon(self, error: Exception) -> None:
@@ -473,7 +478,9 @@ class ProcessExecutor:
         return dict(started[0].providers)
 
     def resume_points(self) -> list[tuple[str, int]]:
-        return [w.position for w in self._idle if w.position is not None]
+        now = time.monotonic()  # a worker idle for READER_IDLE_SECONDS has closed its capture
+        return [w.position for w in self._idle
+                if w.position is not None and now - w.idle_since < READER_IDLE_SECONDS]
 
     async def run(self, task: ShardTask, *, timeout: float | None = None,
                   progress: Progress | None = None) -> ShardResult:

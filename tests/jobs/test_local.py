@@ -161,6 +161,37 @@ def test_a_shard_runs_on_the_worker_whose_capture_it_continues(tiny_models: Path
             await ex.close()
     run(main)
 
+
+def test_an_idle_worker_lets_go_of_its_video(tiny_models: Path, video):
+    """The open capture is kept between shards, not overnight: a worker that waits READER_IDLE_SECONDS
+    for its next shard closes it (the video may be moved or deleted once its job ends)."""
+    from daemon.jobs.local import READER_IDLE_SECONDS
+
+    info = video(12)
+
+    def holds_video(pid: int) -> bool:
+        fd_dir = Path(f"/proc/{pid}/fd")
+        return any(os.readlink(fd_dir / fd) == info.path for fd in os.listdir(fd_dir))
+
+    async def main():
+        ex = ProcessExecutor(PipelineOptions(tiny_models), 1)
+        try:
+            await ex.start()
+            done = await ex.run(ShardTask.of(info, 0, 6))
+            pid = pid_of(done.worker)
+            ended = time.monotonic()
+            assert holds_video(pid) and ex.resume_points() == [(info.path, 6)]
+            while holds_video(pid):
+                assert time.monotonic() - ended < READER_IDLE_SECONDS + 10, "the worker kept its video open"
+                await asyncio.sleep(0.1)
+            assert time.monotonic() - ended >= READER_IDLE_SECONDS - 0.5
+            assert ex.resume_points() == []  # the parent no longer routes a shard to the closed capture
+        finally:
+            await ex.close()
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to see a worker's open files (Linux)")
+    run(main)
+
 # --- start ------------------------------------------------------------------------------------------
 
 def test_start_warms_every_worker_and_returns_providers(tiny_models: Path):
