@@ -222,9 +222,7 @@ class Reader:
             except OSError:
                 identity = None  # gone since it was opened: read it, keep nothing open
         try:
-            for skipped in range(position, start):
-                if not cap.grab():
-                    raise VideoError(f"{path}: the video stream ends at frame {skipped}, before frame {start}")
+            _grab_forward(cap, path, position, start)
             for index in range(start, stop):
                 if (index - start) % step:
                     ok = cap.grab()
@@ -243,6 +241,13 @@ class Reader:
             self._cap, self._at = cap, (str(path), identity, stop)
 
 
+def _grab_forward(cap: cv2.VideoCapture, path: str | Path, position: int, start: int) -> None:
+    """Grab (decode, keep no image) from frame ``position`` up to ``start``, so ``start`` is read next."""
+    for skipped in range(position, start):
+        if not cap.grab():
+            raise VideoError(f"{path}: the video stream ends at frame {skipped}, before frame {start}")
+
+
 def _open_at(path: str | Path, start: int, previous_timestamp: float | None) -> cv2.VideoCapture:
     """A capture whose next frame is ``start``: seeked and verified, else grabbed forward from 0."""
     cap = open_capture(path)
@@ -250,9 +255,7 @@ def _open_at(path: str | Path, start: int, previous_timestamp: float | None) -> 
         if not _seek(cap, start, previous_timestamp):
             cap.release()
             cap = open_capture(path)
-            for skipped in range(start):
-                if not cap.grab():
-                    raise VideoError(f"{path}: the video stream ends at frame {skipped}, before frame {start}")
+            _grab_forward(cap, path, 0, start)
     except BaseException:
         cap.release()
         raise

@@ -18,17 +18,20 @@ Implementations: ``local.ProcessExecutor`` (the default: a pool of spawned proce
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ..core.shard import ShardResult, ShardTask
+from ..core.video import follows
 
 if TYPE_CHECKING:
     from ..config import Settings
 
 Progress = Callable[[int], None]  # frames of the shard finished so far
+Position = tuple[str, int]  # (video, next frame) where a worker's open capture stands
+W = TypeVar("W")
 
 
 class ExecutorError(Exception):
@@ -92,7 +95,7 @@ class Executor(Protocol):
                   progress: Progress | None = None) -> ShardResult:
         """Run one shard; raises WorkerDied, ShardTimedOut, ShardFailed or ExecutorUnavailable."""
 
-    def resume_points(self) -> list[tuple[str, int]]:
+    def resume_points(self) -> list[Position]:
         """(video, frame) for each idle worker whose open capture stands there: a shard of that video
         starting at that frame (or a few frames on, ``video.follows``) runs on that worker without a
         seek, if ``run`` is called with it next. Empty where workers keep no capture (Dask)."""
@@ -105,6 +108,13 @@ class Executor(Protocol):
 
     async def close(self, *, kill: bool = False) -> None:
         """Stop the workers: let a running shard finish, or with ``kill`` end it now."""
+
+
+def worker_for(task: ShardTask, idle: Sequence[W], position: Callable[[W], Position | None]) -> W:
+    """Of the idle workers (longest idle first), the one to run ``task``: the one whose open capture it
+    continues, else one with no capture (the others keep theirs for the shards that continue them),
+    else the longest idle."""
+    return min(idle, key=lambda w: (not follows(position(w), task.video, task.start), position(w) is not None))
 
 
 def make_executor(settings: Settings, on_restart: Callable[[str], None] = lambda reason: None) -> Executor:

@@ -19,7 +19,17 @@ from collections.abc import Awaitable, Callable
 
 from ..core.shard import ShardResult, ShardTask
 from ..core.video import VideoError, follows
-from .executor import ExecutorError, ExecutorUnavailable, FailureKind, Progress, ShardFailed, ShardTimedOut, WorkerInfo
+from .executor import (
+    ExecutorError,
+    ExecutorUnavailable,
+    FailureKind,
+    Position,
+    Progress,
+    ShardFailed,
+    ShardTimedOut,
+    WorkerInfo,
+    worker_for,
+)
 
 Compute = Callable[[ShardTask, Progress], ShardResult | Awaitable[ShardResult]]
 
@@ -38,7 +48,7 @@ class InlineExecutor:
         self.max_concurrent = 0
         self._done = 0
         self._idle: list[int] = list(range(capacity))  # free slots, longest idle first
-        self._position: dict[int, tuple[str, int]] = {}  # slot -> where its last shard ended
+        self._position: dict[int, Position] = {}  # slot -> where its last shard ended
         self.fresh: list[ShardTask] = []  # tasks that started a reading (a local worker would seek)
 
     @property
@@ -69,20 +79,19 @@ class InlineExecutor:
             self._position[slot] = (task.video, task.stop)
         return result
 
-    def resume_points(self) -> list[tuple[str, int]]:
+    def resume_points(self) -> list[Position]:
         return [self._position[slot] for slot in self._idle if slot in self._position]
 
     def _take_slot(self, task: ShardTask) -> int | None:
         """The free slot whose last shard this task continues, else one with none, else the first."""
         if not self._idle:
             return None  # more runs than slots (a test driving the executor directly)
-        ranked = sorted(self._idle, key=lambda s: (not follows(self._position.get(s), task.video, task.start),
-                                                   s in self._position))
-        if not follows(self._position.get(ranked[0]), task.video, task.start):
+        slot = worker_for(task, self._idle, self._position.get)
+        if not follows(self._position.get(slot), task.video, task.start):
             self.fresh.append(task)
-        self._idle.remove(ranked[0])
-        self._position.pop(ranked[0], None)
-        return ranked[0]
+        self._idle.remove(slot)
+        self._position.pop(slot, None)
+        return slot
 
     async def _call(self, task: ShardTask, progress: Progress) -> ShardResult:
         try:

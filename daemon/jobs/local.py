@@ -58,16 +58,18 @@ from ..core.models import ModelError
 from ..core.pipeline import PipelineOptions
 from ..core.providers import ProviderError, worker_threads
 from ..core.shard import ShardResult, ShardTask, run_shard, worker_name
-from ..core.video import Reader, VideoError, follows
+from ..core.video import Reader, VideoError
 from ..core.worker import prepare_process
 from .executor import (
     ExecutorUnavailable,
     FailureKind,
+    Position,
     Progress,
     ShardFailed,
     ShardTimedOut,
     WorkerDied,
     WorkerInfo,
+    worker_for,
 )
 
 log = logging.getLogger("aud.local")
@@ -259,7 +261,7 @@ class _Worker:
         self.providers: dict[str, str] = {}
         self.threads = 0
         self.tasks_done = 0
-        self.position: tuple[str, int] | None = None  # (video, frame) where its open capture stands
+        self.position: Position | None = None  # (video, frame) where its last shard ended
         self.idle_since = 0.0  # time.monotonic() when its last shard ended
         self.progress: Progress | None = None
         self.reply: asyncio.Future = loop.create_future()
@@ -370,6 +372,13 @@ class _Worker:
         self.position, self.idle_since = (task.video, task.stop), time.monotonic()
         return message.result
 
+    def capture(self) -> Position | None:
+        """Where its open capture stands: its last shard's end, unless it has waited long enough since
+        to close the capture (``READER_IDLE_SECONDS``)."""
+        if self.position is None or time.monotonic() - self.idle_since >= READER_IDLE_SECONDS:
+            return None
+        return self.position
+
     def abandon(self, error: Exception) -> None:
         """Fail whatever the parent waits for with ``error`` (the worker is about to be killed)."""
         if not self.reply.done():
@@ -477,10 +486,8 @@ class ProcessExecutor:
         log.info("%d workers loaded their models: %s", self.size, ", ".join(w.name for w in started))
         return dict(started[0].providers)
 
-    def resume_points(self) -> list[tuple[str, int]]:
-        now = time.monotonic()  # a worker idle for READER_IDLE_SECONDS has closed its capture
-        return [w.position for w in self._idle
-                if w.position is not None and now - w.idle_since < READER_IDLE_SECONDS]
+    def resume_points(self) -> list[Position]:
+        return [at for at in (w.capture() for w in self._idle) if at is not None]
 
     async def run(self, task: ShardTask, *, timeout: float | None = None,
                   progress: Progress | None = None) -> ShardResult:
@@ -551,10 +558,9 @@ class ProcessExecutor:
             raise RuntimeError("start() the process pool before running shards")
         while not self._closing:
             if self._idle:
-                ranked = sorted(self._idle, key=lambda w: (not follows(w.position, task.video, task.start),
-                                                           w.position is not None))
-                self._idle.remove(ranked[0])
-                return ranked[0]
+                worker = worker_for(task, self._idle, _Worker.capture)
+                self._idle.remove(worker)
+                return worker
             if not self._workers:
                 raise ShardFailed(f"no worker process is left: a replacement could not start "
                                   f"({self._start_failure})", FailureKind.INTERNAL)
