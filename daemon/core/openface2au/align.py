@@ -1,0 +1,84 @@
+"""The similarity-aligned, masked face OpenFace 2.2.0's AU models read: ``FaceAnalysis::AlignFaceMask``
+(lib/local/FaceAnalyser/src/Face_utils.cpp), as ``FaceAnalyser::AddNextFrame`` calls it.
+
+- Destination: the PDM's mean shape (x, y) times ``SIM_SCALE`` (``FaceAnalyserParameters``: ``sim_scale_au`` 0.7,
+  ``sim_size_au`` 112).
+- Only the rigid points (``extract_rigid_points``: contour 1-4 and 12-15, nose 27-29 and 31-35, eye corners and
+  lower lids 36, 39-42, 45-47) fix the transform: ``AlignShapesWithScale``, Kabsch on mean-centred, RMS-scaled
+  points, reflection excluded, scale = RMS(dst) / RMS(src).
+- Translation: the scaled rotation applied to the PDM fit's (tx, ty), the face centre put at (w/2, h/2)
+  (integer halves).
+- ``cv::warpAffine`` bilinear, constant 0 border.
+- Mask: the landmarks moved by the same warp, the contour ends (0, 16) and both brows (17-26) raised by
+  ``(30 / 0.7) * sim_scale`` pixels; a pixel is kept when it lies in one of the triangulation's triangles by
+  ``PAW::pointInTriangle`` (three same-side tests, edges included), checked at integer pixel positions of the
+  output (``PAW`` with bounds 0..w-1, 0..h-1).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+SIM_SCALE = 0.7  # FaceAnalyserParameters::sim_scale_au
+SIZE = 112  # FaceAnalyserParameters::sim_size_au
+BROW_RAISE = 30 / 0.7  # AlignFaceMask: "Move the eyebrows up to include more of upper face", times sim_scale
+RAISED = (0, 16, *range(17, 27))  # AlignFaceMask: the points moved up
+RIGID = (1, 2, 3, 4, 12, 13, 14, 15, 27, 28, 29, 31, 32, 33, 34, 35, 36, 39, 40, 41, 42, 45, 46, 47)
+
+
+def align_shapes_with_scale(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """``AlignShapesWithScale`` -> the 2x2 scaled rotation taking ``src`` onto ``dst`` (both (k, 2))."""
+    n = len(src)
+    src_c = src - src.mean(axis=0)
+    dst_c = dst - dst.mean(axis=0)
+    s_src = np.sqrt((src_c ** 2).sum() / n)
+    s_dst = np.sqrt((dst_c ** 2).sum() / n)
+    src_n, dst_n = src_c / s_src, dst_c / s_dst
+    u, _, vt = np.linalg.svd(src_n.T @ dst_n)  # AlignShapesKabsch2D
+    corr = np.eye(2)
+    corr[1, 1] = 1.0 if np.linalg.det(vt.T @ u.T) > 0 else -1.0
+    rotation = vt.T @ corr @ u.T
+    return (s_dst / s_src) * rotation
+
+
+def warp_matrix(landmarks: np.ndarray, mean_shape: np.ndarray, tx: float, ty: float,
+                sim_scale: float = SIM_SCALE, size: int = SIZE) -> np.ndarray:
+    """The 2x3 affine of ``AlignFaceMask``."""
+    n = len(landmarks)
+    dst = np.stack([mean_shape[:n], mean_shape[n:2 * n]], axis=1) * sim_scale
+    rigid = list(RIGID) if n == 68 else list(range(n))
+    a = align_shapes_with_scale(landmarks[rigid], dst[rigid])
+    t = a @ np.array([tx, ty])
+    return np.array([[a[0, 0], a[0, 1], -t[0] + size // 2], [a[1, 0], a[1, 1], -t[1] + size // 2]])
+
+
+def mask(points: np.ndarray, triangles: np.ndarray, size: int = SIZE) -> np.ndarray:
+    """``PAW``'s pixel mask (size x size, uint8 0/1) of the triangles over ``points`` (n, 2)."""
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    inside = np.zeros((size, size), bool)
+    for i, j, k in triangles:
+        p1, p2, p3 = points[i], points[j], points[k]
+        inside |= (_same_side(xs, ys, p1, p2, p3) & _same_side(xs, ys, p2, p1, p3)
+                   & _same_side(xs, ys, p3, p1, p2))
+    return inside.astype(np.uint8)
+
+
+def _same_side(x0: np.ndarray, y0: np.ndarray, p1: np.ndarray, p2: np.ndarray, p3: np.ndarray) -> np.ndarray:
+    """``PAW::sameSide``: (x0, y0) on the same side of the line p2-p3 as p1 (or on it)."""
+    x2, y2 = p2
+    x3, y3 = p3
+    a = (x3 - x2) * (y0 - y2) - (x0 - x2) * (y3 - y2)
+    b = (x3 - x2) * (p1[1] - y2) - (p1[0] - x2) * (y3 - y2)
+    return a * b >= 0
+
+
+def align_face_mask(image: np.ndarray, landmarks: np.ndarray, mean_shape: np.ndarray, tx: float, ty: float,
+                    triangles: np.ndarray, sim_scale: float = SIM_SCALE, size: int = SIZE) -> np.ndarray:
+    """The masked aligned face (size x size, the image's channels, uint8)."""
+    matrix = warp_matrix(landmarks, mean_shape, tx, ty, sim_scale, size)
+    face = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR)
+    moved = landmarks @ matrix[:, :2].T + matrix[:, 2]
+    moved[list(RAISED), 1] -= BROW_RAISE * sim_scale
+    keep = mask(moved, triangles, size)
+    return face * (keep[..., None] if face.ndim == 3 else keep)

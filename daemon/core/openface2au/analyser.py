@@ -1,0 +1,68 @@
+"""One face in one frame through OpenFace 2.2.0's AU front end (``FaceAnalyser::AddNextFrame``,
+lib/local/FaceAnalyser/src/FaceAnalyser.cpp): PDM fit, aligned masked face, FHOG, geometry, the models'
+projections; and the shard's share of each face's person-median histograms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import align, features, files, median
+from .formats import ModelSet, load_model_set
+from .pdm import PDM, calc_params
+from .predict import Predictors
+
+
+@dataclass(frozen=True)
+class FrameFeatures:
+    aligned: np.ndarray  # 112x112 BGR, masked
+    hog: np.ndarray  # (4464,)
+    geom: np.ndarray  # (238,)
+    params_global: np.ndarray
+    params_local: np.ndarray
+
+
+class Analyser:
+    """The loaded model set and its stacked predictors (built once a process)."""
+
+    def __init__(self, model_set: ModelSet):
+        self.model_set = model_set
+        self.pdm = PDM.of(model_set.pdm)
+        self.predictors = Predictors.of(model_set)
+
+    @classmethod
+    def load(cls, models_dir: Path) -> Analyser:
+        return cls(load_model_set(models_dir / files.SUBDIR))
+
+    def features(self, image: np.ndarray, landmarks68: np.ndarray) -> FrameFeatures:
+        points = np.asarray(landmarks68, np.float64)
+        glob, loc = calc_params(self.pdm, points)
+        face = align.align_face_mask(image, points, self.pdm.mean_shape, glob[4], glob[5],
+                                     self.model_set.triangulation)
+        return FrameFeatures(face, features.fhog(face), features.geometry(self.pdm.princ_comp, loc), glob, loc)
+
+    def project(self, feats: FrameFeatures) -> tuple[np.ndarray, np.ndarray]:
+        x = np.concatenate([feats.hog, feats.geom])[None]
+        reg, cls = self.predictors.project(x)
+        return reg[0], cls[0]
+
+
+class MedianCollector:
+    """A shard's descriptors of the frames that update the person median, turned into counts at the end."""
+
+    def __init__(self) -> None:
+        self.hog: list[np.ndarray] = []
+        self.geom: list[np.ndarray] = []
+
+    def add(self, frame: int, feats: FrameFeatures) -> None:
+        if median.counts_frame(frame):
+            self.hog.append(feats.hog)
+            self.geom.append(feats.geom)
+
+    def histograms(self) -> median.Histograms | None:
+        if not self.hog:
+            return None
+        return median.Histograms.of_frames(np.stack(self.hog), np.stack(self.geom))
