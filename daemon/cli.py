@@ -51,6 +51,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                    help="with --mirror: inspection videos of the mirrored faces and the midline")
     p.add_argument("--csv-style", choices=("aud", "openface2"),
                    help="CSV column names and formatting: aud's (default) or OpenFace 2.2's")
+    p.add_argument("--au-models", choices=("openface3", "openface2", "both"),
+                   help="AU models: OpenFace 3.0's, OpenFace 2.2's (17 intensities, 18 occurrences) or both "
+                        "(default: both when `aud models fetch` brought the OpenFace 2.2 files, else openface3)")
     p.add_argument("--no-plots", dest="plots", action="store_const", const=False,
                    help="no PNG plot beside each CSV")
     p.add_argument("--executor", choices=("process", "dask"),
@@ -60,7 +63,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
 
 RUN_SETTINGS = ("models", "provider", "workers", "au45", "detect_max_side", "detect_every", "batch_size",
                 "threads_per_worker",
-                "faces", "mirror", "mirror_videos", "csv_style", "plots", "executor", "dask_scheduler")
+                "faces", "mirror", "mirror_videos", "csv_style", "plots", "executor", "dask_scheduler", "au_models")
 
 
 def add_daemon_flags(p: argparse.ArgumentParser) -> None:

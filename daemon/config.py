@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     mirror: bool = False  # hemi-face analysis: left- and right-mirrored CSVs beside the main one
     mirror_videos: bool = False  # with mirror: inspection videos of the mirrored faces and the midline
     csv_style: Literal["aud", "openface2"] = "aud"  # column names and formatting of the CSV
+    # AU model families: OpenFace 3.0's (MTL) and/or OpenFace 2.2's SVR/SVM (17 + 18 AUs); None: "both" when the
+    # model set holds the OpenFace 2.2 files and AU45 is on, else "openface3" (openface2au/options.py)
+    au_models: Literal["openface3", "openface2", "both"] | None = None
     plots: bool = True  # a PNG beside every CSV
     camera_fx: float | None = Field(None, gt=0)  # camera intrinsics for head pose (pixels); default
     camera_fy: float | None = Field(None, gt=0)  # as OpenFace 2.2: from the frame size
@@ -95,6 +98,14 @@ class Settings(BaseSettings):
             raise ValueError(f"detect_every = {self.detect_every} follows faces with STAR's landmarks, which "
                              "au45 = false (--no-au45) turns off: turn AU45 on or set detect_every = 1")
         return self
+
+    def au_models_in_use(self) -> str:
+        """``au_models`` resolved against the model set, checked (AuModelsError says what to change)."""
+        from .core.openface2au.options import check_au_models, default_au_models
+
+        chosen = self.au_models or default_au_models(self.models, self.au45)
+        check_au_models(chosen, self.au45, self.faces, self.models)
+        return chosen
 
     @field_validator("inbox", "outbox", "state", "models", mode="after")
     @classmethod
@@ -134,7 +145,7 @@ class Settings(BaseSettings):
                                au45=self.au45, detect_max_side=self.detect_max_side,
                                detect_every=self.detect_every,
                                batch_size=self.batch_size, faces=FacesMode(self.faces), mirror=self.mirror,
-                               cache_dir=self.coreml_cache_dir)
+                               cache_dir=self.coreml_cache_dir, au_models=self.au_models_in_use())
 
     def output_options(self):
         """How results are written (a core dataclass)."""

@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from . import blink, crops, detection, follow, providers
+from . import blink, crops, detection, follow, providers, wflw
 from .models import open_model_set
+from .openface2au.analyser import Analyser, MedianCollector
+from .openface2au.options import check_au_models
 from .results import FaceRows
 from .video import Frame
 
@@ -45,6 +47,7 @@ class PipelineOptions:
     faces: FacesMode = FacesMode.PRIMARY
     mirror: bool = False  # hemi-face analysis (needs STAR's landmarks)
     detect_every: int = 1  # detect every N-th frame, follow faces by their landmarks in between (needs STAR)
+    au_models: str = "openface3"  # "openface3" | "openface2" | "both": "openface2"/"both" add OpenFace 2.2's AUs
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "aud" / "coreml")
 
 
@@ -84,6 +87,11 @@ class Pipeline:
         if options.detect_every > 1 and not options.au45:
             raise ValueError("detect_every > 1 follows faces with STAR's landmarks: turn AU45 on")
         self.options = options
+        self.of2 = None
+        self._of2_median: MedianCollector | None = None
+        if options.au_models != "openface3":
+            check_au_models(options.au_models, options.au45, options.faces.value, options.models_dir)
+            self.of2 = Analyser.load(options.models_dir)
         plan = providers.choose(options.provider, options.cache_dir)
         if providers.COREML in plan.names:
             options.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -146,14 +154,21 @@ class Pipeline:
                 progress(done)
 
         follower = follow.Follower(self.options.detect_every) if self.options.detect_every > 1 else None
-        for frame in frames:
-            batch.append(frame)
-            if len(batch) == self.options.batch_size:
+        self._of2_median = MedianCollector() if self.of2 is not None else None
+        try:
+            for frame in frames:
+                batch.append(frame)
+                if len(batch) == self.options.batch_size:
+                    parts.append(self.run_batch(batch, advance, follower))
+                    batch = []
+            if batch:
                 parts.append(self.run_batch(batch, advance, follower))
-                batch = []
-        if batch:
-            parts.append(self.run_batch(batch, advance, follower))
-        return FaceRows.concat(parts)
+            rows = FaceRows.concat(parts)
+            if self._of2_median is not None:
+                rows.of2_stats = self._of2_median.histograms()
+            return rows
+        finally:
+            self._of2_median = None
 
     def faces_of(self, found: list[detection.Detection]) -> list[detection.Detection]:
         if self.options.faces == FacesMode.ALL:
@@ -237,9 +252,25 @@ class Pipeline:
                 finished += 1
         right, left = blink.openness(out.landmarks[rows])
         out.eye_open[rows, 0], out.eye_open[rows, 1] = right, left
+        if self.of2 is not None:
+            self._measure_of2(out, faces)
         if self.options.mirror:
             self._measure_mirrored(out, faces)
         return finished
+
+    def _measure_of2(self, out: FaceRows, faces: list[_Face]) -> None:
+        """OpenFace 2.2's AU front end on each face's 68 iBUG points (from STAR's 98, ``wflw.TO_IBUG68``): the
+        models' projections per row, the person-median counts of the frames that update it
+        (``openface2au``). A face whose fit fails (non-finite landmarks) keeps NaN: a failed frame to OpenFace."""
+        assert self.of2 is not None
+        for f in faces:
+            points = out.landmarks[f.row][list(wflw.TO_IBUG68)].astype(np.float64)
+            if not np.isfinite(points).all():
+                continue
+            feats = self.of2.features(f.frame.image, points)
+            out.of2_r_proj[f.row], out.of2_c_proj[f.row] = self.of2.project(feats)
+            if self._of2_median is not None:
+                self._of2_median.add(f.frame.index, feats)
 
     def _measure_mirrored(self, out: FaceRows, faces: list[_Face]) -> None:
         """Each face's two hemi-face crops (``mirror.py``) through MTL; a face whose landmarks give no

@@ -14,7 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from .openface2au.median import Histograms
 from .schema import FIELD_NAMES, FIELDS, SHARD_FORMAT
+
+OF2_STATS = "of2_stats_"  # prefix of the OpenFace 2.2 person-median counts in the stored arrays
 
 
 class ShardFormatError(ValueError):
@@ -23,9 +26,12 @@ class ShardFormatError(ValueError):
 
 class FaceRows(Mapping[str, np.ndarray]):
     """The arrays of ``schema.FIELDS``, all with the same number of rows. Read as a mapping
-    (``rows["box"]``) or by attribute (``rows.box``)."""
+    (``rows["box"]``) or by attribute (``rows.box``).
 
-    def __init__(self, arrays: Mapping[str, np.ndarray]):
+    ``of2_stats``: with the OpenFace 2.2 AUs on, the person-median histogram counts of these rows' faces
+    (primary face: one person); they merge by addition in ``concat``."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], of2_stats: Histograms | None = None):
         missing = set(FIELD_NAMES) - set(arrays)
         if missing:
             raise ValueError(f"face rows without {sorted(missing)}")
@@ -33,6 +39,7 @@ class FaceRows(Mapping[str, np.ndarray]):
         if len(lengths) > 1:
             raise ValueError(f"face rows of unequal lengths {sorted(lengths)}")
         self._arrays = {f.name: np.asarray(arrays[f.name], dtype=f.dtype) for f in FIELDS}
+        self.of2_stats = of2_stats
 
     @classmethod
     def empty(cls, n: int) -> FaceRows:
@@ -58,7 +65,7 @@ class FaceRows(Mapping[str, np.ndarray]):
         return len(self)
 
     def take(self, index: np.ndarray) -> FaceRows:
-        return FaceRows({name: array[index] for name, array in self._arrays.items()})
+        return FaceRows({name: array[index] for name, array in self._arrays.items()}, self.of2_stats)
 
     @classmethod
     def concat(cls, parts: list[FaceRows]) -> FaceRows:
@@ -67,7 +74,9 @@ class FaceRows(Mapping[str, np.ndarray]):
             return cls.empty(0)
         merged = {name: np.concatenate([p[name] for p in parts]) for name in FIELD_NAMES}
         order = np.lexsort((merged["detection"], merged["frame"]))
-        return cls({name: array[order] for name, array in merged.items()})
+        stats = [p.of2_stats for p in parts if p.of2_stats is not None and p.of2_stats.count]
+        return cls({name: array[order] for name, array in merged.items()},
+                   Histograms.merge(stats) if stats else None)
 
     def frames(self) -> np.ndarray:
         """The distinct frame indexes, ascending."""
@@ -78,6 +87,8 @@ class FaceRows(Mapping[str, np.ndarray]):
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
         arrays: dict[str, Any] = {"shard_format": np.int64(SHARD_FORMAT), **self._arrays}
+        if self.of2_stats is not None:
+            arrays.update(self.of2_stats.to_arrays(OF2_STATS))
         np.savez(buffer, **arrays)
         return buffer.getvalue()
 
@@ -89,7 +100,8 @@ class FaceRows(Mapping[str, np.ndarray]):
                 found = int(stored["shard_format"]) if "shard_format" in stored.files else 1
                 if found != SHARD_FORMAT:
                     raise ShardFormatError(f"stored shard format {found}, this aud reads {SHARD_FORMAT}")
-                return cls({name: stored[name] for name in FIELD_NAMES})
+                stats = Histograms.from_arrays(stored, OF2_STATS) if f"{OF2_STATS}dims" in stored.files else None
+                return cls({name: stored[name] for name in FIELD_NAMES}, stats)
         except (OSError, ValueError, KeyError) as exc:
             if isinstance(exc, ShardFormatError):
                 raise

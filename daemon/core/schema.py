@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SHARD_FORMAT = 3  # 1: one row per frame, .npz on the worker's disk (before faces = "all"); 2: before "detected"
+SHARD_FORMAT = 4  # 1: one row per frame, .npz on the worker's disk (before faces = "all"); 2: before "detected";
+# 3: before the OpenFace 2.2 AU projections (of2_*)
 
 N_LANDMARKS = 98
 EMOTIONS = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt")
@@ -60,6 +61,10 @@ FIELDS: tuple[Field, ...] = (
     Field("mirror_au", (2, 8), "float32", NAN),
     # False: the face's box was followed from the previous frame's landmarks (detect_every > 1), not detected
     Field("detected", (), "bool", True),
+    # OpenFace 2.2 AU models (au_models = "openface2" | "both"): each model's x . w for this face
+    # (daemon/core/openface2au/predict.py), in OF2_AUS_R / OF2_AUS_C order; NaN: not computed or failed
+    Field("of2_r_proj", (17,), "float64", NAN),
+    Field("of2_c_proj", (18,), "float64", NAN),
 )
 FIELD_NAMES = tuple(f.name for f in FIELDS)
 
@@ -104,3 +109,13 @@ MIRROR_GROUPS: dict[str, tuple[str, ...]] = {
     "eyes": ("eye_open",),
 }
 MIRROR_COLUMNS: tuple[str, ...] = tuple(c for group in MIRROR_GROUPS.values() for c in group)
+
+# --- OpenFace 2.2's AU models (appended) -------------------------------------------------------------
+# the AUs OpenFace 2.2 FeatureExtraction writes (17 intensities, 18 occurrences), in its order; aud's CSV names
+# them ``of2_AU01_r`` … so they cannot be taken for OpenFace 3.0's ``AU01_r`` …
+OF2_AU_NUMBERS_R = (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 25, 26, 45)
+OF2_AU_NUMBERS_C = (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 25, 26, 28, 45)
+OF2_PREFIX = "of2_"
+OF2_AUS_R = tuple(OF2_PREFIX + au_name(n, "r") for n in OF2_AU_NUMBERS_R)
+OF2_AUS_C = tuple(OF2_PREFIX + au_name(n, "c") for n in OF2_AU_NUMBERS_C)
+OF2_AUS = (*OF2_AUS_R, *OF2_AUS_C)  # the column group after COLUMNS when the OpenFace 2.2 AUs are on

@@ -79,6 +79,7 @@ class RunnerConfig:
     shard_timeout_seconds: float | None = None
     output_retry_seconds: float | None = None  # None: a destination that cannot take the CSV fails the job
     selection: TimeSelection = field(default_factory=TimeSelection)
+    openface2_dir: Path | None = None  # au_models "openface2"/"both": <models>/openface2 (the finishing step)
 
 
 class Destination(Protocol):
@@ -450,6 +451,10 @@ class Runner:
         job, info = active.job, active.info
         rows = output.assemble([FaceRows.from_bytes(b) for b in self.store.shard_results(job.id)], active.expected)
         tables = output.build_tables(rows, self.config.output, info.width, info.height)
+        if self.config.openface2_dir is not None:  # OpenFace 2.2 AUs: merged person median, post-processing
+            from ..core.openface2au.finish import columns as openface2_columns
+
+            tables["main"].update(openface2_columns(rows, self.config.openface2_dir))
         wall = time.monotonic() - active.started
         sidecar = {
             "video": str(self.destination.input_after(job)),

@@ -14,6 +14,7 @@ from importlib import metadata
 
 from ..config import Settings
 from ..core.models import ModelSet
+from ..core.openface2au.files import SUBDIR as OPENFACE2_SUBDIR
 from .runner import RunnerConfig, TimeSelection
 
 PACKAGES = ("au-daemon", "onnxruntime", "opencv-python", "opencv-python-headless", "numpy")
@@ -46,6 +47,8 @@ def output_settings(settings: Settings, selection: TimeSelection) -> dict:
         "selection": asdict(selection),
         # only when following faces: the default (1, every frame detected) keeps the keys of earlier jobs
         **({"detect_every": settings.detect_every} if settings.detect_every != 1 else {}),
+        # only with the OpenFace 2.2 AUs: "openface3" keeps the keys of earlier jobs
+        **({"au_models": au_models} if (au_models := settings.au_models_in_use()) != "openface3" else {}),
     }
 
 
@@ -77,4 +80,6 @@ def runner_config(settings: Settings, models: ModelSet, providers: dict[str, str
     return RunnerConfig(output=settings.output_options(), key=job_key(models, shaping), sidecar=sidecar,
                         shard_frames=settings.shard_frames, shard_retries=settings.shard_retries,
                         shard_timeout_seconds=settings.shard_timeout_seconds,
-                        output_retry_seconds=output_retry_seconds, selection=selection)
+                        output_retry_seconds=output_retry_seconds, selection=selection,
+                        openface2_dir=(settings.models / OPENFACE2_SUBDIR
+                                       if settings.au_models_in_use() != "openface3" else None))

@@ -51,18 +51,29 @@ class Analyser:
 
 
 class MedianCollector:
-    """A shard's descriptors of the frames that update the person median, turned into counts at the end."""
+    """A shard's descriptors of the frames that update the person median, folded into counts every
+    ``FOLD`` frames (so a long shard holds counts, not descriptors)."""
+
+    FOLD = 128
 
     def __init__(self) -> None:
         self.hog: list[np.ndarray] = []
         self.geom: list[np.ndarray] = []
+        self.folded: list[median.Histograms] = []
 
     def add(self, frame: int, feats: FrameFeatures) -> None:
         if median.counts_frame(frame):
             self.hog.append(feats.hog)
             self.geom.append(feats.geom)
+            if len(self.hog) == self.FOLD:
+                self._fold()
+
+    def _fold(self) -> None:
+        if self.hog:
+            self.folded = [median.Histograms.merge(
+                [*self.folded, median.Histograms.of_frames(np.stack(self.hog), np.stack(self.geom))])]
+            self.hog, self.geom = [], []
 
     def histograms(self) -> median.Histograms | None:
-        if not self.hog:
-            return None
-        return median.Histograms.of_frames(np.stack(self.hog), np.stack(self.geom))
+        self._fold()
+        return self.folded[0] if self.folded else None
