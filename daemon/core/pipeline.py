@@ -267,8 +267,15 @@ class Pipeline:
             points = out.landmarks[f.row][list(wflw.TO_IBUG68)].astype(np.float64)
             if not np.isfinite(points).all():
                 continue
-            feats = self.of2.features(f.frame.image, points)
-            out.of2_r_proj[f.row], out.of2_c_proj[f.row] = self.of2.project(feats)
+            try:
+                feats = self.of2.features(f.frame.image, points)
+            except (np.linalg.LinAlgError, ValueError) as exc:  # degenerate landmarks: no PDM fit
+                log.debug("frame %d: no OpenFace 2.2 features (%s)", f.frame.index, exc)
+                continue
+            reg, cls = self.of2.project(feats)
+            if not (np.isfinite(reg).all() and np.isfinite(cls).all()):
+                continue
+            out.of2_r_proj[f.row], out.of2_c_proj[f.row] = reg, cls
             if self._of2_median is not None:
                 self._of2_median.add(f.frame.index, feats)
 

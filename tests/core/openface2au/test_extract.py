@@ -1,0 +1,76 @@
+"""The OpenFace 2.2 AUs through ``aud extract``'s runner (tiny ONNX models, stand-in OpenFace 2.2 files): the
+columns are there, in range, and the CSV is byte-identical whatever the shard plan."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from daemon.config import Settings
+from daemon.core.openface2au.options import AuModelsError
+from daemon.core.output import read_csv
+from daemon.core.pipeline import Pipeline
+from daemon.core.schema import COLUMNS, OF2_AUS, OF2_AUS_C, OF2_AUS_R
+from daemon.core.shard import run_shard
+from daemon.jobs.extract import extract
+from daemon.jobs.inline import InlineExecutor
+
+from . import standins
+
+W, H = 64, 48
+
+
+def settings(models, tmp_path, **kw) -> Settings:
+    defaults = dict(provider="cpu", workers=2, batch_size=3, shard_frames=6, plots=False, state=tmp_path / "state")
+    return Settings(models=models, **{**defaults, **kw})
+
+
+def in_process(s: Settings) -> InlineExecutor:
+    pipeline = Pipeline(s.pipeline_options())
+    return InlineExecutor(lambda task, progress: run_shard(pipeline, task, progress), capacity=2)
+
+
+@pytest.fixture
+def of2_models(tiny_models):
+    standins.make_model_set(tiny_models)
+    return tiny_models
+
+
+def test_one_shard_and_many_write_the_same_csv(of2_models, synthetic_video, tmp_path):
+    video = synthetic_video(frames=17, width=W, height=H)
+    texts = []
+    for shard_frames in (100, 4, 3):
+        out = tmp_path / f"clip{shard_frames}.csv"
+        asyncio.run(extract([video], out, settings(of2_models, tmp_path, shard_frames=shard_frames,
+                                                   au_models="both"), make=in_process))
+        texts.append(out.read_text())
+    assert texts[0] == texts[1] == texts[2]
+    rows = read_csv(tmp_path / "clip100.csv")
+    assert list(rows[0]) == [*COLUMNS, *OF2_AUS]
+    r = np.array([[float(row[c]) for c in OF2_AUS_R] for row in rows if row["success"] == "1"])
+    c = np.array([[float(row[c]) for c in OF2_AUS_C] for row in rows if row["success"] == "1"])
+    assert len(r) == 17 and ((r >= 0) & (r <= 5)).all() and set(np.unique(c)) <= {0.0, 1.0}
+    assert r.std() > 0  # the stand-in models do respond to the frames
+
+
+def test_default_is_openface3_without_the_files(tiny_models, synthetic_video, tmp_path):
+    video = synthetic_video(frames=3, width=W, height=H)
+    out = tmp_path / "clip.csv"
+    s = settings(tiny_models, tmp_path)
+    assert s.au_models_in_use() == "openface3"
+    asyncio.run(extract([video], out, s, make=in_process))
+    assert list(read_csv(out)[0]) == list(COLUMNS)
+
+
+def test_default_is_both_with_the_files(of2_models, tmp_path):
+    assert settings(of2_models, tmp_path).au_models_in_use() == "both"
+    assert settings(of2_models, tmp_path, au45=False).au_models_in_use() == "openface3"
+
+
+def test_refusals_say_why(tiny_models, of2_models, tmp_path):
+    with pytest.raises(AuModelsError, match="needs OpenFace 2.2's AU files"):
+        settings(tmp_path / "empty", tmp_path, au_models="openface2").au_models_in_use()
+    with pytest.raises(AuModelsError, match="--no-au45"):
+        settings(of2_models, tmp_path, au_models="both", au45=False).au_models_in_use()
