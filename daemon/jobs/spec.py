@@ -15,6 +15,7 @@ from importlib import metadata
 from ..config import Settings
 from ..core.models import ModelSet
 from ..core.openface2au.files import SUBDIR as OPENFACE2_SUBDIR
+from ..core.openface2au.options import fingerprint as openface2_fingerprint
 from .runner import RunnerConfig, TimeSelection
 
 PACKAGES = ("au-daemon", "onnxruntime", "opencv-python", "opencv-python-headless", "numpy")
@@ -48,7 +49,8 @@ def output_settings(settings: Settings, selection: TimeSelection) -> dict:
         # only when following faces: the default (1, every frame detected) keeps the keys of earlier jobs
         **({"detect_every": settings.detect_every} if settings.detect_every != 1 else {}),
         # only with the OpenFace 2.2 AUs: "openface3" keeps the keys of earlier jobs
-        **({"au_models": au_models} if (au_models := settings.au_models_in_use()) != "openface3" else {}),
+        **({"au_models": au_models, "openface2_files": openface2_fingerprint(settings.models)}
+           if (au_models := settings.au_models_in_use()) != "openface3" else {}),
     }
 
 

@@ -40,3 +40,16 @@ def check_au_models(au_models: str, au45: bool, faces: str, models_dir: Path) ->
         root = Path(models_dir) / files.SUBDIR
         raise AuModelsError(f"au_models = {au_models!r} needs OpenFace 2.2's AU files under {root} "
                             "(run `aud models fetch`): not found")
+
+
+def fingerprint(models_dir: Path) -> str:
+    """sha256 over the OpenFace 2.2 files a run reads (fixed files, the AU list and every file it lists), with
+    their paths: part of the job key, so another model set computes afresh."""
+    import hashlib
+
+    root = Path(models_dir) / files.SUBDIR
+    digest = hashlib.sha256()
+    paths = [*files.REQUIRED_PATHS, *files.listed_model_paths((root / files.AU_LIST_PATH).read_text())]
+    for rel in paths:
+        digest.update(rel.encode() + b"\0" + hashlib.sha256((root / rel).read_bytes()).digest())
+    return digest.hexdigest()

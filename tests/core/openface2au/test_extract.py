@@ -74,3 +74,18 @@ def test_refusals_say_why(tiny_models, of2_models, tmp_path):
         settings(tmp_path / "empty", tmp_path, au_models="openface2").au_models_in_use()
     with pytest.raises(AuModelsError, match="--no-au45"):
         settings(of2_models, tmp_path, au_models="both", au45=False).au_models_in_use()
+
+
+def test_the_openface2_files_are_part_of_the_job_key(of2_models, tmp_path):
+    from daemon.jobs.runner import TimeSelection
+    from daemon.jobs.spec import output_settings
+
+    s = settings(of2_models, tmp_path, au_models="both")
+    before = output_settings(s, TimeSelection())
+    assert before["au_models"] == "both"
+    assert "au_models" not in output_settings(settings(of2_models, tmp_path, au_models="openface3"), TimeSelection())
+    model = next((of2_models / "openface2/lib/local/FaceAnalyser/AU_predictors/svm_combined").iterdir())
+    data = bytearray(model.read_bytes())
+    data[-20] ^= 1
+    model.write_bytes(bytes(data))
+    assert output_settings(s, TimeSelection())["openface2_files"] != before["openface2_files"]
