@@ -8,7 +8,12 @@
   points, reflection excluded, scale = RMS(dst) / RMS(src).
 - Translation: the scaled rotation applied to the PDM fit's (tx, ty), the face centre put at (w/2, h/2)
   (integer halves).
-- ``cv::warpAffine`` bilinear, constant 0 border.
+- ``cv::warpAffine`` bilinear, constant 0 border, with the ``Matx23f`` (float32) matrix. OpenFace 2.2.0 is built
+  against OpenCV 4, whose 8-bit bilinear warp works in fixed point: source positions snapped to 1/32 pixel and
+  integer weights of 15 bits (``WarpAffineInvoker`` and ``remapBilinear``, modules/imgproc/src/imgwarp.cpp).
+  OpenCV 5 samples differently (no 1/32 snapping), so ``warp_affine_cv4`` does OpenCV 4's arithmetic in numpy:
+  the aligned face is then the same whichever OpenCV is installed (the parity test checks it against OpenCV 4's
+  own ``cv2.warpAffine``).
 - Mask: the landmarks moved by the same warp, the contour ends (0, 16) and both brows (17-26) raised by
   ``(30 / 0.7) * sim_scale`` pixels; a pixel is kept when it lies in one of the triangulation's triangles by
   ``PAW::pointInTriangle`` (three same-side tests, edges included), checked at integer pixel positions of the
@@ -17,7 +22,6 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 SIM_SCALE = 0.7  # FaceAnalyserParameters::sim_scale_au
@@ -53,6 +57,53 @@ def warp_matrix(landmarks: np.ndarray, mean_shape: np.ndarray, tx: float, ty: fl
     return np.array([[a[0, 0], a[0, 1], -t[0] + size // 2], [a[1, 0], a[1, 1], -t[1] + size // 2]])
 
 
+AB_BITS = 10  # imgwarp.cpp WarpAffineInvoker: MAX(10, INTER_BITS)
+INTER_BITS = 5  # imgproc.hpp: 1/32-pixel positions
+COEF_BITS = 15  # imgproc.hpp INTER_REMAP_COEF_BITS
+
+
+def warp_affine_cv4(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """OpenCV 4's ``cv::warpAffine(image, dst, matrix, (size, size), INTER_LINEAR)`` on a uint8 image, constant
+    0 border: the matrix inverted in double (``invertAffineTransform``); per output pixel the source position in
+    1/1024 (``saturate_cast<int>``: round half to even) plus 16, shifted to 1/32; bilinear weights
+    ``(32 - fx)(32 - fy) * 32`` … (exact in 15 bits); the sum rounded with ``+ (1 << 14) >> 15``; a neighbour
+    outside the image reads 0."""
+    m = np.asarray(matrix, np.float64)
+    det = m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]
+    d = 1.0 / det if det != 0 else 0.0
+    a11, a22 = m[1, 1] * d, m[0, 0] * d
+    a12, a21 = -m[0, 1] * d, -m[1, 0] * d
+    b1 = -a11 * m[0, 2] - a12 * m[1, 2]
+    b2 = -a21 * m[0, 2] - a22 * m[1, 2]
+    scale = 1 << AB_BITS
+    round_delta = scale // (1 << INTER_BITS) // 2
+    xs = np.arange(size, dtype=np.float64)
+    adelta = np.rint(a11 * xs * scale).astype(np.int64)
+    bdelta = np.rint(a21 * xs * scale).astype(np.int64)
+    x0 = np.rint((a12 * xs + b1) * scale).astype(np.int64) + round_delta  # per output row
+    y0 = np.rint((a22 * xs + b2) * scale).astype(np.int64) + round_delta
+    fx_all = (x0[:, None] + adelta[None, :]) >> (AB_BITS - INTER_BITS)  # (rows, cols), 1/32 pixel
+    fy_all = (y0[:, None] + bdelta[None, :]) >> (AB_BITS - INTER_BITS)
+    sx, sy = fx_all >> INTER_BITS, fy_all >> INTER_BITS
+    fx, fy = fx_all & 31, fy_all & 31
+    src = image if image.ndim == 3 else image[..., None]
+    h, w = src.shape[:2]
+
+    def at(yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+        inside = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h)
+        values = src[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)].astype(np.int64)
+        return np.where(inside[..., None], values, 0)
+
+    unit = 1 << INTER_BITS
+    w00 = ((unit - fx) * (unit - fy) * 32)[..., None]
+    w01 = (fx * (unit - fy) * 32)[..., None]
+    w10 = ((unit - fx) * fy * 32)[..., None]
+    w11 = (fx * fy * 32)[..., None]
+    total = at(sy, sx) * w00 + at(sy, sx + 1) * w01 + at(sy + 1, sx) * w10 + at(sy + 1, sx + 1) * w11
+    out = np.clip((total + (1 << (COEF_BITS - 1))) >> COEF_BITS, 0, 255).astype(np.uint8)
+    return out if image.ndim == 3 else out[..., 0]
+
+
 def mask(points: np.ndarray, triangles: np.ndarray, size: int = SIZE) -> np.ndarray:
     """``PAW``'s pixel mask (size x size, uint8 0/1) of the triangles over ``points`` (n, 2)."""
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
@@ -77,7 +128,7 @@ def align_face_mask(image: np.ndarray, landmarks: np.ndarray, mean_shape: np.nda
                     triangles: np.ndarray, sim_scale: float = SIM_SCALE, size: int = SIZE) -> np.ndarray:
     """The masked aligned face (size x size, the image's channels, uint8)."""
     matrix = warp_matrix(landmarks, mean_shape, tx, ty, sim_scale, size)
-    face = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR)
+    face = warp_affine_cv4(image, matrix.astype(np.float32), size)
     moved = landmarks @ matrix[:, :2].T + matrix[:, 2]
     moved[list(RAISED), 1] -= BROW_RAISE * sim_scale
     keep = mask(moved, triangles, size)
