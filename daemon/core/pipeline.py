@@ -25,6 +25,7 @@ from .models import open_model_set
 from .openface2au.analyser import Analyser, MedianCollector
 from .openface2au.options import check_au_models
 from .results import FaceRows
+from .schema import SIDES
 from .video import Frame
 
 log = logging.getLogger("aud.pipeline")
@@ -88,7 +89,7 @@ class Pipeline:
             raise ValueError("detect_every > 1 follows faces with STAR's landmarks: turn AU45 on")
         self.options = options
         self.of2 = None
-        self._of2_median: MedianCollector | None = None
+        self._of2_median: dict[str, MedianCollector] | None = None
         if options.au_models != "openface3":
             check_au_models(options.au_models, options.au45, options.faces.value, options.models_dir)
             self.of2 = Analyser.load(options.models_dir)
@@ -154,7 +155,7 @@ class Pipeline:
                 progress(done)
 
         follower = follow.Follower(self.options.detect_every) if self.options.detect_every > 1 else None
-        self._of2_median = MedianCollector() if self.of2 is not None else None
+        self._of2_median = {} if self.of2 is not None else None
         try:
             for frame in frames:
                 batch.append(frame)
@@ -165,7 +166,7 @@ class Pipeline:
                 parts.append(self.run_batch(batch, advance, follower))
             rows = FaceRows.concat(parts)
             if self._of2_median is not None:
-                rows.of2_stats = self._of2_median.histograms()
+                rows.of2_stats = {key: h for key, c in self._of2_median.items() if (h := c.histograms()) is not None}
             return rows
         finally:
             self._of2_median = None
@@ -267,22 +268,31 @@ class Pipeline:
             points = out.landmarks[f.row][list(wflw.TO_IBUG68)].astype(np.float64)
             if not np.isfinite(points).all():
                 continue
-            try:
-                feats = self.of2.features(f.frame.image, points)
-            except (np.linalg.LinAlgError, ValueError) as exc:  # degenerate landmarks: no PDM fit
-                log.debug("frame %d: no OpenFace 2.2 features (%s)", f.frame.index, exc)
-                continue
-            reg, cls = self.of2.project(feats)
-            if not (np.isfinite(reg).all() and np.isfinite(cls).all()):
-                continue
-            out.of2_r_proj[f.row], out.of2_c_proj[f.row] = reg, cls
-            if self._of2_median is not None:
-                self._of2_median.add(f.frame.index, feats)
+            found = self._of2_face(f.frame.image, points, f.frame.index, "main")
+            if found is not None:
+                out.of2_r_proj[f.row], out.of2_c_proj[f.row] = found
+
+    def _of2_face(self, image: np.ndarray, points68: np.ndarray, frame: int,
+                  series: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """One face's OpenFace 2.2 projections (None: the fit failed) and its share of ``series``' median."""
+        assert self.of2 is not None
+        try:
+            feats = self.of2.features(image, points68)
+        except (np.linalg.LinAlgError, ValueError) as exc:  # degenerate landmarks: no PDM fit
+            log.debug("frame %d: no OpenFace 2.2 features (%s)", frame, exc)
+            return None
+        reg, cls = self.of2.project(feats)
+        if not (np.isfinite(reg).all() and np.isfinite(cls).all()):
+            return None
+        if self._of2_median is not None:
+            self._of2_median.setdefault(series, MedianCollector()).add(frame, feats)
+        return reg, cls
 
     def _measure_mirrored(self, out: FaceRows, faces: list[_Face]) -> None:
         """Each face's two hemi-face crops (``mirror.py``) through MTL; a face whose landmarks give no
         midline (degenerate eyes) keeps empty hemi-face values."""
         from . import mirror
+        from .openface2au.hemiface import mirrored_landmarks
 
         inputs, measured = [], []
         for f in faces:
@@ -292,8 +302,14 @@ class Pipeline:
             except ValueError as exc:
                 log.debug("frame %d: no hemi-face analysis (%s)", f.frame.index, exc)
                 continue
-            for side_frame in mirror.mirrored_frames(f.frame.image, line):  # SIDES order
+            for s, side_frame in enumerate(mirror.mirrored_frames(f.frame.image, line)):  # SIDES order
                 inputs.append(crops.mtl_input(side_frame, box))
+                if self.of2 is not None:
+                    side = mirror.Side(SIDES[s])
+                    points = mirrored_landmarks(out.landmarks[f.row], line, side)[list(wflw.TO_IBUG68)]
+                    found = self._of2_face(side_frame, points, f.frame.index, side.value)
+                    if found is not None:
+                        out.mirror_of2_r_proj[f.row, s], out.mirror_of2_c_proj[f.row, s] = found
             out.mirror_box[f.row] = box
             measured.append(f.row)
         if not measured:

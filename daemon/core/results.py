@@ -28,10 +28,11 @@ class FaceRows(Mapping[str, np.ndarray]):
     """The arrays of ``schema.FIELDS``, all with the same number of rows. Read as a mapping
     (``rows["box"]``) or by attribute (``rows.box``).
 
-    ``of2_stats``: with the OpenFace 2.2 AUs on, the person-median histogram counts of these rows' faces
-    (primary face: one person); they merge by addition in ``concat``."""
+    ``of2_stats``: with the OpenFace 2.2 AUs on, the person-median histogram counts of these rows' face, per
+    series (``"main"`` and, in hemi-face mode, each of ``SIDES``: a mirrored face is a person of its own); they
+    merge by addition in ``concat``."""
 
-    def __init__(self, arrays: Mapping[str, np.ndarray], of2_stats: Histograms | None = None):
+    def __init__(self, arrays: Mapping[str, np.ndarray], of2_stats: Mapping[str, Histograms] | None = None):
         missing = set(FIELD_NAMES) - set(arrays)
         if missing:
             raise ValueError(f"face rows without {sorted(missing)}")
@@ -39,7 +40,7 @@ class FaceRows(Mapping[str, np.ndarray]):
         if len(lengths) > 1:
             raise ValueError(f"face rows of unequal lengths {sorted(lengths)}")
         self._arrays = {f.name: np.asarray(arrays[f.name], dtype=f.dtype) for f in FIELDS}
-        self.of2_stats = of2_stats
+        self.of2_stats: dict[str, Histograms] = dict(of2_stats or {})
 
     @classmethod
     def empty(cls, n: int) -> FaceRows:
@@ -74,9 +75,9 @@ class FaceRows(Mapping[str, np.ndarray]):
             return cls.empty(0)
         merged = {name: np.concatenate([p[name] for p in parts]) for name in FIELD_NAMES}
         order = np.lexsort((merged["detection"], merged["frame"]))
-        stats = [p.of2_stats for p in parts if p.of2_stats is not None and p.of2_stats.count]
-        return cls({name: array[order] for name, array in merged.items()},
-                   Histograms.merge(stats) if stats else None)
+        series = sorted({key for p in parts for key in p.of2_stats})
+        stats = {key: Histograms.merge([p.of2_stats[key] for p in parts if key in p.of2_stats]) for key in series}
+        return cls({name: array[order] for name, array in merged.items()}, stats)
 
     def frames(self) -> np.ndarray:
         """The distinct frame indexes, ascending."""
@@ -87,8 +88,8 @@ class FaceRows(Mapping[str, np.ndarray]):
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
         arrays: dict[str, Any] = {"shard_format": np.int64(SHARD_FORMAT), **self._arrays}
-        if self.of2_stats is not None:
-            arrays.update(self.of2_stats.to_arrays(OF2_STATS))
+        for key, stats in self.of2_stats.items():
+            arrays.update(stats.to_arrays(f"{OF2_STATS}{key}_"))
         np.savez(buffer, **arrays)
         return buffer.getvalue()
 
@@ -100,7 +101,9 @@ class FaceRows(Mapping[str, np.ndarray]):
                 found = int(stored["shard_format"]) if "shard_format" in stored.files else 1
                 if found != SHARD_FORMAT:
                     raise ShardFormatError(f"stored shard format {found}, this aud reads {SHARD_FORMAT}")
-                stats = Histograms.from_arrays(stored, OF2_STATS) if f"{OF2_STATS}dims" in stored.files else None
+                keys = [f[len(OF2_STATS):-len("_dims")] for f in stored.files
+                        if f.startswith(OF2_STATS) and f.endswith("_dims")]
+                stats = {key: Histograms.from_arrays(stored, f"{OF2_STATS}{key}_") for key in keys}
                 return cls({name: stored[name] for name in FIELD_NAMES}, stats)
         except (OSError, ValueError, KeyError) as exc:
             if isinstance(exc, ShardFormatError):

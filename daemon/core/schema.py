@@ -65,6 +65,8 @@ FIELDS: tuple[Field, ...] = (
     # (daemon/core/openface2au/predict.py), in OF2_AUS_R / OF2_AUS_C order; NaN: not computed or failed
     Field("of2_r_proj", (17,), "float64", NAN),
     Field("of2_c_proj", (18,), "float64", NAN),
+    Field("mirror_of2_r_proj", (2, 17), "float64", NAN),  # per side in SIDES order (mirror = true)
+    Field("mirror_of2_c_proj", (2, 18), "float64", NAN),
 )
 FIELD_NAMES = tuple(f.name for f in FIELDS)
 

@@ -454,7 +454,8 @@ class Runner:
         if self.config.openface2_dir is not None:  # OpenFace 2.2 AUs: merged person median, post-processing
             from ..core.openface2au.finish import columns as openface2_columns
 
-            tables["main"].update(openface2_columns(rows, self.config.openface2_dir))
+            for series, table in tables.items():  # "main" and, in hemi-face mode, each side
+                table.update(openface2_columns(rows, self.config.openface2_dir, series))
         wall = time.monotonic() - active.started
         sidecar = {
             "video": str(self.destination.input_after(job)),

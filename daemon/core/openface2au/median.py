@@ -74,7 +74,6 @@ class Histograms:
     @classmethod
     def merge(cls, parts: list[Histograms]) -> Histograms:
         """The sum of parts' counts (order-independent)."""
-        parts = [p for p in parts if p.count]
         if not parts:
             raise ValueError("no histogram to merge")
         if len({(p.hog_dims, p.geom_dims) for p in parts}) > 1:

@@ -89,3 +89,26 @@ def test_the_openface2_files_are_part_of_the_job_key(of2_models, tmp_path):
     data[-20] ^= 1
     model.write_bytes(bytes(data))
     assert output_settings(s, TimeSelection())["openface2_files"] != before["openface2_files"]
+
+
+def test_hemi_face_csvs_carry_their_own_openface2_aus(of2_models, synthetic_video, tmp_path):
+    from daemon.core.output import side_path
+    from daemon.core.schema import MIRROR_COLUMNS, SIDES
+
+    video = synthetic_video(frames=11, width=W, height=H)
+    texts = []
+    for shard_frames in (100, 3):
+        out = tmp_path / f"m{shard_frames}" / "clip.csv"
+        asyncio.run(extract([video], out, settings(of2_models, tmp_path, shard_frames=shard_frames, mirror=True,
+                                                   au_models="both"), make=in_process))
+        texts.append([p.read_text() for p in (out, *(side_path(out, s) for s in SIDES))])
+    assert texts[0] == texts[1]
+    out = tmp_path / "m100" / "clip.csv"
+    sides = [read_csv(side_path(out, s)) for s in SIDES]
+    for rows in sides:
+        assert list(rows[0]) == [*MIRROR_COLUMNS, *OF2_AUS]
+        r = np.array([[float(row[c]) for c in OF2_AUS_R] for row in rows if row[OF2_AUS_R[0]] != ""])
+        assert len(r) == 11 and ((r >= 0) & (r <= 5)).all()
+    left = np.array([[float(row[c]) for c in OF2_AUS_R] for row in sides[0]])
+    right = np.array([[float(row[c]) for c in OF2_AUS_R] for row in sides[1]])
+    assert not np.array_equal(left, right)  # two mirrored faces, two persons' AUs
