@@ -104,7 +104,7 @@ class Settings(BaseSettings):
         from .core.openface2au.options import check_au_models, default_au_models
 
         chosen = self.au_models or default_au_models(self.models, self.au45)
-        check_au_models(chosen, self.au45, self.faces, self.models)
+        check_au_models(chosen, self.au45, self.models)
         return chosen
 
     @field_validator("inbox", "outbox", "state", "models", mode="after")

@@ -24,6 +24,7 @@ from . import blink, crops, detection, follow, providers, wflw
 from .models import open_model_set
 from .openface2au.analyser import Analyser, MedianCollector
 from .openface2au.options import check_au_models
+from .openface2au.segments import Segments, series_key
 from .results import FaceRows
 from .schema import SIDES
 from .video import Frame
@@ -90,8 +91,9 @@ class Pipeline:
         self.options = options
         self.of2 = None
         self._of2_median: dict[str, MedianCollector] | None = None
+        self._of2_segments: Segments | None = None
         if options.au_models != "openface3":
-            check_au_models(options.au_models, options.au45, options.faces.value, options.models_dir)
+            check_au_models(options.au_models, options.au45, options.models_dir)
             self.of2 = Analyser.load(options.models_dir)
         plan = providers.choose(options.provider, options.cache_dir)
         if providers.COREML in plan.names:
@@ -156,6 +158,7 @@ class Pipeline:
 
         follower = follow.Follower(self.options.detect_every) if self.options.detect_every > 1 else None
         self._of2_median = {} if self.of2 is not None else None
+        self._of2_segments = Segments() if self.of2 is not None and self.options.faces == FacesMode.ALL else None
         try:
             for frame in frames:
                 batch.append(frame)
@@ -170,6 +173,7 @@ class Pipeline:
             return rows
         finally:
             self._of2_median = None
+            self._of2_segments = None
 
     def faces_of(self, found: list[detection.Detection]) -> list[detection.Detection]:
         if self.options.faces == FacesMode.ALL:
@@ -191,6 +195,8 @@ class Pipeline:
         row = 0
         for at in located:
             frame = at.frame
+            segments = (self._of2_segments.assign(frame.index, [face.box for face in at.faces])
+                        if self._of2_segments is not None else None)
             if not at.faces:  # one row saying no face was found, with the best score seen
                 out.frame[row], out.timestamp[row], out.detected[row] = frame.index, frame.timestamp, True
                 out.confidence[row] = at.best_score
@@ -200,6 +206,8 @@ class Pipeline:
                 out.frame[row], out.timestamp[row], out.detected[row] = frame.index, frame.timestamp, at.detected
                 out.detection[row], out.success[row], out.confidence[row] = rank, True, face.score
                 out.box[row] = face.box
+                if segments is not None:
+                    out.of2_segment[row] = segments[rank]
                 faces.append(_Face(row, frame, face.box, at.landmarks[rank] if at.landmarks else None))
                 row += 1
         finished = self._measure(out, faces, advance) if faces else 0
@@ -268,7 +276,7 @@ class Pipeline:
             points = out.landmarks[f.row][list(wflw.TO_IBUG68)].astype(np.float64)
             if not np.isfinite(points).all():
                 continue
-            found = self._of2_face(f.frame.image, points, f.frame.index, "main")
+            found = self._of2_face(f.frame.image, points, f.frame.index, series_key(int(out.of2_segment[f.row])))
             if found is not None:
                 out.of2_r_proj[f.row], out.of2_c_proj[f.row] = found
 
@@ -307,7 +315,8 @@ class Pipeline:
                 if self.of2 is not None:
                     side = mirror.Side(SIDES[s])
                     points = mirrored_landmarks(out.landmarks[f.row], line, side)[list(wflw.TO_IBUG68)]
-                    found = self._of2_face(side_frame, points, f.frame.index, side.value)
+                    found = self._of2_face(side_frame, points, f.frame.index,
+                                           series_key(int(out.of2_segment[f.row]), side.value))
                     if found is not None:
                         out.mirror_of2_r_proj[f.row, s], out.mirror_of2_c_proj[f.row, s] = found
             out.mirror_box[f.row] = box

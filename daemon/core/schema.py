@@ -67,6 +67,8 @@ FIELDS: tuple[Field, ...] = (
     Field("of2_c_proj", (18,), "float64", NAN),
     Field("mirror_of2_r_proj", (2, 17), "float64", NAN),  # per side in SIDES order (mirror = true)
     Field("mirror_of2_c_proj", (2, 18), "float64", NAN),
+    # faces = "all": the row's person-median segment (openface2au/segments.py); -1: the whole video is one person
+    Field("of2_segment", (), "int64", -1),
 )
 FIELD_NAMES = tuple(f.name for f in FIELDS)
 

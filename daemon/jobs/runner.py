@@ -451,11 +451,11 @@ class Runner:
         job, info = active.job, active.info
         rows = output.assemble([FaceRows.from_bytes(b) for b in self.store.shard_results(job.id)], active.expected)
         tables = output.build_tables(rows, self.config.output, info.width, info.height)
-        if self.config.openface2_dir is not None:  # OpenFace 2.2 AUs: merged person median, post-processing
-            from ..core.openface2au.finish import columns as openface2_columns
+        if self.config.openface2_dir is not None:  # OpenFace 2.2 AUs: each person's merged median, post-processing
+            from ..core.openface2au.finish import add_columns
 
-            for series, table in tables.items():  # "main" and, in hemi-face mode, each side
-                table.update(openface2_columns(rows, self.config.openface2_dir, series))
+            add_columns(tables, rows, self.config.openface2_dir, self.config.output.faces == "all",
+                        self.config.output.track_gap_frames)
         wall = time.monotonic() - active.started
         sidecar = {
             "video": str(self.destination.input_after(job)),

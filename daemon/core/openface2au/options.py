@@ -24,7 +24,7 @@ def default_au_models(models_dir: Path, au45: bool) -> str:
     return "both" if au45 and have_files(models_dir) else "openface3"
 
 
-def check_au_models(au_models: str, au45: bool, faces: str, models_dir: Path) -> None:
+def check_au_models(au_models: str, au45: bool, models_dir: Path) -> None:
     if au_models not in CHOICES:
         raise AuModelsError(f"au_models = {au_models!r}: choose one of {', '.join(CHOICES)}")
     if au_models == "openface3":
@@ -32,10 +32,6 @@ def check_au_models(au_models: str, au45: bool, faces: str, models_dir: Path) ->
     if not au45:
         raise AuModelsError(f"au_models = {au_models!r} fits OpenFace 2.2's face model to STAR's landmarks, which "
                             "au45 = false (--no-au45) turns off: turn AU45 on or use --au-models openface3")
-    if faces != "primary":
-        raise AuModelsError(f"au_models = {au_models!r} with faces = {faces!r}: the OpenFace 2.2 AUs are computed "
-                            "for the primary face only in this version; use faces = \"primary\" or --au-models "
-                            "openface3")
     if not have_files(models_dir):
         root = Path(models_dir) / files.SUBDIR
         raise AuModelsError(f"au_models = {au_models!r} needs OpenFace 2.2's AU files under {root} "

@@ -112,3 +112,38 @@ def test_hemi_face_csvs_carry_their_own_openface2_aus(of2_models, synthetic_vide
     left = np.array([[float(row[c]) for c in OF2_AUS_R] for row in sides[0]])
     right = np.array([[float(row[c]) for c in OF2_AUS_R] for row in sides[1]])
     assert not np.array_equal(left, right)  # two mirrored faces, two persons' AUs
+
+
+def test_every_face_gets_its_own_person_median(tmp_path, synthetic_video):
+    """Two faces a frame (faces = "all"): per face id, the same CSV whatever the shard plan; the two persons'
+    AUs differ."""
+    from tests import tinymodels
+
+    det = tinymodels.detector([tinymodels.Face((0.05, 0.1, 0.45, 0.9), 0.95),
+                               tinymodels.Face((0.55, 0.1, 0.95, 0.9), 0.8)])
+    models = tinymodels.write_set(tmp_path / "two", det=det)
+    standins.make_model_set(models)
+    video = synthetic_video(frames=13, width=W, height=H)
+    texts = []
+    for shard_frames in (100, 4, 3):
+        out = tmp_path / f"all{shard_frames}.csv"
+        asyncio.run(extract([video], out, settings(models, tmp_path, shard_frames=shard_frames, faces="all",
+                                                   au_models="both"), make=in_process))
+        texts.append(out.read_text())
+    assert texts[0] == texts[1] == texts[2]
+    rows = read_csv(tmp_path / "all100.csv")
+    assert len(rows) == 26 and {r["face_id"] for r in rows} == {"0", "1"}
+    per_face = {f: np.array([[float(r[c]) for c in OF2_AUS_R] for r in rows if r["face_id"] == f]) for f in "01"}
+    assert all(len(v) == 13 and ((v >= 0) & (v <= 5)).all() for v in per_face.values())
+    assert not np.array_equal(per_face["0"], per_face["1"])
+
+
+def test_one_face_gives_the_same_aus_as_primary_or_all(of2_models, synthetic_video, tmp_path):
+    video = synthetic_video(frames=9, width=W, height=H)
+    got = {}
+    for faces in ("primary", "all"):
+        out = tmp_path / f"{faces}.csv"
+        asyncio.run(extract([video], out, settings(of2_models, tmp_path, shard_frames=4, faces=faces,
+                                                   au_models="both"), make=in_process))
+        got[faces] = [{c: r[c] for c in OF2_AUS} for r in read_csv(out)]
+    assert got["primary"] == got["all"]
