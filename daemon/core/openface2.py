@@ -31,6 +31,13 @@ pose translation 1 and rotation 3, 2D landmarks 1, ``AUxx_r`` 2, ``AUxx_c`` 1. T
 landmarks in 2D and 3D, the 68 landmarks in 3D, the shape-model parameters, and the AUs the MTL has no head
 for (AU05, AU07, AU10, AU14, AU15, AU17, AU20, AU23, AU28).
 
+**With OpenFace 2.2's AU models** (``au_models`` "openface2"/"both": the table has ``of2_AU01_r`` …), the AU
+columns are theirs, all 17 ``AUxx_r`` and 18 ``AUxx_c`` under FeatureExtraction's names and in its order, both
+with 2 decimals (``FaceAnalyser::PostprocessOutputFile`` rewrites the AU columns with ``setprecision(2)``
+fixed); OpenFace 3.0's AUs and aud's blink then follow at the end under names of their own (``OF3_PREFIX``:
+``of3_AU01_r`` … ``of3_AU26_c``, ``aud_AU45_r``, ``aud_AU45_c``), so a script written for OpenFace 2.2 reads the
+file unchanged.
+
 **Missing values.** Where OpenFace 2.2 writes 0 in every measurement of a failed frame, aud leaves the field
 empty, so that no zero is taken for a measurement; the empty field is written without the space (``"1,, 2"``),
 which pandas reads as NaN in a numeric column with or without ``skipinitialspace``.
@@ -106,6 +113,31 @@ _SOURCES = _source_columns()
 COLUMNS: tuple[str, ...] = tuple(name for name in OPENFACE2_HEADER if name in _SOURCES)
 LEFT_OUT: tuple[str, ...] = tuple(name for name in OPENFACE2_HEADER if name not in _SOURCES)
 
+OF3_PREFIX = "of3_"  # OpenFace 3.0's AUs after OpenFace 2.2's, when both are written
+BLINK_PREFIX = "aud_"  # aud's AU45 (eye openness) after OpenFace 2.2's
+OF2_SOURCE_PREFIX = "of2_"  # the aud table's OpenFace 2.2 AU columns (schema.OF2_AUS)
+
+
+def _with_openface2_aus() -> tuple[tuple[str, ...], dict[str, tuple[str, Callable[[float], str]]]]:
+    """Columns and sources when the table holds OpenFace 2.2's AUs."""
+    spec = {k: v for k, v in _SOURCES.items() if not k.startswith("AU")}
+    for au in OPENFACE2_AU_R:
+        spec[f"{au}_r"] = (f"{OF2_SOURCE_PREFIX}{au}_r", _fixed(2))
+    for au in OPENFACE2_AU_C:
+        spec[f"{au}_c"] = (f"{OF2_SOURCE_PREFIX}{au}_c", _fixed(2))
+    names = [name for name in OPENFACE2_HEADER if name in spec]
+    for au in MTL_AUS:
+        spec[f"{OF3_PREFIX}{au}_r"] = (f"{au}_r", _fixed(2))
+        spec[f"{OF3_PREFIX}{au}_c"] = (f"{au}_c", _fixed(1))
+    spec[f"{BLINK_PREFIX}AU45_r"] = ("AU45_r", _fixed(2))
+    spec[f"{BLINK_PREFIX}AU45_c"] = ("AU45_c", _fixed(1))
+    names += [f"{OF3_PREFIX}{au}_r" for au in MTL_AUS] + [f"{BLINK_PREFIX}AU45_r"]
+    names += [f"{OF3_PREFIX}{au}_c" for au in MTL_AUS] + [f"{BLINK_PREFIX}AU45_c"]
+    return tuple(names), spec
+
+
+COLUMNS_WITH_OF2, _SOURCES_WITH_OF2 = _with_openface2_aus()
+
 
 class TableError(ValueError):
     """The table handed to ``openface2_text`` lacks a column or has columns of different lengths."""
@@ -116,13 +148,15 @@ def openface2_text(table: Mapping[str, np.ndarray | Sequence]) -> str:
     ``confidence``, ``success``, ``gaze_yaw``, ``gaze_pitch``, ``pose_*``, ``AUxx_r``, optionally ``AUxx_c``,
     ``x_0 … x_97``, ``y_0 … y_97``) -> one value per row; numbers as floats with NaN for missing (``face_id``
     NaN for a row without a face). Other columns (emotion, box, eye openness) are ignored."""
-    columns = {name: _column(table, name) for name in COLUMNS}
+    names, sources = ((COLUMNS_WITH_OF2, _SOURCES_WITH_OF2) if f"{OF2_SOURCE_PREFIX}AU01_r" in table
+                      else (COLUMNS, _SOURCES))
+    columns = {name: _column(table, name, sources) for name in names}
     lengths = {len(v) for v in columns.values()}
     if len(lengths) > 1:
         sizes = ", ".join(f"{name}: {len(v)}" for name, v in columns.items() if len(v) != len(columns["frame"]))
         raise TableError(f"openface2: columns differ in length from 'frame' ({len(columns['frame'])} rows): {sizes}")
-    cells = [[_SOURCES[name][1](v) if np.isfinite(v) else "" for v in values] for name, values in columns.items()]
-    lines = [SEPARATOR.join(COLUMNS)]
+    cells = [[sources[name][1](v) if np.isfinite(v) else "" for v in values] for name, values in columns.items()]
+    lines = [SEPARATOR.join(names)]
     lines += [_join(row) for row in zip(*cells)]
     return "\n".join(lines) + "\n"
 
@@ -135,10 +169,11 @@ def _join(fields: Sequence[str]) -> str:
     return "".join(parts)
 
 
-def _column(table: Mapping[str, np.ndarray | Sequence], name: str) -> np.ndarray:
-    source = _SOURCES[name][0]
+def _column(table: Mapping[str, np.ndarray | Sequence], name: str,
+            sources: Mapping[str, tuple[str, Callable[[float], str]]] = _SOURCES) -> np.ndarray:
+    source = sources[name][0]
     if name.endswith("_c") and source not in table:
-        return _occurrence(table, name[:-2])
+        return _occurrence(table, source[:-2])
     if source not in table:
         raise TableError(f"openface2: the table has no column {source!r} (needed for {name!r})")
     values = np.asarray(table[source], dtype=np.float64)

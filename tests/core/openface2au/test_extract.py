@@ -147,3 +147,33 @@ def test_one_face_gives_the_same_aus_as_primary_or_all(of2_models, synthetic_vid
                                                    au_models="both"), make=in_process))
         got[faces] = [{c: r[c] for c in OF2_AUS} for r in read_csv(out)]
     assert got["primary"] == got["all"]
+
+
+def test_openface2_csv_style_writes_openface2s_au_columns_in_its_order(of2_models, synthetic_video, tmp_path):
+    import pandas as pd
+
+    from daemon.core.openface2au.predict import AUS_C as F_C
+    from daemon.core.openface2au.predict import AUS_R as F_R
+
+    video = synthetic_video(frames=7, width=W, height=H)
+    out = tmp_path / "of2.csv"
+    asyncio.run(extract([video], out, settings(of2_models, tmp_path, au_models="both", csv_style="openface2"),
+                        make=in_process))
+    aud = tmp_path / "aud.csv"
+    asyncio.run(extract([video], aud, settings(of2_models, tmp_path, au_models="both"), make=in_process))
+    frame = pd.read_csv(out, skipinitialspace=True)
+    header = list(frame.columns)
+    aus = [c for c in header if c.startswith("AU")]
+    assert aus == [f"{a}_r" for a in F_R] + [f"{a}_c" for a in F_C]
+    assert header.index("AU01_r") > header.index("y_67")  # after the landmarks, as FeatureExtraction writes
+    assert header[-18:] == [*(f"of3_{a}_r" for a in ("AU01", "AU02", "AU04", "AU06", "AU09", "AU12", "AU25", "AU26")),
+                            "aud_AU45_r",
+                            *(f"of3_{a}_c" for a in ("AU01", "AU02", "AU04", "AU06", "AU09", "AU12", "AU25", "AU26")),
+                            "aud_AU45_c"]
+    r = frame[[f"{a}_r" for a in F_R]].to_numpy()
+    c = frame[[f"{a}_c" for a in F_C]].to_numpy()
+    assert ((r >= 0) & (r <= 5)).all() and set(np.unique(c)) <= {0.0, 1.0}
+    # the same values as aud's own CSV, at OpenFace's 2 decimals
+    mine = pd.read_csv(aud)
+    np.testing.assert_allclose(r, mine[list(OF2_AUS_R)].to_numpy(), atol=0.005 + 1e-9)
+    assert "1.00" in out.read_text() or "0.00" in out.read_text()
