@@ -5,6 +5,8 @@ One column of panels per face (the longest-tracked faces first, at most ``MAX_FA
 more there are), against time in seconds:
 
 * **Action Units** — the eight ``AUxx_r`` traces (raw MTL scores) with the 0.5 line of aud's ``AUxx_c`` rule;
+* **OpenFace 2.2 AUs** (``au_models`` "openface2"/"both") — the 17 ``of2_AUxx_r`` intensities, 0-5; with the
+  mirror output, the left (solid) and right (dashed) hemi-faces' beside them;
 * **AU45 (blink)** — ``AU45_r`` (0-5) with every blink marked at its peak (a blink is a run of frames with
   AU45_r ≥ 2.5, ``blink.BLINK_AU45``);
 * **Gaze** — yaw and pitch, in degrees;
@@ -38,6 +40,7 @@ from matplotlib.patches import Patch
 
 from .core.atomic import atomic_write
 from .core.blink import BLINK_AU45, blinks
+from .core.schema import OF2_AUS_R
 
 MAX_FACES = 4
 AUS = ("AU01", "AU02", "AU04", "AU06", "AU09", "AU12", "AU25", "AU26")
@@ -227,6 +230,8 @@ def _panel_rows(tables: Mapping[str, Table]) -> list[str]:
     rows = []
     if has(*(f"{au}_r" for au in AUS)):
         rows.append("aus")
+    if has(*OF2_AUS_R):
+        rows.append("of2_aus")
     if has("AU45_r"):
         rows.append("au45")
     if has("gaze_yaw", "gaze_pitch"):
@@ -246,7 +251,7 @@ def _result_figure(tables: Mapping[str, Table], timeline: Timeline, faces: list[
                    title: str) -> Figure:
     shown = faces[:MAX_FACES]
     rows = _panel_rows(tables)
-    heights = {"aus": 2.6, "au45": 1.6, "gaze": 1.6, "pose": 1.6, "emotion": 1.8, "mirror": 2.6}
+    heights = {"aus": 2.6, "of2_aus": 4.2, "au45": 1.6, "gaze": 1.6, "pose": 1.6, "emotion": 1.8, "mirror": 2.6}
     fig = Figure(figsize=(4.0 + 6.0 * len(shown), 1.0 + sum(heights[r] for r in rows)), dpi=100)
     axes = fig.subplots(len(rows), len(shown), sharex=True, squeeze=False,
                         gridspec_kw={"height_ratios": [heights[r] for r in rows]})
@@ -314,6 +319,21 @@ def _draw_aus(ax, tables, timeline, face_id, t) -> None:
     ax.set_ylabel("AU score\n(raw MTL output)")
 
 
+def _draw_of2_aus(ax, tables, timeline, face_id, t) -> None:
+    colours = _palette("tab20")
+    sides = [s for s in ("left_mirrored", "right_mirrored") if s in tables and OF2_AUS_R[0] in tables[s]]
+    for k, name in enumerate(OF2_AUS_R):
+        au = name.split("_")[1]
+        if sides:
+            for side, style in zip(sides, ("-", "--")):
+                ax.plot(t, timeline.series(tables[side], name, face_id), lw=1, color=colours[k % 20], ls=style,
+                        label=au if style == "-" else "_nolegend_")  # the colours name the AUs once
+        else:
+            ax.plot(t, timeline.series(tables["main"], name, face_id), lw=1, color=colours[k % 20], label=au)
+    ax.set_ylim(-0.2, 5.4)
+    ax.set_ylabel("OpenFace 2.2 AUs\nintensity 0-5" + ("\nleft — / right - -" if sides else ""))
+
+
 def _draw_au45(ax, tables, timeline, face_id, t) -> None:
     au45 = timeline.series(tables["main"], "AU45_r", face_id)
     ax.plot(t, au45, lw=1, color="tab:blue", label="AU45_r")
@@ -359,5 +379,5 @@ def _draw_mirror(ax, tables, timeline, face_id, t) -> None:
     ax.set_ylabel("AU score, hemi-faces\nleft — / right - -")
 
 
-DRAW = {"aus": _draw_aus, "au45": _draw_au45, "gaze": _draw_gaze, "pose": _draw_pose, "emotion": _draw_emotion,
-        "mirror": _draw_mirror}
+DRAW = {"aus": _draw_aus, "of2_aus": _draw_of2_aus, "au45": _draw_au45, "gaze": _draw_gaze, "pose": _draw_pose,
+        "emotion": _draw_emotion, "mirror": _draw_mirror}

@@ -177,3 +177,16 @@ def test_openface2_csv_style_writes_openface2s_au_columns_in_its_order(of2_model
     mine = pd.read_csv(aud)
     np.testing.assert_allclose(r, mine[list(OF2_AUS_R)].to_numpy(), atol=0.005 + 1e-9)
     assert "1.00" in out.read_text() or "0.00" in out.read_text()
+
+
+def test_the_plot_shows_the_openface2_intensities(of2_models, synthetic_video, tmp_path):
+    from daemon import plot
+
+    video = synthetic_video(frames=6, width=W, height=H)
+    out = tmp_path / "p.csv"
+    asyncio.run(extract([video], out, settings(of2_models, tmp_path, au_models="both", plots=True, mirror=True),
+                        make=in_process))
+    png = out.with_suffix(".png")
+    assert png.stat().st_size > 0
+    tables = {"main": plot.read_table(out), **{s: plot.read_table(p) for s, p in plot.mirror_paths(out).items()}}
+    assert "of2_aus" in plot._panel_rows(tables)
