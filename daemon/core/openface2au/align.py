@@ -105,22 +105,32 @@ def warp_affine_cv4(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndar
 
 
 def mask(points: np.ndarray, triangles: np.ndarray, size: int = SIZE) -> np.ndarray:
-    """``PAW``'s pixel mask (size x size, uint8 0/1) of the triangles over ``points`` (n, 2)."""
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
-    inside = np.zeros((size, size), bool)
-    for i, j, k in triangles:
-        p1, p2, p3 = points[i], points[j], points[k]
-        inside |= (_same_side(xs, ys, p1, p2, p3) & _same_side(xs, ys, p2, p1, p3)
-                   & _same_side(xs, ys, p3, p1, p2))
-    return inside.astype(np.uint8)
+    """``PAW``'s pixel mask (size x size, uint8 0/1) of the triangles over ``points`` (n, 2). Each triangle is
+    tested only on the pixels of its bounding box (``PAW::findTriangle`` skips the others the same way), all
+    triangles' candidate pixels at once."""
+    tri = np.asarray(points, np.float64)[np.asarray(triangles)]  # (t, 3, 2)
+    lo = np.maximum(np.ceil(tri.min(axis=1)), 0).astype(np.int64)  # (t, 2) x, y
+    hi = np.minimum(np.floor(tri.max(axis=1)), size - 1).astype(np.int64)
+    width = np.maximum(hi[:, 0] - lo[:, 0] + 1, 0)
+    height = np.maximum(hi[:, 1] - lo[:, 1] + 1, 0)
+    counts = width * height
+    owner = np.repeat(np.arange(len(tri)), counts)  # the triangle of each candidate pixel
+    local = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    xs = (lo[owner, 0] + local % width[owner]).astype(np.float64)
+    ys = (lo[owner, 1] + local // width[owner]).astype(np.float64)
+    p1, p2, p3 = tri[owner, 0], tri[owner, 1], tri[owner, 2]
+    inside = _same_side(xs, ys, p1, p2, p3) & _same_side(xs, ys, p2, p1, p3) & _same_side(xs, ys, p3, p1, p2)
+    out = np.zeros((size, size), np.uint8)
+    out[ys[inside].astype(np.int64), xs[inside].astype(np.int64)] = 1
+    return out
 
 
 def _same_side(x0: np.ndarray, y0: np.ndarray, p1: np.ndarray, p2: np.ndarray, p3: np.ndarray) -> np.ndarray:
-    """``PAW::sameSide``: (x0, y0) on the same side of the line p2-p3 as p1 (or on it)."""
-    x2, y2 = p2
-    x3, y3 = p3
+    """``PAW::sameSide``: (x0, y0) on the same side of the line p2-p3 as p1 (or on it); points (..., 2)."""
+    x2, y2 = p2[..., 0], p2[..., 1]
+    x3, y3 = p3[..., 0], p3[..., 1]
     a = (x3 - x2) * (y0 - y2) - (x0 - x2) * (y3 - y2)
-    b = (x3 - x2) * (p1[1] - y2) - (p1[0] - x2) * (y3 - y2)
+    b = (x3 - x2) * (p1[..., 1] - y2) - (p1[..., 0] - x2) * (y3 - y2)
     return a * b >= 0
 
 

@@ -169,3 +169,21 @@ def test_finish_follows_the_offline_rules():
     out = occ.copy()
     out[3:5] = [1.0, 1.0]
     np.testing.assert_array_equal(c[:, 0], out)
+
+
+def test_face_rows_carry_the_median_counts_by_value_and_merge_them():
+    from daemon.core.results import FaceRows
+
+    rng = np.random.default_rng(8)
+    a = median.Histograms.of_frames(rng.random((3, 10)), rng.normal(0, 3, (3, 4)))
+    b = median.Histograms.of_frames(rng.random((2, 10)), rng.normal(0, 3, (2, 4)))
+    one = FaceRows.empty(2)
+    one.of2_stats = {"main": a, "seg7:left_mirrored": b}
+    back = FaceRows.from_bytes(one.to_bytes())
+    assert set(back.of2_stats) == {"main", "seg7:left_mirrored"}
+    np.testing.assert_array_equal(back.of2_stats["main"].hog_count, a.hog_count)
+    other = FaceRows.empty(1)
+    other.of2_stats = {"main": b}
+    merged = FaceRows.concat([back, other])
+    assert merged.of2_stats["main"].count == 5 and merged.of2_stats["seg7:left_mirrored"].count == 2
+    assert FaceRows.from_bytes(FaceRows.empty(1).to_bytes()).of2_stats == {}
