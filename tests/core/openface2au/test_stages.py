@@ -187,3 +187,21 @@ def test_face_rows_carry_the_median_counts_by_value_and_merge_them():
     merged = FaceRows.concat([back, other])
     assert merged.of2_stats["main"].count == 5 and merged.of2_stats["seg7:left_mirrored"].count == 2
     assert FaceRows.from_bytes(FaceRows.empty(1).to_bytes()).of2_stats == {}
+
+
+def test_mask_equals_paws_test_on_every_pixel(analyser):
+    """The bounding-box-limited vectorised mask against PAW's rule applied to every pixel of the output (random
+    shapes, some vertices exactly on pixel centres, where the edge rule decides)."""
+    tris = analyser.model_set.triangulation
+    mean = np.stack([analyser.pdm.mean_shape[:68], analyser.pdm.mean_shape[68:136]], axis=1)
+    ys, xs = np.mgrid[0:112, 0:112].astype(np.float64)
+    rng = np.random.default_rng(9)
+    for _ in range(10):
+        pts = mean * rng.uniform(0.4, 1.1) + 56 + rng.normal(0, 3, (68, 2))
+        pts[::5] = np.round(pts[::5])
+        every = np.zeros((112, 112), bool)
+        for i, j, k in tris:
+            p1, p2, p3 = pts[i], pts[j], pts[k]
+            every |= (align._same_side(xs, ys, p1, p2, p3) & align._same_side(xs, ys, p2, p1, p3)
+                      & align._same_side(xs, ys, p3, p1, p2))
+        np.testing.assert_array_equal(align.mask(pts, tris), every.astype(np.uint8))
