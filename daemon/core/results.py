@@ -18,6 +18,8 @@ from .openface2au.median import Histograms
 from .schema import FIELD_NAMES, FIELDS, SHARD_FORMAT
 
 OF2_STATS = "of2_stats_"  # prefix of the OpenFace 2.2 person-median counts in the stored arrays
+# fields stored only when some row holds a value (the OpenFace 2.2 AUs are off in most jobs: 848 bytes a row)
+OPTIONAL_FIELDS = frozenset(f.name for f in FIELDS if f.name.startswith(("of2_", "mirror_of2_")))
 
 
 class ShardFormatError(ValueError):
@@ -87,7 +89,12 @@ class FaceRows(Mapping[str, np.ndarray]):
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        arrays: dict[str, Any] = {"shard_format": np.int64(SHARD_FORMAT), **self._arrays}
+        arrays: dict[str, Any] = {"shard_format": np.int64(SHARD_FORMAT)}
+        for f in FIELDS:
+            values = self._arrays[f.name]
+            if f.name in OPTIONAL_FIELDS and _all_fill(values, f.fill):
+                continue
+            arrays[f.name] = values
         for key, stats in self.of2_stats.items():
             arrays.update(stats.to_arrays(f"{OF2_STATS}{key}_"))
         np.savez(buffer, **arrays)
@@ -104,8 +111,16 @@ class FaceRows(Mapping[str, np.ndarray]):
                 keys = [f[len(OF2_STATS):-len("_dims")] for f in stored.files
                         if f.startswith(OF2_STATS) and f.endswith("_dims")]
                 stats = {key: Histograms.from_arrays(stored, f"{OF2_STATS}{key}_") for key in keys}
-                return cls({name: stored[name] for name in FIELD_NAMES}, stats)
+                n = len(stored["frame"])
+                return cls({f.name: stored[f.name] if f.name in stored.files or f.name not in OPTIONAL_FIELDS
+                            else f.empty(n) for f in FIELDS}, stats)
         except (OSError, ValueError, KeyError) as exc:
             if isinstance(exc, ShardFormatError):
                 raise
             raise ShardFormatError(f"unreadable stored shard ({exc})") from exc
+
+
+def _all_fill(values: np.ndarray, fill: float | int | bool) -> bool:
+    if isinstance(fill, float) and np.isnan(fill):
+        return bool(np.isnan(values).all())
+    return bool((values == fill).all())

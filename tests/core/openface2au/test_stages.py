@@ -205,3 +205,19 @@ def test_mask_equals_paws_test_on_every_pixel(analyser):
             every |= (align._same_side(xs, ys, p1, p2, p3) & align._same_side(xs, ys, p2, p1, p3)
                       & align._same_side(xs, ys, p3, p1, p2))
         np.testing.assert_array_equal(align.mask(pts, tris), every.astype(np.uint8))
+
+
+def test_rows_without_openface2_values_store_no_openface2_arrays():
+    import io
+
+    from daemon.core.results import OPTIONAL_FIELDS, FaceRows
+
+    rows = FaceRows.empty(3)
+    stored = np.load(io.BytesIO(rows.to_bytes()))
+    assert not OPTIONAL_FIELDS & set(stored.files)
+    back = FaceRows.from_bytes(rows.to_bytes())
+    assert np.isnan(back.of2_r_proj).all() and (back.of2_segment == -1).all() and back.of2_r_proj.shape == (3, 17)
+    rows.of2_r_proj[1] = np.arange(17)
+    back = FaceRows.from_bytes(rows.to_bytes())
+    np.testing.assert_array_equal(back.of2_r_proj[1], np.arange(17))
+    assert np.isnan(back.of2_c_proj).all()
