@@ -221,3 +221,17 @@ def test_rows_without_openface2_values_store_no_openface2_arrays():
     back = FaceRows.from_bytes(rows.to_bytes())
     np.testing.assert_array_equal(back.of2_r_proj[1], np.arange(17))
     assert np.isnan(back.of2_c_proj).all()
+
+
+def test_fhog_is_written_cell_row_by_cell_row():
+    """``Extract_FHOG_descriptor``: ``for y < num_cols: for x < num_rows: hog[y][x](0..30)`` with dlib's
+    ``hog[row][col]``: the top cell row's 12 cells come first. A textured band at the top of the face shows it."""
+    from daemon.core.openface2au import features
+
+    img = np.full((112, 112, 3), 128, np.uint8)
+    img[8:24] = 0
+    img[8:24, ::4] = 255
+    hog = features.fhog(img)
+    assert hog.shape == (12 * 12 * 31,)
+    energy = np.abs(hog.reshape(12, 12, 31)).sum(axis=2)
+    assert energy[:3].min() > 1.0 and energy[3:].max() == 0.0
