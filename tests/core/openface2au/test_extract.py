@@ -114,9 +114,12 @@ def test_hemi_face_csvs_carry_their_own_openface2_aus(of2_models, synthetic_vide
     assert not np.array_equal(left, right)  # two mirrored faces, two persons' AUs
 
 
-def test_every_face_gets_its_own_person_median(tmp_path, synthetic_video):
-    """Two faces a frame (faces = "all"): per face id, the same CSV whatever the shard plan; the two persons'
-    AUs differ."""
+@pytest.mark.parametrize("mirror", [False, True])
+def test_every_face_gets_its_own_person_median(tmp_path, synthetic_video, mirror):
+    """Two faces a frame (faces = "all"): per face id (and side), the same CSVs whatever the shard plan; the two
+    persons' AUs differ."""
+    from daemon.core.output import side_path
+    from daemon.core.schema import SIDES
     from tests import tinymodels
 
     det = tinymodels.detector([tinymodels.Face((0.05, 0.1, 0.45, 0.9), 0.95),
@@ -128,14 +131,17 @@ def test_every_face_gets_its_own_person_median(tmp_path, synthetic_video):
     for shard_frames in (100, 4, 3):
         out = tmp_path / f"all{shard_frames}.csv"
         asyncio.run(extract([video], out, settings(models, tmp_path, shard_frames=shard_frames, faces="all",
-                                                   au_models="both"), make=in_process))
-        texts.append(out.read_text())
+                                                   au_models="both", mirror=mirror), make=in_process))
+        texts.append([p.read_text() for p in (out, *(side_path(out, s) for s in SIDES if mirror))])
     assert texts[0] == texts[1] == texts[2]
     rows = read_csv(tmp_path / "all100.csv")
     assert len(rows) == 26 and {r["face_id"] for r in rows} == {"0", "1"}
     per_face = {f: np.array([[float(r[c]) for c in OF2_AUS_R] for r in rows if r["face_id"] == f]) for f in "01"}
     assert all(len(v) == 13 and ((v >= 0) & (v <= 5)).all() for v in per_face.values())
     assert not np.array_equal(per_face["0"], per_face["1"])
+    if mirror:
+        side = read_csv(side_path(tmp_path / "all100.csv", SIDES[0]))
+        assert {r["face_id"] for r in side} == {"0", "1"} and all(r[OF2_AUS_R[0]] != "" for r in side)
 
 
 def test_one_face_gives_the_same_aus_as_primary_or_all(of2_models, synthetic_video, tmp_path):
