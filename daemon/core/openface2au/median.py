@@ -73,27 +73,24 @@ class Histograms:
 
     @classmethod
     def merge(cls, parts: list[Histograms]) -> Histograms:
-        """The sum of parts' counts (order-independent)."""
+        """The sum of parts' counts (order-independent: integer sums). Few entries: by sorting them; many (a
+        long video's shards): into a dense count array (at most 6.8 M int64, the histograms' full size)."""
         if not parts:
             raise ValueError("no histogram to merge")
         if len({(p.hog_dims, p.geom_dims) for p in parts}) > 1:
             raise ValueError("histograms of different descriptor sizes")
-
-        def add(index: list[np.ndarray], count: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-            i = np.concatenate(index)
-            c = np.concatenate(count)
-            u, inverse = np.unique(i, return_inverse=True)
-            return u, np.bincount(inverse, weights=c, minlength=len(u)).astype(np.int64)
-
-        hi, hc = add([p.hog_index for p in parts], [p.hog_count for p in parts])
-        gi, gc = add([p.geom_index for p in parts], [p.geom_count for p in parts])
-        return cls(parts[0].hog_dims, parts[0].geom_dims, hi, hc, gi, gc, sum(p.count for p in parts))
+        if len(parts) == 1:
+            return parts[0]
+        hd, gd = parts[0].hog_dims, parts[0].geom_dims
+        hi, hc = _add([p.hog_index for p in parts], [p.hog_count for p in parts], hd * HOG_BINS)
+        gi, gc = _add([p.geom_index for p in parts], [p.geom_count for p in parts], gd * GEOM_BINS)
+        return cls(hd, gd, hi, hc, gi, gc, sum(p.count for p in parts))
 
     def medians(self) -> tuple[np.ndarray, np.ndarray]:
         """(HOG median floored at 0, geometry median) for ``count`` != 1 (a single frame is its own median)."""
-        hog = np.zeros(self.hog_dims * HOG_BINS, np.int64)
+        hog = np.zeros(self.hog_dims * HOG_BINS, np.int32)
         hog[self.hog_index] = self.hog_count
-        geom = np.zeros(self.geom_dims * GEOM_BINS, np.int64)
+        geom = np.zeros(self.geom_dims * GEOM_BINS, np.int32)
         geom[self.geom_index] = self.geom_count
         hog_median = median_of_counts(hog.reshape(self.hog_dims, HOG_BINS), self.count, HOG_BINS, HOG_MIN, HOG_MAX)
         geom_median = median_of_counts(geom.reshape(self.geom_dims, GEOM_BINS), self.count,
@@ -113,3 +110,17 @@ class Histograms:
                    np.asarray(arrays[f"{prefix}hog_count"], np.int64),
                    np.asarray(arrays[f"{prefix}geom_index"], np.int64),
                    np.asarray(arrays[f"{prefix}geom_count"], np.int64), count)
+
+
+def _add(index: list[np.ndarray], count: list[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sum sparse counts (each part's indices unique) -> (unique indices ascending, counts)."""
+    total = sum(len(i) for i in index)
+    if total * 8 < size:
+        i = np.concatenate(index)
+        u, inverse = np.unique(i, return_inverse=True)
+        return u, np.bincount(inverse, weights=np.concatenate(count), minlength=len(u)).astype(np.int64)
+    dense = np.zeros(size, np.int64)
+    for i, c in zip(index, count):
+        dense[i] += c  # a part's indices are unique, so fancy-index addition counts each once
+    nonzero = np.flatnonzero(dense)
+    return nonzero, dense[nonzero]

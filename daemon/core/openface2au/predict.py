@@ -73,6 +73,11 @@ class Predictors:
     @classmethod
     def of(cls, model_set: ModelSet) -> Predictors:
         def pick(names: tuple[str, ...], regressor: bool) -> list[LinearModel]:
+            listed = [m.au for m in model_set.models if m.regressor == regressor]
+            twice = sorted({au for au in listed if listed.count(au) > 1})
+            if twice:  # FaceAnalyser would append both models' predictions to one AU's series
+                raise ModelSetError(f"AU_all_best.txt lists two {'SVR' if regressor else 'SVM'} models for "
+                                    f"{', '.join(twice)}")
             found = {m.au: m for m in model_set.models if m.regressor == regressor}
             missing = [n for n in names if n not in found]
             if missing:

@@ -235,3 +235,13 @@ def test_fhog_is_written_cell_row_by_cell_row():
     assert hog.shape == (12 * 12 * 31,)
     energy = np.abs(hog.reshape(12, 12, 31)).sum(axis=2)
     assert energy[:3].min() > 1.0 and energy[3:].max() == 0.0
+
+
+def test_merging_many_parts_densely_gives_the_same_counts():
+    rng = np.random.default_rng(6)
+    hog, geom = rng.random((300, 20)), rng.normal(0, 5, (300, 7))
+    whole = median.Histograms.of_frames(hog, geom)
+    parts = [median.Histograms.of_frames(hog[i:i + 2], geom[i:i + 2]) for i in range(0, 300, 2)]
+    merged = median.Histograms.merge(parts)  # HOG counts merged densely, geometry by sorting (_add)
+    for name in ("hog_index", "hog_count", "geom_index", "geom_count"):
+        np.testing.assert_array_equal(getattr(merged, name), getattr(whole, name))
