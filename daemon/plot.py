@@ -240,8 +240,8 @@ def _panel_rows(tables: Mapping[str, Table]) -> list[str]:
         rows.append("pose")
     if has(*(f"emotion_{e}" for e in EMOTIONS)):
         rows.append("emotion")
-    if "left_mirrored" in tables and "right_mirrored" in tables:
-        rows.append("mirror")
+    if all(side in tables and f"{AUS[0]}_r" in tables[side] for side in ("left_mirrored", "right_mirrored")):
+        rows.append("mirror")  # (au_models = "openface2" leaves OpenFace 3.0's AUs out)
     if not rows:
         raise PlotError("the table has none of the measured columns (AUxx_r, AU45_r, gaze, pose, emotion)")
     return rows

@@ -150,6 +150,8 @@ def openface2_text(table: Mapping[str, np.ndarray | Sequence]) -> str:
     NaN for a row without a face). Other columns (emotion, box, eye openness) are ignored."""
     names, sources = ((COLUMNS_WITH_OF2, _SOURCES_WITH_OF2) if f"{OF2_SOURCE_PREFIX}AU01_r" in table
                       else (COLUMNS, _SOURCES))
+    if names is COLUMNS_WITH_OF2 and "AU01_r" not in table:  # au_models = "openface2": no OpenFace 3.0 AUs
+        names = tuple(n for n in names if not n.startswith(OF3_PREFIX))
     columns = {name: _column(table, name, sources) for name in names}
     lengths = {len(v) for v in columns.values()}
     if len(lengths) > 1:

@@ -80,6 +80,7 @@ class RunnerConfig:
     output_retry_seconds: float | None = None  # None: a destination that cannot take the CSV fails the job
     selection: TimeSelection = field(default_factory=TimeSelection)
     openface2_dir: Path | None = None  # au_models "openface2"/"both": <models>/openface2 (the finishing step)
+    openface2_only: bool = False  # au_models "openface2": OpenFace 3.0's AU columns left out
 
 
 class Destination(Protocol):
@@ -455,7 +456,7 @@ class Runner:
             from ..core.openface2au.finish import add_columns
 
             add_columns(tables, rows, self.config.openface2_dir, self.config.output.faces == "all",
-                        self.config.output.track_gap_frames)
+                        self.config.output.track_gap_frames, self.config.openface2_only)
         wall = time.monotonic() - active.started
         sidecar = {
             "video": str(self.destination.input_after(job)),

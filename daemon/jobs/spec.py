@@ -84,4 +84,5 @@ def runner_config(settings: Settings, models: ModelSet, providers: dict[str, str
                         shard_timeout_seconds=settings.shard_timeout_seconds,
                         output_retry_seconds=output_retry_seconds, selection=selection,
                         openface2_dir=(settings.models / OPENFACE2_SUBDIR
-                                       if settings.au_models_in_use() != "openface3" else None))
+                                       if settings.au_models_in_use() != "openface3" else None),
+                        openface2_only=settings.au_models_in_use() == "openface2")

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import tracking
 from ..results import FaceRows
-from ..schema import OF2_AUS_C, OF2_AUS_R, SIDES
+from ..schema import AUS_C, AUS_R, OF2_AUS_C, OF2_AUS_R, SIDES
 from . import median
 from .formats import load_model_set
 from .predict import Predictors
@@ -39,15 +39,19 @@ def table_order(rows: FaceRows, ids: np.ndarray) -> np.ndarray:
 
 
 def add_columns(tables: dict[str, dict[str, np.ndarray]], rows: FaceRows, root: Path, all_faces: bool,
-                gap: int) -> None:
+                gap: int, only: bool = False) -> None:
     """Add ``of2_AU01_r`` … ``of2_AU45_c`` to the main table and each hemi-face table present, in their row order
-    (``root`` = ``<models>/openface2``)."""
+    (``root`` = ``<models>/openface2``); ``only`` (``au_models = "openface2"``): OpenFace 3.0's AU columns
+    (``schema.AUS_R``, ``AUS_C``) are taken out (aud's blink, ``AU45_r/_c``, stays)."""
     predictors, hog_dims, geom_dims = _load(root)
     ids = face_ids(rows, all_faces, gap)
     order = table_order(rows, ids)
     for series, table in tables.items():
         values = columns(rows, ids, predictors, hog_dims, geom_dims, series)
         table.update({name: v[order] for name, v in values.items()})
+        if only:
+            for name in (*AUS_R, *AUS_C):
+                table.pop(name, None)
 
 
 def _load(root: Path) -> tuple[Predictors, int, int]:

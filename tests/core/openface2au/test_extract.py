@@ -196,3 +196,22 @@ def test_the_plot_shows_the_openface2_intensities(of2_models, synthetic_video, t
     assert png.stat().st_size > 0
     tables = {"main": plot.read_table(out), **{s: plot.read_table(p) for s, p in plot.mirror_paths(out).items()}}
     assert "of2_aus" in plot._panel_rows(tables)
+
+
+def test_openface2_alone_leaves_openface3s_au_columns_out(of2_models, synthetic_video, tmp_path):
+    import pandas as pd
+
+    from daemon.core.schema import AUS_C, AUS_R
+
+    video = synthetic_video(frames=5, width=W, height=H)
+    out = tmp_path / "a" / "c.csv"
+    asyncio.run(extract([video], out, settings(of2_models, tmp_path, au_models="openface2", mirror=True, plots=True),
+                        make=in_process))
+    header = list(read_csv(out)[0])
+    assert not set(AUS_R + AUS_C) & set(header) and "AU45_r" in header and set(OF2_AUS) <= set(header)
+    assert out.with_suffix(".png").stat().st_size > 0
+    styled = tmp_path / "b" / "c.csv"
+    asyncio.run(extract([video], styled, settings(of2_models, tmp_path, au_models="openface2",
+                                                  csv_style="openface2"), make=in_process))
+    names = list(pd.read_csv(styled, skipinitialspace=True).columns)
+    assert not [n for n in names if n.startswith("of3_")] and names[-2:] == ["aud_AU45_r", "aud_AU45_c"]
