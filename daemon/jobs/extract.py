@@ -20,7 +20,8 @@ from ..core.pipeline import roles_for
 from ..core.providers import choose
 from ..core.video import open_capture, quiet_decoder_logs
 from . import inputs
-from .executor import Executor, make_executor
+from .executor import Executor
+from .factory import make_executor
 from .runner import Runner, TimeSelection
 from .spec import runner_config
 from .store import Job, JobState, JobStore

@@ -32,7 +32,8 @@ from ..core.models import ModelSet, load_model_set
 from ..core.pipeline import roles_for
 from ..core.providers import choose
 from ..core.video import quiet_decoder_logs
-from ..jobs.executor import Executor, make_executor
+from ..jobs.executor import Executor
+from ..jobs.factory import make_executor
 from ..jobs.runner import Runner
 from ..jobs.spec import runner_config
 from ..jobs.store import JobStore
