@@ -30,12 +30,19 @@ def prepare_process(options: PipelineOptions, reference: ModelSet | None = None)
     quiet_decoder_logs()
     limit_threads(providers.worker_threads(options.workers, options.threads))
     providers.share_cpu_arena()
+    pipeline = load_pipeline(options, reference)
+    pipeline.warm_up()
+    release_freed_memory()
+    return pipeline
+
+
+def load_pipeline(options: PipelineOptions, reference: ModelSet | None = None) -> Pipeline:
+    """A pipeline on ``options``' models; with ``reference``, only if they are its files, unchanged
+    (``ModelsChanged`` otherwise)."""
     seen = unchanged(reference) if reference is not None else {}
     pipeline = Pipeline(options)
     if reference is not None:
         check_loaded(reference, pipeline.models, seen)
-    pipeline.warm_up()
-    release_freed_memory()
     return pipeline
 
 

@@ -33,11 +33,11 @@ from typing import Any
 import platformdirs
 from distributed import WorkerPlugin, get_worker
 
-from ..core.models import ModelError, load_model_set
+from ..core.models import ModelError, ModelSet, load_model_set
 from ..core.pipeline import Pipeline, PipelineOptions, roles_for
 from ..core.shard import ShardResult, ShardTask, run_shard
 from ..core.video import VideoError
-from ..core.worker import prepare_process
+from ..core.worker import load_pipeline, prepare_process
 from .executor import FailureKind
 from .pathmap import PathMap
 
@@ -94,14 +94,17 @@ def keep_frame_buffers_on_heap() -> bool:
     return mmap_set and trim_set
 
 
-def check_hashes(options: PipelineOptions, expected: Mapping[str, str]) -> None:
-    """ModelError unless this worker's model files are the daemon's (same sha256 per role)."""
+def check_hashes(options: PipelineOptions, expected: Mapping[str, str]) -> ModelSet:
+    """This worker's model files, hashed: ModelError unless they are the daemon's (same sha256 per
+    role). The set returned is the reference every pipeline of this worker is loaded against
+    (``core.worker.load_pipeline``): a file swapped later is refused, not loaded."""
     found = load_model_set(options.models_dir, roles_for(options.au45), signatures=False)
     for role, digest in expected.items():
         mine = found.files.get(role)
         if mine is not None and mine.sha256 != digest:
             raise ModelError(f"{mine.path} ({role}) has sha256 {mine.sha256}, the daemon's file has "
                              f"{digest}: every worker needs the daemon's model files")
+    return found
 
 
 class ModelsPlugin(WorkerPlugin):
@@ -117,6 +120,7 @@ class ModelsPlugin(WorkerPlugin):
         self.path_map = path_map
         self.model_hashes = dict(model_hashes)
         self.local_options: PipelineOptions | None = None  # this worker's, once set up
+        self.reference: ModelSet | None = None  # this worker's model files as hashed at set-up
         self.address = "?"
         self.providers: dict[str, str] = {}
         self.error = ""
@@ -143,9 +147,9 @@ class ModelsPlugin(WorkerPlugin):
 
     def _load(self) -> None:
         assert self.local_options is not None
-        check_hashes(self.local_options, self.model_hashes)
+        self.reference = check_hashes(self.local_options, self.model_hashes)
         keep_frame_buffers_on_heap()
-        pipeline = prepare_process(self.local_options)
+        pipeline = prepare_process(self.local_options, self.reference)
         self.providers = dict(pipeline.providers)
         self._idle.put(pipeline)
         log.info("worker %s: aud models loaded from %s, providers %s", self.address,
@@ -168,7 +172,7 @@ class ModelsPlugin(WorkerPlugin):
         try:
             pipeline = self._idle.get_nowait()
         except queue.Empty:
-            pipeline = Pipeline(self.local_options)
+            pipeline = load_pipeline(self.local_options, self.reference)
         with self._lock:
             self.running += 1
         try:
