@@ -566,7 +566,8 @@ class ProcessExecutor:
                 await asyncio.sleep(delay)  # a retry period, not a wait for an event
                 continue
             if self._start_failure:
-                log.info("worker %s started again after a failed start: %s", fresh.name, self._start_failure)
+                log.info("replacement worker %s started after a failed start; the pool runs shards again",
+                         fresh.name)
             self._start_failure = ""
             self._release(fresh)
             return
