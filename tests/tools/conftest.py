@@ -78,7 +78,7 @@ def fetched(checkpoints, tmp_path_factory) -> Fetched:
         env = isolated_env(home)
         models = home / "models"
         cache = home / "cache-dir"
-        result = aud(["models", "fetch", "--source", mirror.url, "--to", str(models), "--accept-license",
+        result = aud(["models", "fetch", "--family", "openface3", "--source", mirror.url, "--to", str(models), "--accept-license",
                       "--cache", str(cache)], env)
     finally:
         mirror.close()
