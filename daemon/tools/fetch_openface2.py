@@ -225,20 +225,29 @@ def bounded_download(url: str, dest: Path, path: str, cap: int, deadline: Deadli
         raise
 
 
-def check(path: str, local: Path, expected: Expected, official_source: bool, say: Callable[[str], None]) -> str:
+def check(path: str, local: Path, expected: Expected) -> str:
     """The file's sha256 once it matches what it is held to; otherwise it is deleted and FetchError names it."""
     digest = sha256_file(local)
     if expected.sha256 is not None and digest != expected.sha256:
         local.unlink()
         raise FetchError(f"{path}: sha256 {digest} does not match the {expected.how} hash {expected.sha256}; the "
                          f"download was deleted and the installed OpenFace 2.2 files were left as they were")
-    pinned = PINNED.get(path)
-    if expected.how == Verification.SUMS and pinned and pinned[1] != digest:
-        say(f"note: {path} from this source is not the official OpenFace 2.2.0 file (sha256 {digest}, "
-            f"official {pinned[1]}); its hash is recorded in the manifest")
-    if expected.how == Verification.RECORDED and official_source:
-        say(f"{path}: no pinned hash is known; recorded sha256 {digest}")
     return digest
+
+
+def notes(files: list[FetchedFile]) -> list[str]:
+    """What the user should know about hashes that were not held to the pinned official ones."""
+    unofficial = [f.path for f in files if f.path in PINNED and PINNED[f.path][1] != f.sha256]
+    recorded = [f.path for f in files if f.how == Verification.RECORDED]
+    said = []
+    if unofficial:
+        said.append(f"note: {len(unofficial)} files from this source are not the official OpenFace 2.2.0 files "
+                    f"(e.g. {unofficial[0]}); the source's SHA256SUMS vouches for them and their hashes are "
+                    f"recorded in the manifest")
+    if recorded:
+        said.append(f"{len(recorded)} files have no pinned hash (e.g. {recorded[0]}): their sha256 as fetched "
+                    f"from the official source is recorded in the manifest")
+    return said
 
 
 def fetch_openface2(base: str, cache: Path, progress: Progress, say: Callable[[str], None],
@@ -267,7 +276,7 @@ def fetch_openface2(base: str, cache: Path, progress: Progress, say: Callable[[s
         if not local.is_file():
             bounded_download(base + urllib.parse.quote(path), local, path, size_cap(path, exact), deadline,
                              progress, retries, backoff)
-        digest = check(path, local, expected[path], official, say)
+        digest = check(path, local, expected[path])
         if path == AU_LIST_PATH:
             try:
                 parse_au_list(local.read_text(encoding="utf-8", errors="replace"), f"{base}{path}")
@@ -275,4 +284,6 @@ def fetch_openface2(base: str, cache: Path, progress: Progress, say: Callable[[s
                 local.unlink()
                 raise FetchError(f"{exc}; refused (nothing was installed)") from exc
         files.append(FetchedFile(path, local, digest, local.stat().st_size, expected[path].how))
+    for note in notes(files):
+        say(note)
     return files
