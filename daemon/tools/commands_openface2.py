@@ -12,7 +12,7 @@ from ..config import ConfigError, load_settings
 from .fetch import FetchError, terminal_ask
 from .fetch import ensure_licence as ensure_openface3_licence
 from .fetch_openface2 import LICENCE, cache_dir, ensure_licence, fetch_openface2, is_official, source_url
-from .openface2_files import REF, REQUIRED_PATHS
+from .openface2_files import EXPECTED_PATHS, REF
 from .openface2_set import InstallError, install
 
 
@@ -37,13 +37,13 @@ def fetch_command(args: argparse.Namespace, err: Console) -> int:
         err.print(f"OpenFace 2.2 files from {base}" + (f" (tag {REF})" if is_official(base) else ""))
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err,
                       transient=False) as bar:
-            task = bar.add_task("OpenFace 2.2 files", total=len(REQUIRED_PATHS))
+            task = bar.add_task("OpenFace 2.2 files", total=len(EXPECTED_PATHS))
             seen: set[str] = set()
 
             def progress(path: str, done: int, total: int | None) -> None:
                 if total is not None and done >= total and path not in seen:
                     seen.add(path)
-                    bar.update(task, completed=len(seen))
+                    bar.update(task, completed=len(seen), total=max(len(seen), len(EXPECTED_PATHS)))
 
             files = fetch_openface2(base, cache, progress, err.print)
         target = args.to or settings.models

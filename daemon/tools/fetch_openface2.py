@@ -41,15 +41,16 @@ from . import fetch
 from .fetch import FetchError, Progress, describe, sha256_file
 from .openface2_files import (
     AU_LIST_PATH,
+    FIXED_PATHS,
     LICENSE_SUMMARY,
     LICENSE_URL,
     OFFICIAL_URL,
     PINNED,
     REF,
-    REQUIRED_PATHS,
     SUMS_CAP,
     AUListError,
-    parse_au_list,
+    differs_from_known,
+    set_paths,
     size_cap,
 )
 
@@ -183,21 +184,21 @@ def read_sums(base: str, timeout: float = TIMEOUT_SECONDS) -> dict[str, str] | N
     return sums
 
 
-def expectations(base: str, sums: dict[str, str] | None) -> dict[str, Expected]:
-    """The hash each file is held to; FetchError when the source cannot vouch for every file."""
+def expectations(base: str, sums: dict[str, str] | None, paths: tuple[str, ...]) -> dict[str, Expected]:
+    """The hash each of ``paths`` is held to; FetchError when the source cannot vouch for every one."""
     if sums is not None:
-        missing = [p for p in REQUIRED_PATHS if p not in sums]
+        missing = [p for p in paths if p not in sums]
         if missing:
             raise FetchError(f"{base}{SUMS_FILE} does not list {len(missing)} of the OpenFace 2.2 files, e.g. "
                              f"{', '.join(missing[:3])}; it must list every file it is used for")
-        return {p: Expected(sums[p], Verification.SUMS) for p in REQUIRED_PATHS}
-    unpinned = [p for p in REQUIRED_PATHS if p not in PINNED]
+        return {p: Expected(sums[p], Verification.SUMS) for p in paths}
+    unpinned = [p for p in paths if p not in PINNED]
     if unpinned and not is_official(base):
         raise FetchError(f"{base} serves no {SUMS_FILE}, and {len(unpinned)} of the OpenFace 2.2 files have no "
                          f"pinned hash (e.g. {', '.join(unpinned[:2])}): a mirror must serve a {SUMS_FILE} "
                          f"at its root listing every file (sha256sum format, repository-relative paths)")
     return {p: Expected(PINNED[p][1], Verification.PINNED) if p in PINNED else Expected(None, Verification.RECORDED)
-            for p in REQUIRED_PATHS}
+            for p in paths}
 
 
 # --- downloading and checking -------------------------------------------------------------------------
@@ -253,37 +254,45 @@ def notes(files: list[FetchedFile]) -> list[str]:
 def fetch_openface2(base: str, cache: Path, progress: Progress, say: Callable[[str], None],
                     deadline_seconds: float = DEADLINE_SECONDS, retries: int = 4,
                     backoff: float = 1.0) -> list[FetchedFile]:
-    """Every file of ``REQUIRED_PATHS`` in ``cache`` (at its repository path), downloaded unless a cached copy
-    passes its check, each checked; ``AU_all_best.txt`` first, refused unless it lists the declared models."""
+    """Every file of the set in ``cache`` (at its repository path), downloaded unless a cached copy passes its
+    check, each checked: ``AU_all_best.txt`` first (checked, then read: what it lists is what is fetched), then
+    the PDM, the triangulation and the listed models."""
     deadline = Deadline(deadline_seconds)
-    official = is_official(base)
-    sums = None if official else read_sums(base)
+    sums = None if is_official(base) else read_sums(base)
     if sums is not None:
         say(f"checking against {base}{SUMS_FILE} ({len(sums)} entries)")
-    expected = expectations(base, sums)
-    files = []
-    for path in REQUIRED_PATHS:
-        deadline.check(f"starting {path}")
-        local = cache / path
-        exact = expected[path].how == Verification.PINNED
-        if local.is_file():
-            cached = sha256_file(local)
-            if expected[path].sha256 in (None, cached) and local.stat().st_size <= size_cap(path, exact):
-                progress(path, local.stat().st_size, local.stat().st_size)
-            else:
-                say(f"{path}: the cached copy does not match; downloading it again")
-                local.unlink()
-        if not local.is_file():
-            bounded_download(base + urllib.parse.quote(path), local, path, size_cap(path, exact), deadline,
-                             progress, retries, backoff)
-        digest = check(path, local, expected[path])
-        if path == AU_LIST_PATH:
-            try:
-                parse_au_list(local.read_text(encoding="utf-8", errors="replace"), f"{base}{path}")
-            except AUListError as exc:
-                local.unlink()
-                raise FetchError(f"{exc}; refused (nothing was installed)") from exc
-        files.append(FetchedFile(path, local, digest, local.stat().st_size, expected[path].how))
+    expected = expectations(base, sums, (AU_LIST_PATH,))
+    au_list = fetch_one(base, cache, AU_LIST_PATH, expected[AU_LIST_PATH], deadline, progress, retries, backoff)
+    text = au_list.local.read_text(encoding="utf-8", errors="replace")
+    try:
+        paths = set_paths(text, f"{base}{AU_LIST_PATH}")
+    except AUListError as exc:
+        au_list.local.unlink()
+        raise FetchError(f"{exc} (nothing was installed)") from exc
+    if differs_from_known(text):
+        say(f"note: {AU_LIST_PATH} from this source lists other models than OpenFace 2.2.0's as known to aud "
+            f"({len(paths) - len(FIXED_PATHS)} models); fetching what it lists")
+    expected = expectations(base, sums, paths)
+    files = [au_list] + [fetch_one(base, cache, path, expected[path], deadline, progress, retries, backoff)
+                         for path in paths[1:]]
     for note in notes(files):
         say(note)
     return files
+
+
+def fetch_one(base: str, cache: Path, path: str, expected: Expected, deadline: Deadline, progress: Progress,
+              retries: int, backoff: float) -> FetchedFile:
+    """``path`` in ``cache``: the cached copy when it passes its check (else it is fetched again), or
+    downloaded; FetchError naming it when it does not match."""
+    deadline.check(f"starting {path}")
+    local = cache / path
+    cap = size_cap(path, exact=expected.how == Verification.PINNED)
+    if local.is_file():
+        if expected.sha256 in (None, sha256_file(local)) and local.stat().st_size <= cap:
+            progress(path, local.stat().st_size, local.stat().st_size)
+        else:
+            local.unlink()  # a cached copy that went bad, or of another release: fetched again
+    if not local.is_file():
+        bounded_download(base + urllib.parse.quote(path), local, path, cap, deadline, progress, retries, backoff)
+    digest = check(path, local, expected)
+    return FetchedFile(path, local, digest, local.stat().st_size, expected.how)

@@ -1,28 +1,32 @@
 """Which OpenFace 2.2.0 files aud fetches for its OpenFace 2.2 AU models, where they come from, and what is
 known about them before download.
 
-The set (``REQUIRED_PATHS``, OpenFace repository-relative paths; installed under ``<models>/openface2/``):
+The set (OpenFace repository-relative paths; installed under ``<models>/openface2/``):
 
-* ``AU_all_best.txt`` (``AU_LIST_PATH``): the list of AU models OpenFace 2.2's ``FaceAnalyser`` loads for a
-  video (``lib/local/FaceAnalyser/AU_predictors/main_dynamic_svms.txt`` names it as its ``AUPredictor``),
-  one ``<model file> <AU name>`` per line, model paths relative to ``AU_predictors/``;
-* every model file it lists (``AU_LIST_ENTRIES``): 18 SVM occurrence models (``svm_combined/``) and 17 SVR
-  intensity models (``svr_combined/``);
-* the 68-point PDM ``In-the-wild_aligned_PDM_68.txt`` (``PDM_PATH``) and the face-mask triangulation
-  ``tris_68_full.txt`` (``TRIANGULATION_PATH``).
+* the fixed files (``FIXED_PATHS``): ``AU_all_best.txt`` (``AU_LIST_PATH``), the list of AU models OpenFace
+  2.2's ``FaceAnalyser`` loads for a video (``lib/local/FaceAnalyser/AU_predictors/main_dynamic_svms.txt``
+  names it as its ``AUPredictor``); the 68-point PDM ``In-the-wild_aligned_PDM_68.txt`` (``PDM_PATH``); the
+  face-mask triangulation ``tris_68_full.txt`` (``TRIANGULATION_PATH``);
+* every model file ``AU_all_best.txt`` lists (``parse_au_list``; ``FaceAnalyser::ReadAU`` in
+  ``lib/local/FaceAnalyser/src/FaceAnalyser.cpp`` reads one model per line, ``<path relative to the list's
+  folder> <AU names, comma separated>``). aud fetches what the list names, and only files it may name: a
+  ``.dat`` directly in ``svr_combined/`` or ``svm_combined/``, at most ``MAX_LISTED`` of them.
 
-The list ``AU_LIST_ENTRIES`` is OpenFace's ``AU_all_best.txt`` line by line; a fetched ``AU_all_best.txt`` that
-lists anything else is refused (``parse_au_list``), so the set installed is always the set declared here.
+``AU_LIST_ENTRIES`` is that list as known for OpenFace 2.2.0: 18 SVM occurrence models (``svm_combined/``) and
+17 SVR intensity models (``svr_combined/``), the list of OpenFace's history from 2017 on (its SVR file names
+are the 17 ``svr_combined`` files pyfaceau pins for the tag, and the static/dynamic choice per AU the one
+pyfaceau's ``model_parser.py`` states for ``AU_all_best.txt``). A fetched list that differs is reported.
 
 Where they come from: the official repository ``TadasBaltrusaitis/OpenFace`` at ``REF``, as raw files
 (``OFFICIAL_URL``). ``REF`` is the release tag ``OpenFace_2.2.0``, not its commit: the tag's commit could not
 be resolved where this was written (no copy of the repository's history was at hand); the pinned hashes
-below hold the files whatever the tag points at.
+below hold those files whatever the tag points at.
 
 What is known before download (``PINNED``: size and sha256): the PDM, the triangulation and the 17
 ``svr_combined`` files, as the PyPI sdist of ``pyfaceau`` 1.4.1 lists them for the ``OpenFace_2.2.0`` tag
 (``pyfaceau/openface_models.json``). The PDM and the triangulation also match, byte for byte, the files of
-the same names in OpenFace's history from 2017 (``lib/local/LandmarkDetector/model/``), checked here.
+the same names in OpenFace's history from 2017 (``lib/local/LandmarkDetector/model/``), checked here; the
+2017 ``svr_combined`` files do not (retrained since), so no hash is taken from that history.
 ``AU_all_best.txt`` and the ``svm_combined`` files have no pinned hash: from the official source their hashes
 are recorded in the manifest when first fetched; a mirror must vouch for them with its ``SHA256SUMS``.
 """
@@ -80,9 +84,11 @@ AU_LIST_ENTRIES: tuple[tuple[str, str], ...] = (
     ("svr_combined/AU_26_dynamic_intensity_comb.dat", "AU26"),
     ("svr_combined/AU_45_dynamic_intensity_comb.dat", "AU45"),
 )
-LISTED_PATHS = tuple(f"{AU_PREDICTORS}/{model}" for model, _ in AU_LIST_ENTRIES)
-# the list first: it is checked before anything it lists is downloaded
-REQUIRED_PATHS: tuple[str, ...] = (AU_LIST_PATH, PDM_PATH, TRIANGULATION_PATH, *LISTED_PATHS)
+# the list first: it is read before anything it lists is downloaded
+FIXED_PATHS: tuple[str, ...] = (AU_LIST_PATH, PDM_PATH, TRIANGULATION_PATH)
+EXPECTED_LIST_TEXT = "".join(f"{model} {au}\n" for model, au in AU_LIST_ENTRIES)
+MAX_LISTED = 64  # OpenFace 2.2.0 lists 35
+LISTED_FILE = re.compile(r"(svr_combined|svm_combined)/[A-Za-z0-9_.-]+\.dat")
 
 # (size, sha256) of the OpenFace_2.2.0 files, from pyfaceau 1.4.1's openface_models.json
 PINNED: dict[str, tuple[int, str]] = {
@@ -157,23 +163,41 @@ def size_cap(path: str, exact: bool) -> int:
     return KIND_CAPS[PurePosixPath(path).suffix]
 
 
-def parse_au_list(text: str, source: str = AU_LIST_PATH) -> tuple[tuple[str, str], ...]:
-    """The ``(model file, AU)`` lines of an ``AU_all_best.txt``; AUListError unless they are exactly
-    ``AU_LIST_ENTRIES`` (same files, same AUs, same order)."""
-    entries = []
+def parse_au_list(text: str, source: str = AU_LIST_PATH) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``(repository path, AU names)`` per model line of an ``AU_all_best.txt``, read as ``FaceAnalyser::ReadAU``
+    reads it (first token the model file relative to ``AU_predictors/``, the rest comma-separated AU names);
+    AUListError for a line aud will not fetch (a path outside ``svr_combined/`` or ``svm_combined/``, not a
+    ``.dat``, no AU name), a repeated file, or more than ``MAX_LISTED`` lines."""
+    entries: list[tuple[str, tuple[str, ...]]] = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        match = re.fullmatch(r"\s*(\S+)\s+(AU\d\d)\s*", line)
-        if not match:
-            raise AUListError(f"{source}: line {number} is not '<model file> AUxx': {line[:80]!r}")
-        entries.append((match.group(1), match.group(2)))
-    if tuple(entries) != AU_LIST_ENTRIES:
-        unexpected = [f"{m} {a}" for m, a in entries if (m, a) not in AU_LIST_ENTRIES]
-        missing = [f"{m} {a}" for m, a in AU_LIST_ENTRIES if (m, a) not in entries]
-        detail = "; ".join(filter(None, (
-            f"not expected: {', '.join(unexpected[:4])}" if unexpected else "",
-            f"missing: {', '.join(missing[:4])}" if missing else "",
-            "same lines in another order" if not unexpected and not missing else "")))
-        raise AUListError(f"{source} does not list OpenFace 2.2.0's AU models ({detail})")
+        location, _, names = line.strip().partition(" ")
+        aus = tuple(n.strip() for n in names.split(",") if n.strip())
+        if not LISTED_FILE.fullmatch(location) or not aus:
+            raise AUListError(f"{source}: line {number} is not '<svr_combined|svm_combined>/<file>.dat <AU names>': "
+                              f"{line[:80]!r}; refused")
+        path = f"{AU_PREDICTORS}/{location}"
+        if any(path == p for p, _ in entries):
+            raise AUListError(f"{source}: line {number} lists {location} again")
+        entries.append((path, aus))
+        if len(entries) > MAX_LISTED:
+            raise AUListError(f"{source}: lists more than {MAX_LISTED} models; not an AU list")
+    if not entries:
+        raise AUListError(f"{source}: lists no AU model")
     return tuple(entries)
+
+
+def set_paths(au_list_text: str, source: str = AU_LIST_PATH) -> tuple[str, ...]:
+    """Every file of the set whose ``AU_all_best.txt`` reads ``au_list_text``: the fixed files, then the
+    listed models in the list's order."""
+    return FIXED_PATHS + tuple(path for path, _ in parse_au_list(au_list_text, source))
+
+
+def differs_from_known(au_list_text: str) -> bool:
+    """Whether the list names other models (or AUs) than ``AU_LIST_ENTRIES``."""
+    known = tuple((f"{AU_PREDICTORS}/{m}", (au,)) for m, au in AU_LIST_ENTRIES)
+    return parse_au_list(au_list_text) != known
+
+
+EXPECTED_PATHS = set_paths(EXPECTED_LIST_TEXT)  # the set of OpenFace 2.2.0, as known here

@@ -29,12 +29,12 @@ from ..core.atomic import fsync_dir
 from ..core.models import MANIFEST, sha256_of
 from .openface2_files import (
     AU_LIST_PATH,
+    FIXED_PATHS,
     LICENSE_URL,
     OPENFACE2_DIR,
     REF,
-    REQUIRED_PATHS,
     AUListError,
-    parse_au_list,
+    set_paths,
 )
 
 TABLE = "openface2"
@@ -155,10 +155,17 @@ def _fsync_tree(root: Path) -> None:
 
 def install(target: Path, files: Mapping[str, tuple[Path, str]], source: str, official: bool,
             say: Callable[[str], None] = print) -> list[Installed]:
-    """Install ``files`` ({repository path: (file, how its hash was held)}, every path of ``REQUIRED_PATHS``)
-    into ``target/openface2`` and record them in ``target/manifest.toml``, replacing any previous OpenFace 2.2
-    files; everything else in ``target`` is kept. Atomic: on any error ``target`` is as it was."""
-    missing = [p for p in REQUIRED_PATHS if p not in files]
+    """Install ``files`` ({repository path: (file, how its hash was held)}: the fixed files and every model
+    their ``AU_all_best.txt`` lists) into ``target/openface2`` and record them in ``target/manifest.toml``,
+    replacing any previous OpenFace 2.2 files; everything else in ``target`` is kept. Atomic: on any error
+    ``target`` is as it was."""
+    if AU_LIST_PATH not in files:
+        raise InstallError(f"{AU_LIST_PATH} is not at hand")
+    try:
+        paths = set_paths(Path(files[AU_LIST_PATH][0]).read_text(encoding="utf-8", errors="replace"))
+    except AUListError as exc:
+        raise InstallError(str(exc)) from exc
+    missing = [p for p in paths if p not in files]
     if missing:
         raise InstallError(f"not every OpenFace 2.2 file is at hand: {', '.join(missing[:3])}")
     target = Path(target).expanduser().absolute()
@@ -173,7 +180,7 @@ def install(target: Path, files: Mapping[str, tuple[Path, str]], source: str, of
                 if entry.name not in (OPENFACE2_DIR, MANIFEST):
                     _link_entry(entry, staged / entry.name)
         installed = []
-        for path in REQUIRED_PATHS:
+        for path in paths:
             src, how = files[path]
             dst = staged / OPENFACE2_DIR / path
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -256,8 +263,15 @@ def inspect(models_dir: Path) -> Status:
     if record is None and not root.exists():
         return Status(directory, State.ABSENT)
     recorded = record.get("files", {}) if record else {}
+    try:
+        listed = root / AU_LIST_PATH
+        paths = set_paths(listed.read_text(encoding="utf-8", errors="replace"), str(listed))
+    except (OSError, AUListError) as exc:
+        paths, listing = FIXED_PATHS, (exc.strerror if isinstance(exc, OSError) else str(exc))
+    else:
+        listing = None
     files = []
-    for path in REQUIRED_PATHS:
+    for path in paths:
         local = root / path
         if not local.is_file():
             files.append(FileStatus(path, None, None, "file not found"))
@@ -269,11 +283,8 @@ def inspect(models_dir: Path) -> Status:
             problem = f"not recorded in {MANIFEST} [{TABLE}]"
         elif entry.get("sha256") != digest:
             problem = f"sha256 does not match the manifest's {entry.get('sha256')}"
-        elif path == AU_LIST_PATH:
-            try:
-                parse_au_list(local.read_text(encoding="utf-8", errors="replace"), str(local))
-            except AUListError as exc:
-                problem = str(exc)
+        elif path == AU_LIST_PATH and listing:
+            problem = listing
         files.append(FileStatus(path, size, digest, problem))
     state = State.INCOMPLETE if any(f.problem for f in files) else State.COMPLETE
     return Status(directory, state, files, record.get("source") if record else None,

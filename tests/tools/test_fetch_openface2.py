@@ -18,9 +18,10 @@ from daemon.tools.fetch import FetchError
 from daemon.tools.openface2_files import (
     AU_LIST_ENTRIES,
     AU_LIST_PATH,
+    EXPECTED_LIST_TEXT,
+    EXPECTED_PATHS,
     OPENFACE2_DIR,
     PDM_PATH,
-    REQUIRED_PATHS,
     TRIANGULATION_PATH,
 )
 from tests import tinymodels
@@ -32,11 +33,11 @@ def standins(seed: int = 5) -> dict[str, bytes]:
     """Every file of the set, by repository path: the real AU list (it is checked), a PDM-like and a
     triangulation-like text of random numbers, random bytes for each model."""
     rng = np.random.default_rng(seed)
-    files = {AU_LIST_PATH: "".join(f"{m} {au}\n" for m, au in AU_LIST_ENTRIES).encode()}
+    files = {AU_LIST_PATH: EXPECTED_LIST_TEXT.encode()}
     files[PDM_PATH] = "\n".join(" ".join(f"{v:.6f}" for v in rng.normal(size=3)) for _ in range(204)).encode()
     files[TRIANGULATION_PATH] = "\n".join(" ".join(str(v) for v in rng.integers(0, 68, 3))
                                           for _ in range(40)).encode()
-    for path in REQUIRED_PATHS:
+    for path in EXPECTED_PATHS:
         if path.endswith(".dat"):
             files[path] = rng.bytes(int(rng.integers(1500, 3000)))
     return files
@@ -97,7 +98,7 @@ def test_file_mirror_installs_the_files_beside_the_onnx_set_and_check_lists_them
                                                                                     .read_bytes())
     record = manifest["openface2"]
     assert record["source"] == mirror.as_uri() + "/" and "ref" not in record
-    assert set(record["files"]) == set(REQUIRED_PATHS)
+    assert set(record["files"]) == set(EXPECTED_PATHS)
     for path, data in files.items():
         assert record["files"][path] == {"sha256": sha256(data), "size": len(data), "checked": "SHA256SUMS"}
     assert not [p for p in models.parent.iterdir() if p.name.startswith(".models")]  # no staging left
@@ -126,13 +127,13 @@ def test_http_mirror_resumes_a_dropped_file_and_reuses_its_cache(tmp_path, http_
     assert again.returncode == 0, again.stderr
     assert [name for name, _ in mirror.requests] == ["SHA256SUMS"]
 
-    cached = tmp_path / "cache" / "openface2" / REQUIRED_PATHS[5]  # a cached copy that went bad…
+    cached = tmp_path / "cache" / "openface2" / EXPECTED_PATHS[5]  # a cached copy that went bad…
     cached.write_bytes(b"x" + cached.read_bytes()[1:])
     mirror.requests.clear()
     third = aud(fetch_args(mirror.url, models, tmp_path), env)
     assert third.returncode == 0, third.stderr
-    assert [name for name, _ in mirror.requests] == ["SHA256SUMS", REQUIRED_PATHS[5]]  # …is fetched again
-    assert cached.read_bytes() == files[REQUIRED_PATHS[5]]
+    assert [name for name, _ in mirror.requests] == ["SHA256SUMS", EXPECTED_PATHS[5]]  # …is fetched again
+    assert cached.read_bytes() == files[EXPECTED_PATHS[5]]
 
 
 def test_a_changed_byte_is_refused_with_the_file_named_and_the_previous_set_kept(tmp_path, http_mirror):
@@ -144,7 +145,7 @@ def test_a_changed_byte_is_refused_with_the_file_named_and_the_previous_set_kept
     before = tree_digest(models)
 
     newer = standins(seed=6)  # a new release of the files, one of which changed in transit
-    victim = REQUIRED_PATHS[20]
+    victim = EXPECTED_PATHS[20]
     served = {**newer, "SHA256SUMS": sums_file(newer)}
     served[victim] = bytes([served[victim][0] ^ 1]) + served[victim][1:]
     mirror = http_mirror(served)
@@ -258,12 +259,12 @@ def test_a_mirror_must_vouch_for_the_files_without_a_pinned_hash(tmp_path, http_
 
 def test_sha256sums_must_list_every_file_and_stay_small(tmp_path, http_mirror):
     files = standins()
-    partial = {p: d for p, d in files.items() if p != REQUIRED_PATHS[-1]}
+    partial = {p: d for p, d in files.items() if p != EXPECTED_PATHS[-1]}
     mirror = http_mirror({**files, "SHA256SUMS": sums_file(partial)})
     with pytest.raises(FetchError) as exc:
         fetch_openface2.fetch_openface2(fetch_openface2.source_url(mirror.url), tmp_path / "cache",
                                         lambda *a: None, lambda s: None)
-    assert "does not list 1 of the OpenFace 2.2 files" in str(exc.value) and REQUIRED_PATHS[-1] in str(exc.value)
+    assert "does not list 1 of the OpenFace 2.2 files" in str(exc.value) and EXPECTED_PATHS[-1] in str(exc.value)
 
     padded = sums_file(files) + b"# padding\n" * 7000  # over SUMS_CAP (64 KiB)
     huge = http_mirror({**files, "SHA256SUMS": padded})
@@ -272,16 +273,41 @@ def test_sha256sums_must_list_every_file_and_stay_small(tmp_path, http_mirror):
     assert "larger than 65536 bytes" in str(exc.value)
 
 
-def test_an_au_list_naming_other_models_is_refused_before_they_are_fetched(tmp_path, http_mirror):
+def test_an_au_list_naming_a_file_outside_the_model_folders_is_refused_before_anything_else(tmp_path,
+                                                                                           http_mirror):
     files = standins()
     files[AU_LIST_PATH] = files[AU_LIST_PATH].replace(b"svm_combined/AU_28_static.dat",
-                                                      b"../../../../etc/passwd")
+                                                      b"svm_combined/../../../../../etc/passwd")
     mirror = http_mirror({**files, "SHA256SUMS": sums_file(files)})
     with pytest.raises(FetchError) as exc:
         fetch_openface2.fetch_openface2(fetch_openface2.source_url(mirror.url), tmp_path / "cache",
                                         lambda *a: None, lambda s: None)
-    assert "../../../../etc/passwd" in str(exc.value) and "svm_combined/AU_28_static.dat" in str(exc.value)
+    assert "../../../../../etc/passwd" in str(exc.value) and "refused" in str(exc.value)
     assert [name for name, _ in mirror.requests] == ["SHA256SUMS", AU_LIST_PATH]
+    assert not (tmp_path / "cache" / AU_LIST_PATH).exists()
+
+
+def test_what_the_au_list_names_is_what_is_fetched_and_checked(tmp_path, http_mirror):
+    """A lab's list with one model fewer and one of its own: fetched as listed, reported, and installed."""
+    files = standins()
+    mine = f"{openface2_files.AU_PREDICTORS}/svr_combined/AU_43_lab_intensity.dat"
+    dropped = EXPECTED_PATHS[-1]
+    text = files[AU_LIST_PATH].decode().replace(dropped.rsplit("AU_predictors/", 1)[1] + " AU45",
+                                                "svr_combined/AU_43_lab_intensity.dat AU43,AU45")
+    files[AU_LIST_PATH] = text.encode()
+    files[mine] = b"\x01" * 900
+    del files[dropped]
+    mirror = http_mirror({**files, "SHA256SUMS": sums_file(files)})
+    said: list[str] = []
+    got = fetch_openface2.fetch_openface2(fetch_openface2.source_url(mirror.url), tmp_path / "cache",
+                                          lambda *a: None, said.append)
+    assert {f.path for f in got} == set(files) and mine in {f.path for f in got}
+    assert any("lists other models than OpenFace 2.2.0's" in s for s in said)
+    assert dropped not in [name for name, _ in mirror.requests]
+    models = tmp_path / "models"
+    openface2_set.install(models, {f.path: (f.local, f.how) for f in got}, mirror.url, False, said.append)
+    status = openface2_set.inspect(models)
+    assert status.state is openface2_set.State.COMPLETE and {f.path for f in status.files} == set(files)
 
 
 def test_the_deadline_stops_the_fetch(tmp_path, http_mirror):
@@ -299,12 +325,12 @@ def test_check_names_a_changed_installed_file(tmp_path):
     models = tinymodels.write_set(tmp_path / "models")
     env = isolated_env(tmp_path)
     assert aud(fetch_args(mirror.as_uri(), models, tmp_path, "--accept-license"), env).returncode == 0
-    changed = models / OPENFACE2_DIR / REQUIRED_PATHS[7]
+    changed = models / OPENFACE2_DIR / EXPECTED_PATHS[7]
     changed.write_bytes(changed.read_bytes() + b"\0")
     check = aud(["models", "check", "--models", str(models)], env)
     assert check.returncode == 2
     assert "family openface2: incomplete" in " ".join(check.stdout.split())
-    assert REQUIRED_PATHS[7] in check.stderr and "sha256 does not match the manifest" in check.stderr
+    assert EXPECTED_PATHS[7] in check.stderr and "sha256 does not match the manifest" in check.stderr
 
 
 def test_export_keeps_the_openface2_files(tmp_path):
@@ -333,16 +359,19 @@ def test_the_declared_set_agrees_with_the_au_models_module():
         files = importlib.import_module("daemon.core.openface2au.files")
     except ModuleNotFoundError:
         pytest.skip("daemon.core.openface2au is not in this tree yet")
-    assert set(files.REQUIRED_PATHS) == set(REQUIRED_PATHS)
-    assert files.AU_LIST_PATH == AU_LIST_PATH
+    assert set(files.REQUIRED_PATHS) == set(openface2_files.FIXED_PATHS)
+    assert files.AU_LIST_PATH == AU_LIST_PATH and files.PDM_PATH == PDM_PATH
+    assert files.TRIANGULATION_PATH == TRIANGULATION_PATH and files.SUBDIR == OPENFACE2_DIR
+    listed = files.listed_model_paths(EXPECTED_LIST_TEXT)
+    assert tuple(listed) == EXPECTED_PATHS[len(openface2_files.FIXED_PATHS):]
 
 
 def test_pinned_facts_and_official_source():
     assert openface2_files.OFFICIAL_URL == ("https://raw.githubusercontent.com/TadasBaltrusaitis/OpenFace/"
                                             "OpenFace_2.2.0/")
     assert fetch_openface2.source_url(None) == openface2_files.OFFICIAL_URL
-    assert len(AU_LIST_ENTRIES) == 35 and len(REQUIRED_PATHS) == 38 == len(set(REQUIRED_PATHS))
-    svr = [p for p in REQUIRED_PATHS if "/svr_combined/" in p]
+    assert len(AU_LIST_ENTRIES) == 35 and len(EXPECTED_PATHS) == 38 == len(set(EXPECTED_PATHS))
+    svr = [p for p in EXPECTED_PATHS if "/svr_combined/" in p]
     assert len(svr) == 17 and all(p in openface2_files.PINNED for p in svr)
     assert openface2_files.PINNED[PDM_PATH][0] == 69_023 and openface2_files.PINNED[TRIANGULATION_PATH][0] == 1_076
 
@@ -374,7 +403,7 @@ def test_default_fetch_runs_both_families_and_the_export_keeps_the_openface2_fil
     assert sorted(p.name for p in models.glob("*.onnx")) == ["mtl.onnx", "retinaface.onnx", "star.onnx"]
     assert tree_digest(models / OPENFACE2_DIR) == installed
     manifest = tomllib.loads((models / "manifest.toml").read_text())
-    assert manifest["export"]["opset"] == 17 and set(manifest["openface2"]["files"]) == set(REQUIRED_PATHS)
+    assert manifest["export"]["opset"] == 17 and set(manifest["openface2"]["files"]) == set(EXPECTED_PATHS)
 
     check = aud(["models", "check", "--models", str(models)], env)
     assert check.returncode == 0, check.stderr
