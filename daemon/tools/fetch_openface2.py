@@ -56,7 +56,7 @@ from .openface2_files import (
 
 SOURCE_ENV = "AUD_OPENFACE2_URL"
 SUMS_FILE = "SHA256SUMS"
-DEADLINE_SECONDS = 30 * 60.0  # the whole OpenFace 2.2 fetch (2.8 MB); a stalled source is not waited on forever
+DEADLINE_SECONDS = 30 * 60.0  # the whole OpenFace 2.2 fetch (about 2.7 MB): a stalled source is not waited on
 TIMEOUT_SECONDS = 60.0  # one request
 OFFLINE_HINT = ("for the OpenFace 2.2 files a lab mirror or a local folder can be given with "
                 "--openface2-source, or they can be left out with --family openface3")
