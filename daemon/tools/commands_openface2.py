@@ -47,7 +47,7 @@ def fetch_command(args: argparse.Namespace, err: Console) -> int:
 
             files = fetch_openface2(base, cache, progress, err.print)
         target = args.to or settings.models
-        install(target, {f.path: (f.local, f.how) for f in files}, base, is_official(base), err.print)
+        install(target, {f.path: (f.local, str(f.how)) for f in files}, base, is_official(base), err.print)
     except (FetchError, InstallError, ConfigError, ValueError, OSError) as exc:
         err.print(f"aud models fetch: {exc}")
         return 2

@@ -33,6 +33,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import platformdirs
@@ -66,8 +67,8 @@ class TooLarge(FetchError):
     """The source sends more bytes than the file may have."""
 
 
-class Verification:
-    """How a file's hash was held (recorded in the manifest)."""
+class Verification(StrEnum):
+    """How a file's hash was held (recorded in the manifest as ``checked``)."""
 
     SUMS = "SHA256SUMS"
     PINNED = "pinned"
@@ -77,7 +78,7 @@ class Verification:
 @dataclass(frozen=True)
 class Expected:
     sha256: str | None
-    how: str
+    how: Verification
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class FetchedFile:
     local: Path  # in the cache
     sha256: str
     size: int
-    how: str
+    how: Verification
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ def record_table(files: Iterable[Installed], source: str, official: bool):
         entry = tomlkit.table()
         entry["sha256"] = f.sha256
         entry["size"] = f.size
-        entry["checked"] = f.how
+        entry["checked"] = str(f.how)
         entries[f.path] = entry
     table["files"] = entries
     return table
@@ -168,7 +168,7 @@ def install(target: Path, files: Mapping[str, tuple[Path, str]], source: str, of
     missing = [p for p in paths if p not in files]
     if missing:
         raise InstallError(f"not every OpenFace 2.2 file is at hand: {', '.join(missing[:3])}")
-    target = Path(target).expanduser().absolute()
+    target = Path(target).expanduser().resolve()  # a symlinked model directory: its real directory is swapped
     restore_interrupted(target)
     if target.exists() and not target.is_dir():
         raise InstallError(f"{target}: exists and is not a directory")

@@ -409,3 +409,28 @@ def test_default_fetch_runs_both_families_and_the_export_keeps_the_openface2_fil
     assert check.returncode == 0, check.stderr
     out = " ".join(check.stdout.split())
     assert "family openface3: complete" in out and "family openface2: complete" in out
+
+
+def test_the_official_source_pins_what_is_known_and_records_the_rest(tmp_path, http_mirror, monkeypatch):
+    """The official flow, served from 127.0.0.1: no SHA256SUMS asked for, the pinned files (here: the
+    stand-ins' hashes, for the paths pinned today) held to their hashes, the others recorded with the tag."""
+    files = standins()
+    table = {p: (len(files[p]), sha256(files[p])) for p in openface2_files.PINNED}
+    monkeypatch.setattr(openface2_files, "PINNED", table)
+    monkeypatch.setattr(fetch_openface2, "PINNED", table)
+    mirror = http_mirror(files)
+    monkeypatch.setattr(fetch_openface2, "OFFICIAL_URL", mirror.url)
+    said: list[str] = []
+    got = fetch_openface2.fetch_openface2(mirror.url, tmp_path / "cache", lambda *a: None, said.append)
+    assert "SHA256SUMS" not in [name for name, _ in mirror.requests]
+    how = {f.path: f.how for f in got}
+    assert {p for p, h in how.items() if h == "pinned"} == set(table)
+    unpinned = {p for p, h in how.items() if h == "recorded"}
+    assert unpinned == {AU_LIST_PATH} | {p for p in EXPECTED_PATHS if "/svm_combined/" in p}
+    assert any(f"{len(unpinned)} files have no pinned hash" in s for s in said)
+    models = tmp_path / "models"
+    openface2_set.install(models, {f.path: (f.local, str(f.how)) for f in got}, mirror.url, True, said.append)
+    record = tomllib.loads((models / "manifest.toml").read_text())["openface2"]
+    assert record["ref"] == "OpenFace_2.2.0" and record["files"][AU_LIST_PATH]["checked"] == "recorded"
+    assert record["files"][PDM_PATH] == {"sha256": sha256(files[PDM_PATH]), "size": len(files[PDM_PATH]),
+                                         "checked": "pinned"}
