@@ -159,6 +159,8 @@ def install(target: Path, files: Mapping[str, tuple[Path, str]], source: str, of
     their ``AU_all_best.txt`` lists) into ``target/openface2`` and record them in ``target/manifest.toml``,
     replacing any previous OpenFace 2.2 files; everything else in ``target`` is kept. Atomic: on any error
     ``target`` is as it was."""
+    target = Path(target).expanduser().resolve()  # a symlinked model directory: its real directory is swapped
+    restore_interrupted(target)
     if AU_LIST_PATH not in files:
         raise InstallError(f"{AU_LIST_PATH} is not at hand")
     try:
@@ -168,8 +170,6 @@ def install(target: Path, files: Mapping[str, tuple[Path, str]], source: str, of
     missing = [p for p in paths if p not in files]
     if missing:
         raise InstallError(f"not every OpenFace 2.2 file is at hand: {', '.join(missing[:3])}")
-    target = Path(target).expanduser().resolve()  # a symlinked model directory: its real directory is swapped
-    restore_interrupted(target)
     if target.exists() and not target.is_dir():
         raise InstallError(f"{target}: exists and is not a directory")
     target.parent.mkdir(parents=True, exist_ok=True)

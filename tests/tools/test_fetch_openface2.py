@@ -434,3 +434,21 @@ def test_the_official_source_pins_what_is_known_and_records_the_rest(tmp_path, h
     assert record["ref"] == "OpenFace_2.2.0" and record["files"][AU_LIST_PATH]["checked"] == "recorded"
     assert record["files"][PDM_PATH] == {"sha256": sha256(files[PDM_PATH]), "size": len(files[PDM_PATH]),
                                          "checked": "pinned"}
+
+
+def test_install_puts_back_an_interrupted_swap_and_refuses_an_incomplete_set(tmp_path):
+    files = standins()
+    folder = write_folder(tmp_path / "cache", files)
+    models = tinymodels.write_set(tmp_path / "models")
+    onnx = {p.name: sha256(p.read_bytes()) for p in models.glob("*.onnx")}
+    models.rename(tmp_path / ".models.previous")  # a swap that died between its two renames
+    incomplete = {p: (folder / p, "SHA256SUMS") for p in files if p != EXPECTED_PATHS[9]}
+    with pytest.raises(openface2_set.InstallError, match=EXPECTED_PATHS[9].replace(".", r"\.")):
+        openface2_set.install(models, incomplete, folder.as_uri(), False, lambda s: None)
+    assert {p.name: sha256(p.read_bytes()) for p in models.glob("*.onnx")} == onnx  # put back, untouched
+    assert not (models / OPENFACE2_DIR).exists() and not (tmp_path / ".models.previous").exists()
+    openface2_set.install(models, {p: (folder / p, "SHA256SUMS") for p in files}, folder.as_uri(), False,
+                          lambda s: None)
+    assert {p.name: sha256(p.read_bytes()) for p in models.glob("*.onnx")} == onnx
+    assert tree_digest(models / OPENFACE2_DIR) == {p: sha256(d) for p, d in files.items()}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".models")] == []
