@@ -221,10 +221,9 @@ def bounded_download(url: str, dest: Path, path: str, cap: int, deadline: Deadli
     except TooLarge:
         dest.with_name(dest.name + ".part").unlink(missing_ok=True)
         raise
-    except FetchError as exc:
-        if "cannot download" in str(exc):
-            raise FetchError(f"{exc}; {OFFLINE_HINT}") from exc
-        raise
+    except FetchError as exc:  # fetch.download's advice names --source (the OpenFace 3.0 flag): name ours
+        text = str(exc).replace("a lab mirror or a local folder can be given with --source", OFFLINE_HINT)
+        raise FetchError(text if OFFLINE_HINT in text else f"{text}; {OFFLINE_HINT}") from exc
 
 
 def check(path: str, local: Path, expected: Expected) -> str:
