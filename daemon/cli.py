@@ -163,7 +163,8 @@ def check_openface2(models_dir: Path, openface3_complete: bool) -> int:
         out.print(f"[bold]openface2[/bold]: {escape(str(status.directory / 'openface2'))}"
                   + (f"   source: {escape(status.source)}" if status.source else ""))
         for f in status.files:
-            what = f"{f.size} bytes   sha256: {f.sha256}" if f.size is not None else "missing"
+            what = (f"{f.size} bytes   sha256: {f.sha256}" + ("   (official)" if f.official else "")
+                    if f.size is not None else "missing")
             out.print(f"  {escape(f.path)}   {what}" + (f"   [red]{escape(f.problem)}[/red]" if f.problem else ""))
     out.print(f"family openface3: {'complete' if openface3_complete else 'not complete'}")
     out.print(f"family openface2: {status.state.value}"

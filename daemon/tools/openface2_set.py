@@ -32,6 +32,7 @@ from .openface2_files import (
     FIXED_PATHS,
     LICENSE_URL,
     OPENFACE2_DIR,
+    PINNED,
     REF,
     AUListError,
     set_paths,
@@ -237,6 +238,7 @@ class FileStatus:
     size: int | None  # None when the file is not there
     sha256: str | None
     problem: str | None
+    official: bool = False  # the sha256 is the one pinned for OpenFace 2.2.0
 
 
 @dataclass
@@ -285,7 +287,7 @@ def inspect(models_dir: Path) -> Status:
             problem = f"sha256 does not match the manifest's {entry.get('sha256')}"
         elif path == AU_LIST_PATH and listing:
             problem = listing
-        files.append(FileStatus(path, size, digest, problem))
+        files.append(FileStatus(path, size, digest, problem, PINNED.get(path, (0, ""))[1] == digest))
     state = State.INCOMPLETE if any(f.problem for f in files) else State.COMPLETE
     return Status(directory, state, files, record.get("source") if record else None,
                   record.get("ref") if record else None)

@@ -452,3 +452,14 @@ def test_install_puts_back_an_interrupted_swap_and_refuses_an_incomplete_set(tmp
     assert {p.name: sha256(p.read_bytes()) for p in models.glob("*.onnx")} == onnx
     assert tree_digest(models / OPENFACE2_DIR) == {p: sha256(d) for p, d in files.items()}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".models")] == []
+
+
+def test_check_says_which_files_are_the_pinned_official_ones(tmp_path, monkeypatch):
+    files = standins()
+    folder = write_folder(tmp_path / "cache", files)
+    models = tmp_path / "models"
+    openface2_set.install(models, {p: (folder / p, "SHA256SUMS") for p in files}, folder.as_uri(), False,
+                          lambda s: None)
+    assert not any(f.official for f in openface2_set.inspect(models).files)  # stand-ins are not official
+    monkeypatch.setattr(openface2_set, "PINNED", {PDM_PATH: (len(files[PDM_PATH]), sha256(files[PDM_PATH]))})
+    assert [f.path for f in openface2_set.inspect(models).files if f.official] == [PDM_PATH]
