@@ -138,6 +138,7 @@ def cmd_models_check(args: argparse.Namespace) -> int:
         plan = choose(settings.provider, settings.coreml_cache_dir)
     except (ModelError, ProviderError) as exc:
         err.print(f"aud models check: {exc}")
+        check_openface2(settings.models, openface3_complete=False)
         return 2
     out.print(f"model set: {models.directory}")
     for role in ROLES:
@@ -149,6 +150,30 @@ def cmd_models_check(args: argparse.Namespace) -> int:
         out.print("  outputs: " + ", ".join(str(s) for s in f.signature.outputs), markup=False)
         out.print(f"  provider: {plan.primary}")
     out.print("ok: all three models have the expected signatures")
+    return check_openface2(settings.models, openface3_complete=True)
+
+
+def check_openface2(models_dir: Path, openface3_complete: bool) -> int:
+    """The OpenFace 2.2 part of ``aud models check``: its files with their hashes, and which family is
+    complete; 2 when its files are there but not whole."""
+    from .tools.openface2_files import OPENFACE2_DIR
+    from .tools.openface2_set import State, fetch_hint, inspect
+
+    status = inspect(models_dir)
+    if status.state is not State.ABSENT:
+        out.print(f"[bold]openface2[/bold]: {escape(str(status.directory / OPENFACE2_DIR))}"
+                  + (f"   source: {escape(status.source)}" if status.source else ""))
+        for f in status.files:
+            what = (f"{f.size} bytes   sha256: {f.sha256}" + ("   (official)" if f.official else "")
+                    if f.size is not None else "missing")
+            out.print(f"  {escape(f.path)}   {what}" + (f"   [red]{escape(f.problem)}[/red]" if f.problem else ""))
+    out.print(f"family openface3: {'complete' if openface3_complete else 'not complete'}")
+    out.print(f"family openface2: {status.state.value}"
+              + (f" ({len(status.problems)} problems)" if status.problems else ""))
+    if status.state is State.INCOMPLETE:
+        err.print(f"aud models check: the OpenFace 2.2 files in {status.directory} are not whole: "
+                  f"{'; '.join(status.problems[:3])}; {fetch_hint(status.directory)}")
+        return 2
     return 0
 
 

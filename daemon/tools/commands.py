@@ -19,14 +19,23 @@ from rich.progress import (
 from ..config import ConfigError, load_settings
 
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+FAMILIES = ("openface3", "openface2", "both")
 
 
 def add_fetch_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--to", type=Path, help="model directory to write (default: the configured models directory)")
-    p.add_argument("--accept-license", action="store_true", help="accept the OpenFace 3.0 licence terms")
+    p.add_argument("--accept-license", action="store_true",
+                   help="accept the licence terms of the model families fetched (OpenFace 3.0, OpenFace 2.2)")
     p.add_argument("--source", help="base URL of the checkpoints: http(s)://… mirror or file://… folder "
                                     "(default: $AUD_WEIGHTS_URL, else Hugging Face nutPace/openface_weights)")
     p.add_argument("--cache", type=Path, help="where the downloaded checkpoints are kept")
+    p.add_argument("--family", choices=FAMILIES, default="both",
+                   help="which models to fetch: openface3 (the ONNX set), openface2 (OpenFace 2.2.0's AU "
+                        "files) or both (default)")
+    p.add_argument("--openface2-source", help="base URL of the OpenFace 2.2 files, laid out at OpenFace's "
+                                              "repository paths with a SHA256SUMS at its root: http(s)://… "
+                                              "or file://… (default: $AUD_OPENFACE2_URL, else GitHub "
+                                              "TadasBaltrusaitis/OpenFace at OpenFace_2.2.0)")
     p.add_argument("--image", type=Path, help="picture with a face to verify the export on")
     p.add_argument("--config", type=Path, help="TOML configuration file")
 
@@ -81,6 +90,23 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 def fetch_command(args: argparse.Namespace) -> int:
+    """``aud models fetch``: the families asked for (every licence accepted before anything is downloaded)."""
+    family = getattr(args, "family", "both")
+    if family != "openface3":
+        from .commands_openface2 import accept_licence_command
+
+        if status := accept_licence_command(args, err):
+            return status
+    if family != "openface2" and (status := _fetch_openface3(args)):
+        return status
+    if family != "openface3":
+        from .commands_openface2 import fetch_command as fetch_openface2_command
+
+        return fetch_openface2_command(args, err)
+    return 0
+
+
+def _fetch_openface3(args: argparse.Namespace) -> int:
     if problem := _torch_missing():
         err.print(f"aud models fetch: {problem}")
         return 2

@@ -29,6 +29,8 @@ import torch
 from ..core import crops, detection
 from ..core.models import DEFAULT_FILES, MANIFEST, sha256_of
 from .checkpoints import BY_ROLE, OFFICIAL, Role, load_network
+from .openface2_files import OPENFACE2_DIR
+from .openface2_set import carry_over
 
 OPSET = 17
 TOLERANCE = 1e-4
@@ -194,7 +196,8 @@ def check_replaceable(target: Path) -> None:
         return
     if not target.is_dir():
         raise ExportError(f"{target}: exists and is not a directory")
-    strangers = [p.name for p in target.iterdir() if p.suffix != ".onnx" and p.name not in MODEL_SET_FILES]
+    strangers = [p.name for p in target.iterdir()
+                 if p.suffix != ".onnx" and p.name not in MODEL_SET_FILES and p.name != OPENFACE2_DIR]
     if strangers:
         raise ExportError(f"{target}: holds other files ({', '.join(sorted(strangers)[:5])}); export to an "
                           f"empty or new directory, or to a model directory")
@@ -261,6 +264,7 @@ def export_set(checkpoints: Path, target: Path, source: Source | None = None, im
             report.max_difference[role] = diff
             report.sha256[role] = sha256_of(path)
         (staged / MANIFEST).write_text(manifest_text(report, source))
+        carry_over(target, staged)  # the OpenFace 2.2 files and their [openface2] record stay
         for p in staged.iterdir():
             _fsync(p)
         swap_in(staged, target)

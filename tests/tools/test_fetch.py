@@ -75,8 +75,8 @@ def test_sha256sums_mismatch_stops_the_fetch_and_keeps_the_previous_set(checkpoi
     files["SHA256SUMS"] = "".join(f"{h}  {n}\n" for n, h in sums.items()).encode()
     mirror = mirror_of(files)
     models, before = previous_set(tmp_path)
-    result = aud(["models", "fetch", "--source", mirror.url, "--to", str(models), "--accept-license",
-                  "--cache", str(tmp_path / "cache")], isolated_env(tmp_path))
+    result = aud(["models", "fetch", "--family", "openface3", "--source", mirror.url, "--to", str(models),
+                  "--accept-license", "--cache", str(tmp_path / "cache")], isolated_env(tmp_path))
     assert result.returncode == 2
     message = " ".join(result.stderr.split())
     assert "MTL_backbone.pth" in message and "does not match SHA256SUMS" in message
@@ -107,8 +107,8 @@ def test_code_running_pickle_is_refused_and_nothing_runs(checkpoints, mirror_of,
     files["Landmark_98.pkl"] = hostile.read_bytes()
     mirror = mirror_of(files)
     models, before = previous_set(tmp_path)
-    result = aud(["models", "fetch", "--source", mirror.url, "--to", str(models), "--accept-license",
-                  "--cache", str(tmp_path / "cache")], isolated_env(tmp_path))
+    result = aud(["models", "fetch", "--family", "openface3", "--source", mirror.url, "--to", str(models),
+                  "--accept-license", "--cache", str(tmp_path / "cache")], isolated_env(tmp_path))
     assert result.returncode == 2
     message = " ".join(result.stderr.split())
     assert "Landmark_98.pkl" in message and "refused" in message and "pathlib" in message
@@ -119,7 +119,7 @@ def test_code_running_pickle_is_refused_and_nothing_runs(checkpoints, mirror_of,
 def test_licence_must_be_accepted_before_anything_is_downloaded(checkpoints, mirror_of, tmp_path):
     mirror = mirror_of(served(checkpoints))
     env = isolated_env(tmp_path)
-    result = aud(["models", "fetch", "--source", mirror.url, "--to", str(tmp_path / "models"),
+    result = aud(["models", "fetch", "--family", "openface3", "--source", mirror.url, "--to", str(tmp_path / "models"),
                   "--cache", str(tmp_path / "cache")], env)
     assert result.returncode == 2
     assert "NONCOMMERCIAL RESEARCH USE ONLY" in result.stderr and "--accept-license" in result.stderr
