@@ -33,7 +33,7 @@ class Outbox:
             self._reserved[job.id] = path
         parts = output_paths(path, self.settings.output_options())
         for kept in files.keep_previous(path, job.id, job.fingerprint, parts):
-            log.info("kept the previous result of %s as %s", job.name, kept.name)
+            log.info("kept the previous result of %r as %r", job.name, kept.name)
         return path
 
     def movable(self, path: Path) -> bool:

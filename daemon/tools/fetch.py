@@ -32,6 +32,7 @@ from typing import Any
 
 import platformdirs
 
+from ..core.atomic import atomic_write_text
 from ..core.provenance import OFFICIAL_URL, REVISION, Verified
 from .checkpoints import OFFICIAL, CheckpointSpec
 
@@ -114,7 +115,7 @@ def ensure_licence(state_dir: Path, accepted_flag: bool, ask: Callable[[str], st
         if ask('Type "yes" to accept these terms: ').strip().lower() != "yes":
             raise FetchError("licence not accepted: nothing was downloaded")
     state_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(f"accepted {time.strftime('%Y-%m-%d %H:%M:%S')}\nterms {LICENSE_URL}\n")
+    atomic_write_text(marker, f"accepted {time.strftime('%Y-%m-%d %H:%M:%S')}\nterms {LICENSE_URL}\n")
     say(f"licence accepted (remembered in {marker})")
 
 
