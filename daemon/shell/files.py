@@ -9,6 +9,7 @@ it: the report of its failure goes to the outbox's failure area, ``<outbox>/.fai
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -63,6 +64,7 @@ def outbox_csv(outbox: Path, subdir: str, name: str, fingerprint_: str, taken: C
     """
     folder = outbox / subdir
     folder.mkdir(parents=True, exist_ok=True)
+    require_inside(folder, outbox)
     stem = Path(name).stem
     for n in range(1, 10_000):
         candidate = folder / (f"{stem}.csv" if n == 1 else f"{stem} ({n}).csv")
@@ -98,6 +100,15 @@ def keep_previous(csv_path: Path, job_id: int, fingerprint_: str, parts: list[Pa
     return moved
 
 
+def require_inside(folder: Path, root: Path) -> None:
+    """PermissionError unless ``folder`` really is inside ``root`` (a folder replaced by a symlink to
+    elsewhere, e.g. by another user of a shared outbox, would send aud's writes outside its folders)."""
+    real, real_root = os.path.realpath(folder), os.path.realpath(root)
+    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+        raise PermissionError(errno.EACCES, f"{folder} leads outside {root} (to {real}); aud writes only inside "
+                                            f"its own folders: replace it by a real folder")
+
+
 def free_path(path: Path) -> Path:
     """``path`` itself, or ``name (2).ext`` and so on when it exists."""
     if not path.exists() and not path.is_symlink():
@@ -115,6 +126,7 @@ def move_input(source: Path, inbox: Path, folder: str, subdir: str) -> Path | No
         return None
     target_dir = inbox / folder / subdir
     target_dir.mkdir(parents=True, exist_ok=True)
+    require_inside(target_dir, inbox)
     target = free_path(target_dir / source.name)
     shutil.move(str(source), str(target))
     return target

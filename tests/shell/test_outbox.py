@@ -3,7 +3,10 @@ own folders; a cancel is not a failure; a re-run from ``.failed`` or ``.cancelle
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
+
+import pytest
 
 from daemon.config import Settings
 from daemon.jobs.store import JobStore
@@ -95,3 +98,15 @@ def test_a_cancel_of_a_re_run_from_failed_moves_it_to_cancelled_without_the_erro
 def test_cancelled_is_a_set_aside_folder(tmp_path):
     assert files.is_set_aside(tmp_path / ".cancelled" / "x.mp4", tmp_path)
     assert files.set_aside_in(tmp_path / "x.mp4", tmp_path) is None
+
+
+def test_an_outbox_subfolder_replaced_by_a_symlink_is_not_written_through(tmp_path):
+    s, store, outbox = setup(tmp_path)
+    elsewhere = tmp_path / "victim-dir"
+    elsewhere.mkdir()
+    (s.outbox / "sub").symlink_to(elsewhere, target_is_directory=True)  # planted by another user
+    job, _ = store.add_job("7" * 64, s.inbox / "sub" / "v.mp4", "sub", "v.mp4")
+    with pytest.raises(PermissionError, match="leads outside") as refused:
+        outbox.csv_path(job)
+    assert refused.value.errno == errno.EACCES  # the runner waits and says why, as for a forbidding outbox
+    assert listing(elsewhere) == []
