@@ -674,3 +674,17 @@ def test_locked_state_database_stops_the_start_without_losing_jobs(tmp_path):
         (job,) = store.jobs()
         assert (job.name, job.state, job.frames_total) == ("a.mp4", "running", 10)
         assert len(store.shards(job.id)) == 2
+
+
+def test_empty_state_database_stops_the_start_and_is_kept(tmp_path):
+    """A 0-byte jobs.sqlite3 (a full disk, a failed copy) used to be taken silently as a new store: the job
+    history and the queued jobs gone without a word."""
+    require_shared(*NEEDS)
+    d = DaemonProcess(root=tmp_path)
+    d.state.mkdir(parents=True)
+    db = d.state / "jobs.sqlite3"
+    db.touch()
+    result = _aud_run(d)
+    assert result.returncode != 0
+    assert "jobs.sqlite3 is empty (0 bytes)" in result.stderr and "move it aside" in result.stderr, result.stderr
+    assert db.stat().st_size == 0 and not d.socket_path.exists()
