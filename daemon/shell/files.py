@@ -162,6 +162,7 @@ def outside_report(outbox: Path, source: Path, job_id: int) -> Path:
 def write_outside_error(outbox: Path, source: Path, reason: str, job_id: int) -> Path:
     path = outside_report(outbox, source, job_id)
     path.parent.mkdir(parents=True, exist_ok=True)
+    require_inside(path.parent, outbox)
     atomic_write_text(path, f"aud could not process {source} (job {job_id}).\n\nReason: {reason}\n\n"
                             f"The video was left where it is. Fix the cause and run `aud submit {source}` "
                             f"again.\n")
