@@ -18,7 +18,7 @@ from ..config import Settings
 from ..core.models import load_model_set, locate
 from ..core.pipeline import roles_for
 from ..core.providers import choose
-from ..core.video import open_capture, quiet_decoder_logs
+from ..core.video import VideoError, open_capture, quiet_decoder_logs
 from . import inputs
 from .executor import Executor
 from .factory import make_executor
@@ -90,13 +90,19 @@ def csv_paths(videos: list[Path], output: Path | None) -> list[Path]:
     return [output / f"{v.stem}.csv" for v in videos]
 
 
-def preflight(videos: list[Path], settings: Settings) -> None:
-    """The cheap checks, before any worker starts: each video opens (VideoError), the model files are
-    there (ModelError) and so is the provider (ProviderError)."""
-    for video in videos:
-        open_capture(video).release()
+def preflight(videos: list[Path], settings: Settings) -> dict[int, str]:
+    """The cheap checks, before any worker starts: the model files are there (ModelError) and so is the
+    provider (ProviderError). Returns the videos (by index) that do not open, with the reason: they are
+    reported as failed and the others still run."""
+    unopenable = {}
+    for i, video in enumerate(videos):
+        try:
+            open_capture(video).release()
+        except VideoError as exc:
+            unopenable[i] = str(exc)
     locate(settings.models, roles_for(settings.au45))
     choose(settings.provider, settings.coreml_cache_dir)
+    return unopenable
 
 
 async def extract(videos: list[Path], output: Path | None, settings: Settings,
@@ -108,9 +114,14 @@ async def extract(videos: list[Path], output: Path | None, settings: Settings,
     began = time.perf_counter()
     quiet_decoder_logs()
     targets = csv_paths(videos, output)
-    preflight(videos, settings)
-    executor = make(settings)
+    unopenable = preflight(videos, settings)
     report = Report()
+    if len(unopenable) == len(videos):
+        report.outcomes = [Outcome(v, None, error=unopenable[i]) for i, v in enumerate(videos)]
+        return report
+    every, videos = videos, [v for i, v in enumerate(videos) if i not in unopenable]
+    targets = [t for i, t in enumerate(targets) if i not in unopenable]
+    executor = make(settings)
     try:
         warm = asyncio.create_task(executor.start())
         models = await asyncio.to_thread(load_model_set, settings.models, roles_for(settings.au45), False)
@@ -148,5 +159,8 @@ async def extract(videos: list[Path], output: Path | None, settings: Settings,
                     report.outcomes.append(Outcome(video, None, error=reason))
     finally:
         await executor.close()
+    ran = iter(report.outcomes)  # in the order given, the videos that did not open among them
+    report.outcomes = [Outcome(v, None, error=unopenable[i]) if i in unopenable else next(ran)
+                       for i, v in enumerate(every)]
     report.wall_seconds = time.perf_counter() - began
     return report

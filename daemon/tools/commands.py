@@ -36,6 +36,11 @@ def add_fetch_flags(p: argparse.ArgumentParser) -> None:
                                               "repository paths with a SHA256SUMS at its root: http(s)://… "
                                               "or file://… (default: $AUD_OPENFACE2_URL, else GitHub "
                                               "TadasBaltrusaitis/OpenFace at OpenFace_2.2.0)")
+    p.add_argument("--allow-redirect", action="append", default=[], metavar="ORIGIN",
+                   help="another origin (https://host[:port]) the source may redirect to; by default redirects "
+                        "stay on the source's own origin")
+    p.add_argument("--deadline", type=float, default=None, metavar="SECONDS",
+                   help="give up a fetch that takes longer than this (default: 3 hours)")
     p.add_argument("--image", type=Path, help="picture with a face to verify the export on")
     p.add_argument("--config", type=Path, help="TOML configuration file")
 
@@ -111,14 +116,16 @@ def _fetch_openface3(args: argparse.Namespace) -> int:
         err.print(f"aud models fetch: {problem}")
         return 2
     from .checkpoints import CheckpointError
-    from .export import ExportError, Source, SourceFile, export_set
+    from .export import ExportError, Source, SourceFile, export_set, provenance_of
     from .fetch import (
         REVISION,
         FetchError,
+        Limits,
         cache_dir,
         ensure_licence,
         fetch_checkpoints,
         is_official,
+        origin,
         source_url,
         terminal_ask,
     )
@@ -138,14 +145,17 @@ def _fetch_openface3(args: argparse.Namespace) -> int:
                     tasks[name] = bar.add_task(name, total=total)
                 bar.update(tasks[name], completed=done, total=total)
 
-            files = fetch_checkpoints(base, cache, progress, _say)
+            limits = Limits(allowed_origins=frozenset(origin(o) for o in args.allow_redirect))
+            if args.deadline is not None:
+                limits = Limits(deadline_seconds=args.deadline, allowed_origins=limits.allowed_origins)
+            files = fetch_checkpoints(base, cache, progress, _say, limits=limits)
         source = Source(base, REVISION if is_official(base) else None,
-                        tuple(SourceFile(f.spec.role, f.spec.filename, f.sha256, f.size) for f in files))
+                        tuple(SourceFile(f.spec.role, f.spec.filename, f.sha256, f.size, f.verified) for f in files))
         target = args.to or settings.models
         report = export_set(cache, target, source=source, image=_image(args.image), say=_say)
     except (FetchError, CheckpointError, ExportError, ConfigError, ValueError, OSError) as exc:
         err.print(f"aud models fetch: {exc}")
         return 2
-    err.print(f"trained OpenFace 3.0 models ready in {report.directory}")
+    err.print(f"models ready in {report.directory}: {provenance_of(source)}")
     err.print(f"next: aud run --models {report.directory}   (or aud extract VIDEO --models {report.directory})")
     return 0

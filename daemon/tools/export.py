@@ -28,6 +28,7 @@ import torch
 
 from ..core import crops, detection
 from ..core.models import DEFAULT_FILES, MANIFEST, sha256_of
+from ..core.provenance import Provenance, Verified, describe_source
 from .checkpoints import BY_ROLE, OFFICIAL, Role, load_network
 from .openface2_files import OPENFACE2_DIR
 from .openface2_set import carry_over
@@ -52,6 +53,7 @@ class SourceFile:
     name: str
     sha256: str
     size: int
+    verified: str = Verified.NOTHING  # what the checkpoint was checked against (core.provenance.Verified)
 
 
 @dataclass(frozen=True)
@@ -164,9 +166,15 @@ def inputs_for(role: Role, v: VerificationInputs) -> tuple[np.ndarray, ...]:
 
 # --- the model directory ------------------------------------------------------------------------------
 
+def provenance_of(source: Source) -> Provenance:
+    """Where the checkpoints came from and what each was verified against, in words."""
+    return describe_source(source.location, source.revision, {f.role.value: f.verified for f in source.files})
+
+
 def manifest_text(report: ExportReport, source: Source) -> str:
-    lines = [f"# Written by `aud models export` on {datetime.date.today().isoformat()} from the official",
-             "# OpenFace 3.0 checkpoints (non-commercial research licence; do not redistribute these files).",
+    lines = [f"# Written by `aud models export` on {datetime.date.today().isoformat()} from",
+             f"# {provenance_of(source)}.",
+             "# OpenFace 3.0 licence: non-commercial research use; do not redistribute these files.",
              "", "[models]"]
     lines += [f'{r.value} = "{DEFAULT_FILES[r.value]}"' for r in Role]
     lines += ["", "[sha256]"]
@@ -176,7 +184,7 @@ def manifest_text(report: ExportReport, source: Source) -> str:
         lines.append(f'revision = "{source.revision}"')
     for f in source.files:
         lines += ["", f"[source.{f.role.value}]", f'file = "{_toml_escape(f.name)}"', f'sha256 = "{f.sha256}"',
-                  f"size = {f.size}"]
+                  f"size = {f.size}", f'verified = "{_toml_escape(str(f.verified))}"']
     lines += ["", "[export]", f'torch = "{torch.__version__}"', f'onnxruntime = "{ort.__version__}"',
               f"opset = {OPSET}"]
     lines += [f"max_difference_{r.value} = {report.max_difference[r]:.3g}" for r in Role]

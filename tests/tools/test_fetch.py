@@ -49,6 +49,21 @@ def test_manifest_records_the_output_and_source_hashes(fetched):
     assert manifest["export"]["opset"] == 17
 
 
+def test_a_mirror_is_not_called_official_and_says_what_was_verified(fetched):
+    """Issue 26 item 3: any mirror's weights were "trained OpenFace 3.0 models ready", the manifest said
+    "from the official OpenFace 3.0 checkpoints"; this mirror serves no SHA256SUMS and random weights."""
+    from daemon.core.provenance import Kind, model_provenance
+
+    text = (fetched.models / "manifest.toml").read_text()
+    assert "from the official" not in text and "not known to be the official trained ones" in text
+    manifest = tomllib.loads(text)
+    assert {manifest["source"][spec.role.value]["verified"] for spec in OFFICIAL} == {"nothing"}
+    assert "trained OpenFace 3.0 models ready" not in fetched.result.stderr
+    assert "not known to be the official trained ones (checked against: detector: nothing" in fetched.result.stderr
+    provenance = model_provenance(fetched.models)
+    assert provenance.kind is Kind.OTHER and fetched.result.stderr.count(provenance.text[:40]) == 1
+
+
 def test_fetched_set_passes_check_and_extract_runs_on_it(fetched, synthetic_video, tmp_path):
     check = aud(["models", "check", "--models", str(fetched.models)], fetched.env)
     assert check.returncode == 0, check.stderr
