@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from daemon.core import openface2, wflw
+from daemon.core import wflw
 from daemon.core.blink import BLINK_AU45
 from daemon.core.schema import AU_NUMBERS, au_name
+from daemon.output import openface2
 from tests.conftest import SHARED, require_shared
 from tests.e2e.facecheck import run_extract
 from tests.media import cut_clip

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon.core.output import read_csv
+from daemon.output import read_csv
 from tests.conftest import SHARED, frame_pattern, require_shared
 from tests.media import cut_clip, drop, write_video
 

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from daemon.core import openface2, wflw
+from daemon.core import wflw
+from daemon.output import openface2
 from tests.tables import aud_table
 
 # OpenFace 2.2 FeatureExtraction's header with its default outputs, from RecorderCSV::Open

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon import cli, plot
-from daemon.core import openface2
+from daemon import cli
+from daemon.output import openface2, plot
 from tests.tables import MIRROR_COLUMNS, aud_table, mirror_table
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.core import atomic, blink, output
-from daemon.core.output import OutputOptions
+from daemon import output
+from daemon.core import atomic, blink
 from daemon.core.results import FaceRows
 from daemon.core.schema import AUS_R, COLUMNS, EMOTIONS
+from daemon.output import OutputOptions, tables
 
 EXPECTED_HEAD = [
     "frame", "face_id", "timestamp", "confidence", "success",
@@ -124,7 +125,7 @@ def test_emotion_probabilities_and_name():
 
 
 def test_softmax_is_stable_for_large_logits():
-    p = output.softmax(np.array([[1000.0, 0.0, -1000.0]]))
+    p = tables.softmax(np.array([[1000.0, 0.0, -1000.0]]))
     np.testing.assert_allclose(p, [[1, 0, 0]])
 
 

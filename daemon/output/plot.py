@@ -6,7 +6,7 @@ more there are), against time in seconds:
 
 * **Action Units** — the eight ``AUxx_r`` traces (raw MTL scores) with the 0.5 line of aud's ``AUxx_c`` rule;
 * **AU45 (blink)** — ``AU45_r`` (0-5) with every blink marked at its peak (a blink is a run of frames with
-  AU45_r ≥ 2.5, ``blink.BLINK_AU45``);
+  AU45_r ≥ ``schema.BLINK_AU45``);
 * **Gaze** — yaw and pitch, in degrees;
 * **Head pose** — pitch, yaw, roll (``pose_Rx, pose_Ry, pose_Rz``), in degrees (when the table has them);
 * **Emotion** — the eight probabilities, stacked to 1;
@@ -36,17 +36,32 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .core.atomic import atomic_write
-from .core.blink import BLINK_AU45, blinks
+from ..core.atomic import atomic_write
+from ..core.blink import blinks
+from ..core.schema import (
+    AU45_R,
+    AU_DESCRIPTIONS,
+    AU_NUMBERS,
+    AU_THRESHOLD,
+    AUS_R,
+    BLINK_AU45,
+    EMOTION_PROBS,
+    EMOTIONS,
+    FACE_ID,
+    FRAME,
+    GAZE,
+    GAZE_PITCH,
+    GAZE_YAW,
+    POSE_R,
+    SIDES,
+    SUCCESS,
+    TEXT_COLUMNS,
+    TIMESTAMP,
+)
+from .files import plot_path, side_path
 
 MAX_FACES = 4
-AUS = ("AU01", "AU02", "AU04", "AU06", "AU09", "AU12", "AU25", "AU26")
-AU_NAMES = {"AU01": "inner brow raiser", "AU02": "outer brow raiser", "AU04": "brow lowerer",
-            "AU06": "cheek raiser", "AU09": "nose wrinkler", "AU12": "lip corner puller", "AU25": "lips part",
-            "AU26": "jaw drop"}
-EMOTIONS = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt")
-OPENFACE2_NAMES = {"gaze_angle_x": "gaze_yaw", "gaze_angle_y": "gaze_pitch"}
-TEXT_COLUMNS = ("emotion",)
+OPENFACE2_NAMES = {"gaze_angle_x": GAZE_YAW, "gaze_angle_y": GAZE_PITCH}  # OpenFace 2.2's names -> aud's
 NO_FACE_COLOUR = "0.85"
 NOT_FOUND = "face not found"
 
@@ -71,7 +86,7 @@ def read_table(csv_path: Path) -> dict[str, Any]:
     if not rows:
         raise PlotError(f"{path}: the CSV is empty (no header)")
     names = [OPENFACE2_NAMES.get(n.strip(), n.strip()) for n in rows[0]]
-    for required in ("frame", "timestamp", "success"):
+    for required in (FRAME, TIMESTAMP, SUCCESS):
         if required not in names:
             raise PlotError(f"{path}: no {required!r} column, so this is not an aud or OpenFace 2.2 CSV")
     body = rows[1:]
@@ -88,8 +103,8 @@ def read_table(csv_path: Path) -> dict[str, Any]:
             table[name] = np.array([float(c) if c else math.nan for c in cells], np.float64)
         except ValueError as exc:
             raise PlotError(f"{path}: column {name!r} holds a value that is not a number ({exc})") from exc
-    if "face_id" not in table:
-        table["face_id"] = np.where(table["success"] > 0, 0.0, math.nan)
+    if FACE_ID not in table:
+        table[FACE_ID] = np.where(table[SUCCESS] > 0, 0.0, math.nan)
     return table
 
 
@@ -97,8 +112,8 @@ def mirror_paths(csv_path: Path) -> dict[str, Path]:
     """The hemi-face CSVs beside ``<stem>.csv`` that exist: {"left_mirrored": …, "right_mirrored": …}."""
     path = Path(csv_path)
     found = {}
-    for side in ("left_mirrored", "right_mirrored"):
-        sibling = path.with_name(f"{path.stem}.{side}.csv")
+    for side in SIDES:
+        sibling = side_path(path, side)
         if sibling.exists():
             found[side] = sibling
     return found
@@ -108,7 +123,7 @@ def plot_csv(csv_path: Path, png_path: Path | None = None) -> Path:
     """Plot ``csv_path`` (with its mirror siblings, if any) to ``png_path`` (default ``<stem>.png`` beside it),
     written atomically. Returns the PNG's path."""
     path = Path(csv_path)
-    out = Path(png_path) if png_path is not None else path.with_suffix(".png")
+    out = Path(png_path) if png_path is not None else plot_path(path)
     tables = {"main": read_table(path)}
     tables.update({side: read_table(p) for side, p in mirror_paths(path).items()})
     png = render_png(tables, path.name)
@@ -128,12 +143,12 @@ class Timeline:
     """The video's frames (each once, in order) and their times; per-face series on it (NaN where absent)."""
 
     def __init__(self, table: Table):
-        frame = _col(table, "frame")
+        frame = _col(table, FRAME)
         self.frames, first = np.unique(frame, return_index=True)
-        self.seconds = _col(table, "timestamp")[first]
+        self.seconds = _col(table, TIMESTAMP)[first]
         self._frame = frame
-        self._face = _col(table, "face_id") if "face_id" in table else np.zeros(len(frame))
-        self._ok = _col(table, "success") > 0
+        self._face = _col(table, FACE_ID) if FACE_ID in table else np.zeros(len(frame))
+        self._ok = _col(table, SUCCESS) > 0
         self._slot = np.searchsorted(self.frames, frame)
 
     def __len__(self) -> int:
@@ -176,8 +191,8 @@ _RENDERING = threading.Lock()
 def warm_up() -> None:
     """Render a one-frame picture and throw it away: loads matplotlib's fonts in the calling thread
     (matplotlib keeps each thread's font files open), so a daemon's first result does not pay for it."""
-    render_png({"main": {"frame": np.array([1.0]), "timestamp": np.array([0.0]), "success": np.array([0.0]),
-                         "face_id": np.array([math.nan])}}, "warm-up")
+    render_png({"main": {FRAME: np.array([1.0]), TIMESTAMP: np.array([0.0]), SUCCESS: np.array([0.0]),
+                         FACE_ID: np.array([math.nan])}}, "warm-up")
 
 
 def render_png(tables: Mapping[str, Table], title: str) -> bytes:
@@ -186,10 +201,10 @@ def render_png(tables: Mapping[str, Table], title: str) -> bytes:
     if "main" not in tables:
         raise PlotError("render_png needs the 'main' table")
     main = tables["main"]
-    n = len(_col(main, "frame"))
-    for side in ("left_mirrored", "right_mirrored"):
-        if side in tables and len(_col(tables[side], "frame")) != n:
-            raise PlotError(f"the {side} table has {len(_col(tables[side], 'frame'))} rows, the main one {n}: "
+    n = len(_col(main, FRAME))
+    for side in SIDES:
+        if side in tables and len(_col(tables[side], FRAME)) != n:
+            raise PlotError(f"the {side} table has {len(_col(tables[side], FRAME))} rows, the main one {n}: "
                             f"a hemi-face table has one row per main row")
     with _RENDERING:  # matplotlib's font and text caches are shared by every figure of the process
         timeline = Timeline(main)
@@ -225,17 +240,17 @@ def _panel_rows(tables: Mapping[str, Table]) -> list[str]:
         return all(n in main for n in names) and any(np.isfinite(_col(main, n)).any() for n in names)
 
     rows = []
-    if has(*(f"{au}_r" for au in AUS)):
+    if has(*AUS_R):
         rows.append("aus")
-    if has("AU45_r"):
+    if has(AU45_R):
         rows.append("au45")
-    if has("gaze_yaw", "gaze_pitch"):
+    if has(*GAZE):
         rows.append("gaze")
-    if has("pose_Rx", "pose_Ry", "pose_Rz"):
+    if has(*POSE_R):
         rows.append("pose")
-    if has(*(f"emotion_{e}" for e in EMOTIONS)):
+    if has(*EMOTION_PROBS):
         rows.append("emotion")
-    if "left_mirrored" in tables and "right_mirrored" in tables:
+    if all(side in tables for side in SIDES):
         rows.append("mirror")
     if not rows:
         raise PlotError("the table has none of the measured columns (AUxx_r, AU45_r, gaze, pose, emotion)")
@@ -307,16 +322,16 @@ def _palette(name: str) -> list:
 
 def _draw_aus(ax, tables, timeline, face_id, t) -> None:
     colours = _palette("tab10")
-    for k, au in enumerate(AUS):
-        ax.plot(t, timeline.series(tables["main"], f"{au}_r", face_id), lw=1, color=colours[k],
-                label=f"{au} {AU_NAMES[au]}")
-    ax.axhline(0.5, color="k", lw=0.8, ls=":", label="AUxx_c threshold (0.5)")
+    for k, (number, name) in enumerate(zip(AU_NUMBERS, AUS_R)):
+        ax.plot(t, timeline.series(tables["main"], name, face_id), lw=1, color=colours[k],
+                label=f"{name[:-2]} {AU_DESCRIPTIONS[number]}")
+    ax.axhline(AU_THRESHOLD, color="k", lw=0.8, ls=":", label=f"AUxx_c threshold ({AU_THRESHOLD})")
     ax.set_ylabel("AU score\n(raw MTL output)")
 
 
 def _draw_au45(ax, tables, timeline, face_id, t) -> None:
-    au45 = timeline.series(tables["main"], "AU45_r", face_id)
-    ax.plot(t, au45, lw=1, color="tab:blue", label="AU45_r")
+    au45 = timeline.series(tables["main"], AU45_R, face_id)
+    ax.plot(t, au45, lw=1, color="tab:blue", label=AU45_R)
     ax.axhline(BLINK_AU45, color="k", lw=0.8, ls=":", label=f"blink threshold ({BLINK_AU45})")
     peaks = [p for _first, _last, p in blinks(au45)]
     if peaks:
@@ -328,21 +343,21 @@ def _draw_au45(ax, tables, timeline, face_id, t) -> None:
 
 
 def _draw_gaze(ax, tables, timeline, face_id, t) -> None:
-    for name, colour in (("gaze_yaw", "tab:purple"), ("gaze_pitch", "tab:olive")):
+    for name, colour in ((GAZE_YAW, "tab:purple"), (GAZE_PITCH, "tab:olive")):
         ax.plot(t, np.degrees(timeline.series(tables["main"], name, face_id)), lw=1, color=colour,
                 label=name.replace("gaze_", ""))
     ax.set_ylabel("gaze (°)")
 
 
 def _draw_pose(ax, tables, timeline, face_id, t) -> None:
-    for name, label, colour in (("pose_Rx", "pitch (Rx)", "tab:green"), ("pose_Ry", "yaw (Ry)", "tab:orange"),
-                                ("pose_Rz", "roll (Rz)", "tab:cyan")):
+    for name, label, colour in zip(POSE_R, ("pitch (Rx)", "yaw (Ry)", "roll (Rz)"),
+                                   ("tab:green", "tab:orange", "tab:cyan")):
         ax.plot(t, np.degrees(timeline.series(tables["main"], name, face_id)), lw=1, color=colour, label=label)
     ax.set_ylabel("head pose (°)")
 
 
 def _draw_emotion(ax, tables, timeline, face_id, t) -> None:
-    probs = np.stack([np.nan_to_num(timeline.series(tables["main"], f"emotion_{e}", face_id)) for e in EMOTIONS])
+    probs = np.stack([np.nan_to_num(timeline.series(tables["main"], name, face_id)) for name in EMOTION_PROBS])
     colours = _palette("Set2")
     ax.stackplot(t, probs, labels=EMOTIONS, colors=colours, alpha=0.9, zorder=1)
     ax.set_ylim(0, 1)
@@ -351,10 +366,12 @@ def _draw_emotion(ax, tables, timeline, face_id, t) -> None:
 
 def _draw_mirror(ax, tables, timeline, face_id, t) -> None:
     colours = _palette("tab10")
-    for k, au in enumerate(AUS):
-        ax.plot(t, timeline.series(tables["left_mirrored"], f"{au}_r", face_id), lw=1, color=colours[k],
+    left, right = SIDES
+    for k, name in enumerate(AUS_R):
+        au = name[:-2]
+        ax.plot(t, timeline.series(tables[left], name, face_id), lw=1, color=colours[k],
                 label=f"{au} left")
-        ax.plot(t, timeline.series(tables["right_mirrored"], f"{au}_r", face_id), lw=1, color=colours[k],
+        ax.plot(t, timeline.series(tables[right], name, face_id), lw=1, color=colours[k],
                 ls="--", label=f"{au} right")
     ax.set_ylabel("AU score, hemi-faces\nleft — / right - -")
 
