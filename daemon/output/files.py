@@ -63,7 +63,7 @@ def write_outputs(csv_path: Path, tables: dict[str, Table], sidecar: dict, optio
     everything else of the result is too."""
     csv_path = Path(csv_path)
     # the CSVs' text first: a table the style cannot write fails here, before any file of the result exists
-    sides = {side: table_text(tables[side], options.csv_style) for side in (SIDES if options.mirror else ())}
+    sides = {side: table_text(tables[side], options.csv_style, hemi=True) for side in (SIDES if options.mirror else ())}
     main = table_text(tables["main"], options.csv_style)
     atomic_write_text(sidecar_path(csv_path), json.dumps(sidecar, indent=2, default=str) + "\n")
     if videos is not None:

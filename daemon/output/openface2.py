@@ -6,7 +6,10 @@ RecorderCSV.cpp``; the columns are explained at https://github.com/TadasBaltrusa
 fields separated by ``", "`` (comma and space, in the header too; later commits on OpenFace's master branch
 write a bare ``","``, so readers of OpenFace CSVs either strip the names or read with ``skipinitialspace``),
 fixed-point numbers with its precisions: timestamp 3 decimals, confidence 2, success 0/1, gaze angles 3,
-pose translation 1 and rotation 3, 2D landmarks 1, ``AUxx_r`` 2, ``AUxx_c`` 1. The full header
+pose translation 1 and rotation 3, 2D landmarks 1, ``AUxx_r`` 2, ``AUxx_c`` 1 — for the values OpenFace 2.2
+defines. The MTL's AU scores are not OpenFace 2.2's 0-5 intensities (they are cosine scores in [−1, 1], where
+left–right differences of a few thousandths matter), so they keep aud's full precision (9 significant digits,
+``_full``) under OpenFace 2.2's ``AUxx_r`` names. The full header
 (``OPENFACE2_HEADER``, 714 names) is OpenFace's with its default outputs: 56 eye landmarks, 68 face landmarks,
 34 shape parameters, 17 AU intensities and 18 AU occurrences (names sorted, as ``RecorderCSV`` sorts them).
 
@@ -23,9 +26,13 @@ pose translation 1 and rotation 3, 2D landmarks 1, ``AUxx_r`` 2, ``AUxx_c`` 1. T
 * ``pose_Tx … pose_Rz`` from ``daemon.core.pose`` (``schema.POSE``) (OpenFace 2.2's frame and Euler angles);
 * ``x_0 … x_67, y_0 … y_67``: the 68 iBUG points taken from STAR's 98 (``wflw.TO_IBUG68``);
 * ``AU01_r, AU02_r, AU04_r, AU06_r, AU09_r, AU12_r, AU25_r, AU26_r`` (the MTL's raw scores — a different scale
-  from OpenFace 2.2's 0-5 intensities), ``AU45_r`` (aud's blink, 0-5), and ``AU01_c … AU26_c`` (1 when
+  from OpenFace 2.2's 0-5 intensities, written in full), ``AU45_r`` (aud's blink, 0-5, 2 decimals as
+  OpenFace 2.2's), and ``AU01_c … AU26_c`` (1 when
   ``AUxx_r`` ≥ ``schema.AU_THRESHOLD``) and ``AU45_c`` (1 when ``AU45_r`` ≥ ``schema.BLINK_AU45``: the eyes at
   most half as open as the video's usual open eye).
+
+**Hemi-face CSVs** (``--mirror``; ``HEMI_COLUMNS``): the same header less what a hemi-face table does not
+have — pose and landmarks belong to the whole face, so they are in the main CSV only.
 
 **Left out** (``LEFT_OUT``): the columns aud does not measure — the per-eye 3D gaze vectors, the 56 eye-region
 landmarks in 2D and 3D, the 68 landmarks in 3D, the shape-model parameters, and the AUs the MTL has no head
@@ -54,6 +61,7 @@ from ..core.schema import (
     GAZE_PITCH,
     GAZE_YAW,
     IDENTITY,
+    MIRROR_COLUMNS,
     POSE,
     POSE_T,
     SUCCESS,
@@ -96,6 +104,11 @@ def _integer(v: float) -> str:
     return str(int(v))
 
 
+def _full(v: float) -> str:
+    """aud's own precision: 9 significant digits round-trip a float32 (as ``text.csv_text``)."""
+    return format(v, ".9g")
+
+
 def _source_columns() -> dict[str, tuple[str, Callable[[float], str]]]:
     """OpenFace 2.2 name -> (aud table column, formatter)."""
     spec: dict[str, tuple[str, Callable[[float], str]]] = {
@@ -112,8 +125,10 @@ def _source_columns() -> dict[str, tuple[str, Callable[[float], str]]]:
     for k, point in enumerate(wflw.TO_IBUG68):
         spec[landmark_x(k)] = (landmark_x(point), _fixed(1))
         spec[landmark_y(k)] = (landmark_y(point), _fixed(1))
+    for number in AU_NUMBERS:  # the MTL's scores: no OpenFace 2.2 precision applies
+        spec[au_name(number, "r")] = (au_name(number, "r"), _full)
+    spec[AU45_R] = (AU45_R, _fixed(2))  # aud's AU45 is on OpenFace 2.2's 0-5 scale
     for number in (*AU_NUMBERS, 45):
-        spec[au_name(number, "r")] = (au_name(number, "r"), _fixed(2))
         spec[au_name(number, "c")] = (au_name(number, "c"), _fixed(1))
     return spec
 
@@ -123,22 +138,31 @@ COLUMNS: tuple[str, ...] = tuple(name for name in OPENFACE2_HEADER if name in _S
 LEFT_OUT: tuple[str, ...] = tuple(name for name in OPENFACE2_HEADER if name not in _SOURCES)
 
 
+def _in_hemi_table(name: str) -> bool:
+    source = _SOURCES[name][0]
+    return source in MIRROR_COLUMNS or (name.endswith("_c") and _SOURCES[f"{name[:-2]}_r"][0] in MIRROR_COLUMNS)
+
+
+HEMI_COLUMNS: tuple[str, ...] = tuple(name for name in COLUMNS if _in_hemi_table(name))
+
+
 class TableError(ValueError):
     """The table handed to ``openface2_text`` lacks a column or has columns of different lengths."""
 
 
-def openface2_text(table: Mapping[str, np.ndarray | Sequence]) -> str:
+def openface2_text(table: Mapping[str, np.ndarray | Sequence], header: Sequence[str] = COLUMNS) -> str:
     """The OpenFace 2.2-style CSV text for ``table``: aud's column names (``frame``, ``face_id``, ``timestamp``,
     ``confidence``, ``success``, ``gaze_yaw``, ``gaze_pitch``, ``pose_*``, ``AUxx_r``, optionally ``AUxx_c``,
     ``x_0 … x_97``, ``y_0 … y_97``) -> one value per row; numbers as floats with NaN for missing (``face_id``
-    NaN for a row without a face). Other columns (emotion, box, eye openness) are ignored."""
-    columns = {name: _column(table, name) for name in COLUMNS}
+    NaN for a row without a face). Other columns (emotion, box, eye openness) are ignored. ``header``: the
+    columns to write (``COLUMNS``, or ``HEMI_COLUMNS`` for a hemi-face table)."""
+    columns = {name: _column(table, name) for name in header}
     lengths = {len(v) for v in columns.values()}
     if len(lengths) > 1:
         sizes = ", ".join(f"{name}: {len(v)}" for name, v in columns.items() if len(v) != len(columns["frame"]))
         raise TableError(f"openface2: columns differ in length from 'frame' ({len(columns['frame'])} rows): {sizes}")
     cells = [[_SOURCES[name][1](v) if np.isfinite(v) else "" for v in values] for name, values in columns.items()]
-    lines = [SEPARATOR.join(COLUMNS)]
+    lines = [SEPARATOR.join(header)]
     lines += [_join(row) for row in zip(*cells)]
     return "\n".join(lines) + "\n"
 

@@ -33,9 +33,10 @@ def csv_text(table: Mapping[str, np.ndarray]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def table_text(table: Mapping[str, np.ndarray], style: CsvStyle) -> str:
+def table_text(table: Mapping[str, np.ndarray], style: CsvStyle, hemi: bool = False) -> str:
+    """``table`` in ``style``; ``hemi``: a hemi-face table (``schema.MIRROR_COLUMNS``: no pose, no landmarks)."""
     if style == CsvStyle.OPENFACE2:
-        from .openface2 import openface2_text
+        from .openface2 import COLUMNS, HEMI_COLUMNS, openface2_text
 
-        return openface2_text(table)
+        return openface2_text(table, HEMI_COLUMNS if hemi else COLUMNS)
     return csv_text(table)

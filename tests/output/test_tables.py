@@ -241,3 +241,35 @@ def test_failure_while_writing_the_temp_file(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         atomic.atomic_write_text(out, "data\n")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_mirror_in_openface2_style_writes_every_file(tmp_path):
+    """Issue 26 item 1: ``--mirror --csv-style openface2`` wrote the sidecar and the plot, then failed on the
+    hemi-face CSV (no pose columns) and left no CSV. Every file is written now."""
+    from daemon.output import CsvStyle
+    from daemon.output.openface2 import HEMI_COLUMNS
+
+    options = OutputOptions(mirror=True, csv_style=CsvStyle.OPENFACE2, plots=False)
+    tables = output.build_tables(make_results(), options, 640, 360)
+    out = tmp_path / "video.csv"
+    paths = output.write_outputs(out, tables, {}, options)
+    assert [p.name for p in paths] == ["video.json", "video.left_mirrored.csv", "video.right_mirrored.csv",
+                                       "video.csv"]
+    assert all(p.exists() for p in paths)
+    for side in ("left_mirrored", "right_mirrored"):
+        header = output.side_path(out, side).read_text().splitlines()[0]
+        assert header.split(", ") == list(HEMI_COLUMNS)
+
+
+def test_a_table_the_style_cannot_write_leaves_no_file(tmp_path):
+    """The CSV text is made before anything is written: a table the style cannot write fails with no sidecar
+    or plot left claiming a result."""
+    from daemon.output import CsvStyle
+    from daemon.output.openface2 import TableError
+
+    options = OutputOptions(csv_style=CsvStyle.OPENFACE2, plots=False)
+    tables = output.build_tables(make_results(), options, 640, 360)
+    del tables["main"]["pose_Tx"]
+    with pytest.raises(TableError):
+        output.write_outputs(tmp_path / "video.csv", tables, {}, options)
+    assert list(tmp_path.iterdir()) == []
