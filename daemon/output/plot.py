@@ -72,6 +72,7 @@ from .files import plot_path, side_path
 
 MAX_FACES = 4
 PLOT_BINS = 1000  # a panel is ~500 px wide at most per face: 2 runs per pixel column
+ABSENT_IN_RUN = 0.5  # a run of frames is shaded "not found" when the face is missing from at least this share
 NO_POSE = ("no head pose for this face: pose is fitted to STAR's landmarks,\n"
            "which --no-au45 turns off (or no frame gave a face-shaped fit)")
 OPENFACE2_NAMES = {"gaze_angle_x": GAZE_YAW, "gaze_angle_y": GAZE_PITCH}  # OpenFace 2.2's names -> aud's
@@ -222,7 +223,7 @@ class Timeline:
     def shown_present(self, face_id: int) -> np.ndarray:
         """Per drawn column: the face found (in at least half of the run's frames)."""
         present = self.present(face_id)
-        return present if self._edges is None else self.mean(present.astype(np.float64)) > 0.5
+        return present if self._edges is None else self.mean(present.astype(np.float64)) > 1 - ABSENT_IN_RUN
 
     def thin(self, peaks: list[int], values: np.ndarray) -> list[int]:
         """Frame indices of marks (blink peaks): all of them, or the highest of each run."""
