@@ -18,11 +18,11 @@ Grey bands in every panel: frames where that face was not found (in a single-fac
 without any face gets a picture that says so.
 
 **Long recordings.** A trace never holds more than ``2 · PLOT_BINS`` points: past that many frames the time
-axis is cut into ``PLOT_BINS`` equal runs of frames and each trace is drawn as its min/max envelope per run (a
-vertical stroke from the run's lowest to its highest value — what the full trace would paint in that pixel
-column, since a panel is narrower than ``PLOT_BINS`` pixels); the emotion stack shows each run's mean
-probabilities, the grey bands the runs where the face is missing from at least half the frames, and the blink
-markers the highest blink of each run.
+axis is cut into ``PLOT_BINS`` equal runs of frames (a panel is narrower than ``PLOT_BINS`` pixels) and each
+trace is drawn as the line of its per-run mean over a light band from the run's min to its max (the min/max
+envelope: every extreme the full trace would paint stays visible, and the eight AU lines stay apart instead of
+filling the panel); the emotion stack shows each run's mean probabilities, the grey bands the runs where the
+face is missing from at least half the frames, and the blink markers the highest blink of each run.
 
 ``read_table`` reads aud's CSVs and OpenFace 2.2-style ones (``gaze_angle_x/y`` become ``gaze_yaw/pitch``;
 names and fields are stripped of spaces).
@@ -205,14 +205,21 @@ class Timeline:
         """The drawn columns' times: every frame's, or each run's middle."""
         return self.seconds if self._edges is None else self._runs()[1]
 
-    def envelope(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(t, y) to draw ``values`` (one per frame): themselves, or each run's min then max at its middle
-        time (NaN where the whole run is)."""
-        if self._edges is None:
-            return self.seconds, values
+    @property
+    def binned(self) -> bool:
+        """A long recording: drawn per run of frames."""
+        return self._edges is not None
+
+    def envelope(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(t, low, mean, high) of ``values`` (one per frame, NaN where absent) per run of frames, at each
+        run's middle time; NaN where the whole run is."""
         starts, middle = self._runs()
         low, high = np.fmin.reduceat(values, starts), np.fmax.reduceat(values, starts)  # NaN only if all are
-        return np.repeat(middle, 2), np.column_stack([low, high]).ravel()
+        finite = np.isfinite(values)
+        counts = np.add.reduceat(finite.astype(np.float64), starts)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.add.reduceat(np.where(finite, values, 0.0), starts) / counts
+        return middle, low, np.where(counts > 0, mean, np.nan), high
 
     def mean(self, values: np.ndarray) -> np.ndarray:
         """``values`` (one per frame, no NaN) per drawn column: themselves, or each run's mean."""
@@ -370,9 +377,16 @@ def _legend_handles(ax) -> list:
     return list(unique.values())
 
 
-def _trace(ax, timeline: Timeline, values: np.ndarray, **style) -> None:
-    """One line, every frame or its envelope per run (``Timeline.envelope``)."""
-    ax.plot(*timeline.envelope(values), **style)
+def _trace(ax, timeline: Timeline, values: np.ndarray, band: float = 0.2, **style) -> None:
+    """One line through every frame; for a long recording, the line of each run's mean over a light band
+    from the run's min to its max (``Timeline.envelope``: every extreme stays visible, the traces stay
+    apart; ``band``: the band's opacity, lower where eight traces share a panel)."""
+    if not timeline.binned:
+        ax.plot(timeline.seconds, values, **style)
+        return
+    t, low, mean, high = timeline.envelope(values)
+    ax.fill_between(t, low, high, color=style.get("color"), alpha=band, lw=0, label=f"_{style.get('label')} range")
+    ax.plot(t, mean, **style)
 
 
 def _shade_absent(ax, t: np.ndarray, present: np.ndarray) -> None:
@@ -390,7 +404,7 @@ def _palette(name: str) -> list:
 def _draw_aus(ax, tables, timeline, face_id, t) -> None:
     colours = _palette("tab10")
     for k, (number, name) in enumerate(zip(AU_NUMBERS, AUS_R)):
-        _trace(ax, timeline, timeline.series(tables["main"], name, face_id), lw=1, color=colours[k],
+        _trace(ax, timeline, timeline.series(tables["main"], name, face_id), band=0.06, lw=1, color=colours[k],
                label=f"{name[:-2]} {AU_DESCRIPTIONS[number]}")
     ax.axhline(AU_THRESHOLD, color="k", lw=0.8, ls=":", label=f"AUxx_c threshold ({AU_THRESHOLD})")
     ax.set_ylabel("AU score\n(raw MTL output)")
@@ -446,7 +460,7 @@ def _draw_mirror(ax, tables, timeline, face_id, t) -> None:
     left, right = SIDES
     for k, name in enumerate(AUS_R):
         difference = timeline.series(tables[left], name, face_id) - timeline.series(tables[right], name, face_id)
-        _trace(ax, timeline, difference, lw=1, color=colours[k], label=f"{name[:-2]} left − right")
+        _trace(ax, timeline, difference, band=0.06, lw=1, color=colours[k], label=f"{name[:-2]} left − right")
     ax.axhline(0.0, color="k", lw=0.8, ls=":", label="symmetric (0)")
     ax.set_ylabel("hemi-face AU score\nleft − right")
 

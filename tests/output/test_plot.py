@@ -194,14 +194,20 @@ def test_an_hour_of_data_draws_a_bounded_number_of_points():
     lines = [line for ax in fig.axes for line in ax.lines]
     assert len(lines) > 20
     assert max(len(line.get_xdata()) for line in lines) <= 2 * plot.PLOT_BINS
-    bands = [c for ax in fig.axes for c in ax.collections]
-    assert max(len(b.get_paths()[0].vertices) for b in bands) <= 2 * plot.PLOT_BINS + 4  # upper, lower, closing
+    bands = [c for ax in fig.axes for c in ax.collections]  # min/max ranges and emotion bands
+    assert len(bands) > 20
+    # each band: an upper and a lower edge of at most PLOT_BINS points, closed, per stretch without a gap
+    assert max(sum(len(p.vertices) for p in b.get_paths()) for b in bands) <= 2 * plot.PLOT_BINS + 3 * 4
     shaded = sum(len(ax.patches) for ax in fig.axes)
     assert 0 < shaded <= len(fig.axes) * plot.PLOT_BINS // 2
-    # the envelope keeps the extremes: the AU12 trace spans exactly the full data's range
-    au12 = next(line for line in _panel(fig, "aus").lines if line.get_label().startswith("AU12"))
+    # the envelope keeps the extremes: the AU12 range spans exactly the full data's, the mean line within it
+    aus = _panel(fig, "aus")
+    band = next(c for c in aus.collections if c.get_label() == "_AU12 lip corner puller range")
+    edges = np.concatenate([p.vertices[:, 1] for p in band.get_paths()])
     values = np.asarray(main["AU12_r"])
-    assert np.nanmin(au12.get_ydata()) == np.nanmin(values) and np.nanmax(au12.get_ydata()) == np.nanmax(values)
+    assert edges.min() == np.nanmin(values) and edges.max() == np.nanmax(values)
+    mean = next(line for line in aus.lines if line.get_label().startswith("AU12")).get_ydata()
+    assert np.nanmin(values) < np.nanmin(mean) and np.nanmax(mean) < np.nanmax(values)
     assert_not_blank(plot.render_png(tables, "hour.csv"))
 
 
