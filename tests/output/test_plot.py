@@ -118,6 +118,22 @@ def test_reads_openface2_style_csv(tmp_path):
     assert_not_blank(out.read_bytes())
 
 
+def test_plots_an_openface2_style_mirror_result(tmp_path):
+    """``--mirror --csv-style openface2``'s three CSVs plot with the hemi-face panels (``aud plot`` finds the
+    siblings; their OpenFace 2.2 names are read back)."""
+    main = aud_table(frames=60, faces={0: range(5, 60)})
+    path = tmp_path / "of.csv"
+    path.write_text(openface2.openface2_text(main))
+    for side in ("left", "right"):
+        (tmp_path / f"of.{side}_mirrored.csv").write_text(
+            openface2.openface2_text(mirror_table(main, side), openface2.HEMI_COLUMNS))
+    tables = {"main": plot.read_table(path)}
+    tables.update({side: plot.read_table(p) for side, p in plot.mirror_paths(path).items()})
+    fig = plot.figure(tables, "of.csv")
+    assert {"mirror", "mirror_au45"} <= {ax.get_label() for ax in fig.axes}
+    assert_not_blank(plot.plot_csv(path).read_bytes())
+
+
 def test_bad_csv_names_the_file_and_problem(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("frame,timestamp\n1,0.0\n")
