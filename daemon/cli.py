@@ -359,7 +359,7 @@ def cmd_systemd(args: argparse.Namespace, runner=None) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """``aud plot CSV [-o PNG]``: the picture of one result (its hemi-face CSVs are found beside it)."""
-    from .plot import PlotError, plot_csv
+    from .output.plot import PlotError, plot_csv
 
     try:
         png = plot_csv(Path(args.csv), Path(args.output) if args.output else None)

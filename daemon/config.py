@@ -138,8 +138,8 @@ class Settings(BaseSettings):
 
     def output_options(self):
         """How results are written (a core dataclass)."""
-        from .core.output import CsvStyle, OutputOptions
         from .core.pipeline import FacesMode
+        from .output import CsvStyle, OutputOptions
 
         return OutputOptions(faces=FacesMode(self.faces), csv_style=CsvStyle(self.csv_style), plots=self.plots,
                              mirror=self.mirror, mirror_videos=self.mirror_videos,

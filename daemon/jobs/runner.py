@@ -35,8 +35,8 @@ from typing import Protocol
 
 import numpy as np
 
+from .. import output
 from .. import protocol as msg
-from ..core import output
 from ..core.mirror_video import render_inspection_videos
 from ..core.results import FaceRows, ShardFormatError
 from ..core.schema import SHARD_FORMAT
@@ -178,7 +178,7 @@ class Runner:
     async def warm_up(self) -> None:
         """Load what writing the first result needs (the plot's library and fonts) on the writer thread."""
         if self.config.output.plots:
-            from .. import plot
+            from ..output import plot
 
             await asyncio.get_running_loop().run_in_executor(self._writer, plot.warm_up)
 

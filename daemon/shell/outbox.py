@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..config import Settings
-from ..core.output import output_paths
 from ..jobs.store import Job, JobState
+from ..output.files import output_paths
 from . import files
 
 log = logging.getLogger("aud.outbox")

@@ -343,7 +343,7 @@ SITECUSTOMIZE = textwrap.dedent('''
         _log("worker-patched")
 
     def _patch_outbox():
-        import daemon.core.output as output
+        import daemon.output as output
         real = output.write_outputs
 
         def write_outputs(csv_path, *args, **kwargs):

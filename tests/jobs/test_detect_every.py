@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daemon import cli
+from daemon import cli, output
 from daemon.config import ConfigError, load_settings
-from daemon.core import output
 from daemon.core.models import load_model_set
 from daemon.core.pipeline import Pipeline
 from daemon.core.results import FaceRows

@@ -9,10 +9,9 @@ import numpy as np
 import psutil
 import pytest
 
+from daemon import output
 from daemon.config import Settings
-from daemon.core import output
 from daemon.core.models import ModelError, sha256_of
-from daemon.core.output import AssemblyError, read_csv
 from daemon.core.pipeline import Pipeline
 from daemon.core.results import FaceRows
 from daemon.core.schema import COLUMNS
@@ -20,6 +19,7 @@ from daemon.core.shard import run_shard
 from daemon.core.video import read_range
 from daemon.jobs.extract import csv_paths, expand, extract
 from daemon.jobs.inline import InlineExecutor
+from daemon.output import AssemblyError, read_csv
 from tests import tinymodels
 from tests.conftest import frame_pattern
 from tests.media import truncated_index_first

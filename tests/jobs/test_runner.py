@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from daemon import protocol as msg
-from daemon.core.output import OutputOptions, read_csv
 from daemon.core.results import FaceRows
 from daemon.core.shard import ShardResult, ShardTask
 from daemon.core.video import VideoError, probe
@@ -24,6 +23,7 @@ from daemon.jobs.inline import InlineExecutor
 from daemon.jobs.inputs import fingerprint
 from daemon.jobs.runner import Runner, RunnerConfig, TimeSelection
 from daemon.jobs.store import JobState, JobStore
+from daemon.output import OutputOptions, read_csv
 from tests.conftest import frame_pattern
 
 FRAMES = 20
