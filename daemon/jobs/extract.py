@@ -21,9 +21,10 @@ from ..core.providers import choose
 from ..core.video import open_capture, quiet_decoder_logs
 from . import inputs
 from .executor import Executor, make_executor
-from .runner import Runner, TimeSelection
+from .plan import TimeSelection
+from .runner import Runner
 from .spec import runner_config
-from .store import Job, JobState, JobStore
+from .store import Job, JobStore
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".mkv")
 
@@ -101,9 +102,10 @@ def preflight(videos: list[Path], settings: Settings) -> None:
 async def extract(videos: list[Path], output: Path | None, settings: Settings,
                   selection: TimeSelection | None = None,
                   progress: Callable[[msg.Event], None] = lambda event: None,
-                  make: Callable[..., Executor] = make_executor) -> Report:
+                  make: Callable[..., Executor] = make_executor,
+                  open_store: Callable[[Path], JobStore] = JobStore) -> Report:
     """Every video through the runner; the workers start loading their models first, and the models
-    are hashed and the videos fingerprinted while they do."""
+    are hashed and the videos fingerprinted while they do. Returns once every video's job has ended."""
     began = time.perf_counter()
     quiet_decoder_logs()
     targets = csv_paths(videos, output)
@@ -118,7 +120,7 @@ async def extract(videos: list[Path], output: Path | None, settings: Settings,
         report.first_frame_seconds = time.perf_counter() - began
         config = runner_config(settings, models, report.providers, selection)
         config.sidecar["first_frame_seconds"] = round(report.first_frame_seconds, 3)  # workers warm, inputs hashed
-        with tempfile.TemporaryDirectory(prefix="aud-extract-") as tmp, JobStore(Path(tmp) / "jobs.sqlite3") as store:
+        with tempfile.TemporaryDirectory(prefix="aud-extract-") as tmp, open_store(Path(tmp) / "jobs.sqlite3") as store:
             destination = ExtractDestination()
             jobs = []
             for video, content, target in zip(videos, contents, targets):
@@ -126,10 +128,13 @@ async def extract(videos: list[Path], output: Path | None, settings: Settings,
                 destination.paths[job.id] = target
                 jobs.append(job)
             finished: dict[int, msg.JobDone] = {}
+            failed: dict[int, str] = {}
 
             def publish(event: msg.Event) -> None:
                 if isinstance(event, msg.JobDone):
                     finished[event.job] = event
+                elif isinstance(event, msg.JobFailed):
+                    failed[event.job] = event.reason
                 progress(event)
 
             runner = Runner(store, executor, config, destination, publish=publish)
@@ -138,12 +143,13 @@ async def extract(videos: list[Path], output: Path | None, settings: Settings,
             finally:
                 runner.close()
             for video, job in zip(videos, jobs):
-                ended = store.get(job.id)
-                if ended is not None and ended.state == JobState.DONE:
-                    done = finished[job.id]
+                done = finished.get(job.id)  # published once the store has it done
+                if done is not None:
                     report.outcomes.append(Outcome(video, Path(done.csv), done.frames, done.fps))
                 else:
-                    reason = destination.errors.get(job.id) or (ended.reason if ended else None) or "not run"
+                    ended = store.get(job.id)
+                    reason = (destination.errors.get(job.id) or failed.get(job.id)
+                              or (ended.reason if ended else None) or "not run")
                     report.outcomes.append(Outcome(video, None, error=reason))
     finally:
         await executor.close()
