@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .. import protocol as msg
 from ..core import output
@@ -35,22 +33,21 @@ from ..core.schema import SHARD_FORMAT
 from ..core.shard import ShardResult
 from ..core.video import VideoInfo, probe
 from .active import ActiveJob, JobFailure, pending, prepare
+from .attempt import attempt
+from .availability import Availability
+from .endings import Endings
 from .executor import Executor
+from .patient import Offload, PatientStore, inline
 from .plan import TimeSelection
-from .retry import ShardRetry, Verdict, Waits
+from .retry import Decision, ShardRetry, Verdict, Waits
 from .scheduler import FairScheduler
 from .store import Job, JobState, JobStore, StoreError
-from .writer import Destination, ResultsWriter, ShardFormatError, Unwritable
+from .tasks import Dropped, Tasks
+from .writer import Destination, ResultsWriter, ShardFormatError
+
+__all__ = ["Destination", "Runner", "RunnerConfig", "inline"]
 
 log = logging.getLogger("aud.runner")
-
-Offload = Callable[..., Awaitable[Any]]  # offload(fn, *args): fn(*args) off the event loop
-
-
-async def inline(fn: Callable[..., Any], /, *args: Any) -> Any:
-    """An ``Offload`` that runs the call where it is (tests: store calls end in the order they start)."""
-    return fn(*args)
-
 
 @dataclass(frozen=True)
 class RunnerConfig:
@@ -73,10 +70,6 @@ class RunnerConfig:
         return Waits(retry_s=self.output_retry_seconds, store_pause_s=self.store_pause_seconds)
 
 
-class Dropped(Exception):
-    """The work in hand is no longer wanted: the runner stops, or its job ended meanwhile."""
-
-
 class Runner:
     def __init__(self, store: JobStore, executor: Executor, config: RunnerConfig, destination: Destination,
                  publish: Callable[[msg.Event], None] = lambda event: None,
@@ -84,23 +77,33 @@ class Runner:
         self.store = store
         self.executor = executor
         self.config = config
-        self.destination = destination
         self.publish = publish
         self.probe_video = probe_video
-        self.offload = offload
-        self.retry, self.waits = config.retry, config.waits
-        self.writer = ResultsWriter(destination, config.output, config.sidecar)
+        self.retry = config.retry
         self.active: dict[int, ActiveJob] = {}
         self.scheduler = FairScheduler()
         self.paused = False
-        self.unavailable: str | None = None  # why the executor cannot run shards now
-        self.waiting: str | None = None  # why no job can start or end now (the job store cannot commit)
         self.providers: dict[str, str] = {}
+        self.tasks = Tasks(ended=self.wake)
+        self.call = PatientStore(config.waits, self.tasks, self._current, offload)
+        self.availability = Availability(executor, self.tasks, publish)
+        self.writer = ResultsWriter(destination, config.output, config.sidecar)
+        self.endings = Endings(store, destination, self.call, publish)
         self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._tasks: set[asyncio.Task] = set()  # work: shards and result writing (drained on stop)
-        self._waits: set[asyncio.Task] = set()  # waits for the executor (cancelled on stop)
         self._running_shards = 0
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why the executor cannot run shards now, or None."""
+        return self.availability.reason
+
+    @property
+    def waiting(self) -> str | None:
+        """Why no job can start or end now (the job store cannot commit), or None."""
+        return self.call.waiting
+
+    def _current(self, active: ActiveJob) -> bool:
+        return self.active.get(active.job.id) is active
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -114,131 +117,67 @@ class Runner:
         self._wake.set()
 
     def stop(self) -> None:
-        self._stopping.set()
+        self.tasks.stop()
         self._wake.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Let running shards finish (each is committed as it ends) within ``timeout``; False when
+        some were still running (they stay pending in the store and run again after a restart)."""
+        return await self.tasks.drain(timeout)
 
     async def run(self, until_idle: bool = False) -> None:
         """Start queued jobs and keep the executor busy until ``stop()`` (or, with ``until_idle``,
         until no job is queued or running)."""
         try:
-            for job in await self._store(None, "take up interrupted jobs", self.store.recover):
+            for job in await self.call(None, "take up interrupted jobs", self.store.recover):
                 log.info("resuming job %s (%s) after an interrupted run", job.id, job.name)
-            while not self._stopping.is_set():
+            while not self.tasks.stopping.is_set():
                 self._wake.clear()
                 if not self.paused and self.unavailable is None:
                     await self._start_queued()
                     self._dispatch()
-                if until_idle and await self._idle():
+                if until_idle and not self.active and not self.tasks.busy and not await self._queued():
                     return
                 await self._wake.wait()
         except Dropped:
             return
 
-    async def _idle(self) -> bool:
-        if self.active or self._tasks or self._waits:
-            return False
-        return not await self._store(None, "read the queue", self.store.jobs, [JobState.QUEUED])
+    async def _queued(self) -> list[Job]:
+        return await self.call(None, "read the queue", self.store.jobs, [JobState.QUEUED])
 
-    async def drain(self, timeout: float) -> bool:
-        """Let running shards finish (each is committed as it ends) within ``timeout``; False when
-        some were still running (they stay pending in the store and run again after a restart)."""
-        for wait in list(self._waits):
-            wait.cancel()
-        await asyncio.gather(*self._waits, return_exceptions=True)
-        if not self._tasks:
-            return True
-        _, still = await asyncio.wait(set(self._tasks), timeout=timeout)
-        for task in still:
-            task.cancel()
-        await asyncio.gather(*still, return_exceptions=True)
-        return not still
-
-    def _spawn(self, work: Awaitable[None], active: ActiveJob | None = None, wait: bool = False) -> None:
-        task = asyncio.create_task(self._guarded(work, active))
-        (self._waits if wait else self._tasks).add(task)
-        task.add_done_callback(self._task_ended)
-
-    async def _guarded(self, work: Awaitable[None], active: ActiveJob | None) -> None:
+    def _spawn(self, work: Awaitable[None], active: ActiveJob) -> None:
         """A job's work; an exception nobody handled fails the job with its reason."""
-        try:
-            await work
-        except Dropped:
-            pass
-        except Exception as exc:
-            log.error("job %s: internal error in the runner", active and active.job.id, exc_info=exc)
-            if active is not None:
-                await self._fail_active(active, _reason(exc))
+        async def failed(exc: Exception) -> None:
+            await self._fail(active, _reason(exc))
 
-    def _task_ended(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        self._waits.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("internal error in the runner", exc_info=task.exception())
-        self._wake.set()
-
-    async def _pause(self, seconds: float) -> bool:
-        """A retry period (not a wait for an event), cut short by ``stop()``; False when stopping."""
-        try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        except TimeoutError:
-            return True
-        return False
-
-    async def _store(self, active: ActiveJob | None, what: str, call: Callable[..., Any], *args: Any) -> Any:
-        """A job store call off the loop. While the store cannot commit (a full disk) the job (or the
-        runner) waits with the reason shown and tries again (``Waits.store``), then fails."""
-        tries = 0
-        while True:
-            try:
-                result = await self.offload(call, *args)
-            except StoreError as exc:
-                tries += 1
-                pause = self.waits.store(tries)
-                if pause is None or self._stopping.is_set():
-                    raise
-                self._note_wait(active, f"the job store cannot {what}: {exc}; trying again in {pause:g} s")
-            else:
-                if tries:
-                    self._note_wait(active, None)
-                return result
-            if not await self._pause(pause) or (active is not None and self.active.get(active.job.id) is not active):
-                raise Dropped(what)
-
-    def _note_wait(self, active: ActiveJob | None, reason: str | None) -> None:
-        if reason is not None and reason != (active.waiting if active else self.waiting):
-            log.warning("job %s: %s", active.job.id, reason) if active else log.warning("%s", reason)
-        if active is not None:
-            active.waiting = reason
-        else:
-            self.waiting = reason
+        self.tasks.spawn(work, failed)
 
     # --- starting jobs ---------------------------------------------------------------------------
 
     async def _start_queued(self) -> None:
         """Plan as many queued jobs as it takes to fill the executor, oldest first."""
         while self.scheduler.pending() < self.executor.capacity - self._running_shards:
-            queued = await self._store(None, "read the queue", self.store.jobs, [JobState.QUEUED])
-            if not queued or self._stopping.is_set():
+            queued = await self._queued()
+            if not queued or self.tasks.stopping.is_set():
                 return
             await self._start(queued[0])
 
     async def _start(self, job: Job) -> None:
         try:
             if job.key != self.config.key:  # queued under other settings (or models): compute afresh
-                await self._store(None, f"re-key job {job.id}", self.store.rekey, job.id, self.config.key)
-            job = await self._store(None, f"start job {job.id}", self.store.start, job.id)
+                await self.call(None, f"re-key job {job.id}", self.store.rekey, job.id, self.config.key)
+            job = await self.call(None, f"start job {job.id}", self.store.start, job.id)
             self.publish(msg.JobStarted(job=job.id, file=job.name, frames_total=job.frames_total))
             log.info("job %s started: %s", job.id, job.source)
-            active = await self._store(None, f"plan job {job.id}", prepare, self.store, job, self.config.selection,
-                                       self.config.shard_frames, self.executor.capacity, self.probe_video)
-            left = await self._store(None, f"read job {job.id}'s shards", pending, self.store, job.id)
-        except JobFailure as exc:
-            return await self._fail(job, str(exc), exc.set_aside)
+            active = await self.call(None, f"plan job {job.id}", prepare, self.store, job, self.config.selection,
+                                     self.config.shard_frames, self.executor.capacity, self.probe_video)
+            left = await self.call(None, f"read job {job.id}'s shards", pending, self.store, job.id)
         except Dropped:
             raise
-        except Exception as exc:
-            log.error("job %s could not start", job.id, exc_info=exc)
-            return await self._fail(job, _reason(exc))
+        except Exception as exc:  # whatever it was, the job ends with it
+            if not isinstance(exc, JobFailure):
+                log.error("job %s could not start", job.id, exc_info=exc)
+            return await self._end_failed(job, _reason(exc), getattr(exc, "set_aside", True))
         self.active[job.id] = active
         self.scheduler.add(job.id, active.info.path, {i: active.ranges[i] for i in left})
         if not left:
@@ -262,63 +201,46 @@ class Runner:
             self._spawn(self._run_shard(active, index), active)
 
     async def _run_shard(self, active: ActiveJob, index: int) -> None:
-        job_id = active.job.id
-
         def progress(frames: int) -> None:
-            if self.active.get(job_id) is active and index in active.in_flight:
+            if self._current(active) and index in active.in_flight:
                 active.in_flight[index] = frames
                 self.publish(active.progress())
 
-        result: ShardResult | None = None
-        tries: int | None = None
-        failure: Exception | None = None
+        outcome: ShardResult | Decision | None = None
         try:
-            if self.active.get(job_id) is not active:
-                return  # cancelled or failed before it started
-            what = f"count a run of {active.frames(index)}"
-            tries = await self._store(active, what, self.store.mark_dispatched, job_id, index)
-            result = await self.executor.run(active.task(index), timeout=self.retry.timeout_s, progress=progress)
-        except asyncio.CancelledError:  # the runner stops: not the shard's fault
-            if tries is not None:
-                await self.offload(self.store.undo_dispatch, job_id, index)
-            raise
-        except Exception as exc:
-            if tries is None:
-                raise
-            failure = exc
+            if self._current(active):  # else cancelled or failed before it started
+                outcome = await attempt(self.executor, self.store, self.call, self.retry, active, index, progress)
         finally:
             self._running_shards -= 1
-            if result is None:  # a shard that ended without rows no longer counts as seen
+            if not isinstance(outcome, ShardResult):  # a shard that ended without rows no longer counts as seen
                 active.in_flight.pop(index, None)
             self._wake.set()
-        if failure is not None:
-            return await self._shard_ended(active, index, failure, tries or 0)
-        if result is not None and self.active.get(job_id) is active:  # else: cancelled or failed meanwhile
-            await self._commit(active, index, result)
+        if isinstance(outcome, Decision):
+            await self._shard_failed(active, index, outcome)
+        elif outcome is not None and self._current(active):  # else: cancelled or failed meanwhile
+            await self._commit(active, index, outcome)
 
-    async def _shard_ended(self, active: ActiveJob, index: int, exc: Exception, tries: int) -> None:
-        decision = self.retry.decide(exc, tries, active.frames(index))
-        if not decision.costs_try:
-            await self._store(active, "take back a run", self.store.undo_dispatch, active.job.id, index)
+    async def _shard_failed(self, active: ActiveJob, index: int, decision: Decision) -> None:
         if decision.verdict is Verdict.WAIT:
-            return self._executor_lost(active, index, decision.reason)
-        if self.active.get(active.job.id) is not active:
+            if self._current(active):
+                self.scheduler.retry(active.job.id, index)
+            return self.availability.lost(decision.reason)
+        if not self._current(active):
             return
         if decision.verdict is Verdict.RETRY:
-            log.warning("job %s %s; retrying (try %d of %d)", active.job.id, decision.reason, tries + 1,
-                        self.retry.max_tries)
+            log.warning("job %s %s; retrying", active.job.id, decision.reason)
             return self.scheduler.retry(active.job.id, index)
         if decision.traceback:
             log.error("job %s: %s\n%s", active.job.id, decision.reason, decision.traceback)
-        await self._fail_active(active, decision.reason)
+        await self._fail(active, decision.reason)
 
     async def _commit(self, active: ActiveJob, index: int, result: ShardResult) -> None:
         """Store the rows; until they are stored the shard's frames count as seen, not saved (so the
         frames shown never go backwards)."""
         active.in_flight[index] = result.frames
         self.scheduler.finished(active.job.id, index)
-        await self._store(active, f"store the result of {active.frames(index)}", self.store.shard_done,
-                          active.job.id, index, result.rows.to_bytes(), SHARD_FORMAT)
+        await self.call(active, f"store the result of {active.frames(index)}", self.store.shard_done,
+                        active.job.id, index, result.rows.to_bytes(), SHARD_FORMAT)
         active.in_flight.pop(index, None)
         active.frames_done += result.frames
         active.frames_this_run += result.frames
@@ -327,103 +249,49 @@ class Runner:
             active.finishing = True
             self._spawn(self._finish(active), active)
 
-    def _executor_lost(self, active: ActiveJob, index: int, reason: str) -> None:
-        if self.active.get(active.job.id) is active:
-            self.scheduler.retry(active.job.id, index)
-        if self.unavailable is None:
-            self.unavailable = reason
-            log.warning("the executor is unavailable (%s); waiting for it", reason)
-            self.publish(msg.ExecutorUnavailable(reason=reason))
-            self._spawn(self._await_executor(), wait=True)
-
-    async def _await_executor(self) -> None:
-        await self.executor.wait_available()
-        log.info("the executor is available again")
-        self.unavailable = None
-        self.publish(msg.ExecutorAvailable())
-
     # --- endings ---------------------------------------------------------------------------------
 
     async def _finish(self, active: ActiveJob) -> None:
         job = active.job
-        while True:
-            parts = await self._store(active, "read the job's results", self.store.shard_results, job.id)
-            try:
-                csv = await self.writer.write(active, parts)
-                break
-            except Unwritable as exc:
-                pause = self.waits.destination(exc.cause)
-                if pause is None:
-                    return await self._fail_active(active, str(exc))
-                if active.waiting != str(exc):
-                    log.warning("job %s (%s): %s; retrying every %g s", job.id, job.name, exc, pause)
-                active.waiting = str(exc)  # its input and stored results kept
-            except ShardFormatError as exc:  # a stored shard unreadable: compute the job's shards again
-                log.warning("job %s: %s; computing its shards again", job.id, exc)
-                indexes = list(active.ranges)
-                await self._store(active, "compute the shards again", self.store.redo_shards, job.id, indexes)
-                active.frames_done, active.finishing = 0, False
-                return self.scheduler.add(job.id, active.info.path, dict(active.ranges))
-            except JobFailure as exc:
-                return await self._fail_active(active, str(exc), exc.set_aside)
-            if not await self._pause(pause) or self.active.get(job.id) is not active:
-                return
-        await self._store(active, f"record job {job.id} as done", self.store.finish, job.id, str(csv))
-        del self.active[job.id]
+        def read() -> Awaitable[list[bytes]]:
+            return self.call(active, "read the job's results", self.store.shard_results, job.id)
+
         try:
-            await self._store(None, "drop the stored results", self.store.release_results, job.id)
-            await self.offload(self.destination.done, job, csv)
-        except (OSError, StoreError) as exc:
-            log.error("job %s: the result is written but %s", job.id, exc)
-        log.info("job %s done: %d frames in %.1f s (%.2f frames/s) -> %s", job.id, active.frames_total,
-                 time.monotonic() - active.started, active.fps, csv)
-        self.publish(msg.JobDone(job=job.id, file=job.name, csv=str(csv), frames=active.frames_total,
-                                 fps=round(active.fps, 3)))
-        self._wake.set()
+            csv = await self.writer.deliver(active, read, self.call)
+        except ShardFormatError as exc:  # a stored shard unreadable: compute the job's shards again
+            log.warning("job %s: %s; computing its shards again", job.id, exc)
+            await self.call(active, "compute the shards again", self.store.redo_shards, job.id, list(active.ranges))
+            active.frames_done, active.finishing = 0, False
+            return self.scheduler.add(job.id, active.info.path, dict(active.ranges))
+        except JobFailure as exc:
+            return await self._fail(active, str(exc), exc.set_aside)
+        if self._current(active):  # not cancelled while it was written
+            await self.call(active, f"record job {job.id} as done", self.store.finish, job.id, str(csv))
+            del self.active[job.id]
+            await self.endings.done(active, csv)
 
-    async def _fail_active(self, active: ActiveJob, reason: str, set_aside: bool = True) -> None:
-        if self.active.get(active.job.id) is active:
-            await self._fail(active.job, reason, set_aside)
+    async def _fail(self, active: ActiveJob, reason: str, set_aside: bool = True) -> None:
+        if self._current(active):
+            await self._end_failed(active.job, reason, set_aside)
 
-    async def _fail(self, job: Job, reason: str, set_aside: bool = True) -> None:
-        """Record the failure first, then let the destination keep the input with the reason."""
+    async def _end_failed(self, job: Job, reason: str, set_aside: bool = True) -> None:
         self.active.pop(job.id, None)
         self.scheduler.remove(job.id)
-        try:
-            await self._end(job, reason, set_aside, self.store.fail)
-        finally:
-            log.info("job %s failed: %s", job.id, reason)
-            self.publish(msg.JobFailed(job=job.id, file=job.name, reason=reason))
-            self._wake.set()
+        await self.endings.failed(job, reason, set_aside)
 
     async def cancel(self, job_id: int) -> Job:
         """Cancel a queued or running job (a shard in flight finishes; its result is dropped)."""
-        queued_or_running = await self.offload(self.store.get, job_id)
+        queued_or_running = await self.call.offload(self.store.get, job_id)
         if queued_or_running is None:
             raise ValueError(f"no job {job_id}")
         self.active.pop(job_id, None)
         self.scheduler.remove(job_id)
-        job = await self._end(queued_or_running, "cancelled by the user", True, self.store.cancel)
-        log.info("job %s cancelled", job_id)
-        self.publish(msg.JobCancelled(job=job_id, file=job.name))
-        self._wake.set()
-        return job
-
-    async def _end(self, job: Job, reason: str, set_aside: bool, transition: Callable[[int, str], Job]) -> Job:
-        """The store's transition (committed first), then the input set aside with the reason."""
-        try:
-            ended = await self._store(None, f"record the end of job {job.id}", transition, job.id, reason)
-        except ValueError as exc:  # it ended meanwhile (cancelled while it failed, or the reverse)
-            log.warning("job %s: %s", job.id, exc)
-            return job
-        await self._store(None, "drop the stored results", self.store.release_results, job.id)
-        try:
-            await self.offload(self.destination.failed, ended, reason, set_aside)
-        except OSError as exc:
-            log.error("job %s ended (%s) and its input could not be set aside: %s", job.id, reason, exc)
-        return ended
+        return await self.endings.cancelled(queued_or_running)
 
 
 def _reason(exc: Exception) -> str:
-    """A job's failure reason for an exception nobody foresaw."""
-    return str(exc) if isinstance(exc, StoreError) else f"internal error: {type(exc).__name__}: {exc}"
+    """A job's failure reason for an exception: the user's words for a foreseen one, else named an
+    internal error."""
+    if isinstance(exc, (JobFailure, StoreError)):
+        return str(exc)
+    return f"internal error: {type(exc).__name__}: {exc}"

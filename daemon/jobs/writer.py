@@ -5,7 +5,9 @@ One thread: results are written one at a time, and matplotlib's fonts are opened
 thread's font files open). ``write`` says what became of the result by what it raises:
 
 * ``Unwritable``: the destination cannot take the files now (its folder cannot be made, a write
-  failed); what was written of them is removed; ``Waits.destination`` decides whether to try again;
+  failed); what was written of them is removed. ``deliver`` then waits and writes again, as long as
+  ``Waits.destination`` says (the daemon: a full, read-only or forbidding disk), the reason shown in
+  ``status``; otherwise the job fails (``JobFailure``);
 * ``JobFailure``: the input changed while the job ran (the result is discarded), or the rows do not
   assemble (an internal error, logged);
 * ``ShardFormatError``: a stored shard is unreadable; the job's shards are to be computed again;
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
@@ -28,7 +31,9 @@ from ..core import output
 from ..core.mirror_video import render_inspection_videos
 from ..core.results import FaceRows, ShardFormatError
 from .active import ActiveJob, JobFailure
+from .patient import PatientStore
 from .store import Job
+from .tasks import Dropped
 
 log = logging.getLogger("aud.runner")
 
@@ -77,6 +82,21 @@ class ResultsWriter:
     def close(self) -> None:
         """The thread ends (after a result being written)."""
         self._thread.shutdown(wait=True)
+
+    async def deliver(self, active: ActiveJob, read: Callable[[], Awaitable[list[bytes]]],
+                      call: PatientStore) -> Path:
+        """Write the job's result from its stored shard results (``read``), waiting while the destination
+        cannot take it (``call``: its waits, its stop, where the reason shows); returns the main CSV."""
+        while True:
+            try:
+                return await self.write(active, await read())
+            except Unwritable as exc:
+                pause = call.waits.destination(exc.cause)
+                if pause is None:
+                    raise JobFailure(str(exc)) from exc
+                call.note(active, str(exc), pause)  # its input and stored results kept
+            if not await call.tasks.pause(pause) or not call.wanted(active):
+                raise Dropped("write the result")
 
     async def write(self, active: ActiveJob, parts: list[bytes]) -> Path:
         """Write the job's result from its stored shard results (by index); returns the main CSV."""
