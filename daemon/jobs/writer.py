@@ -87,14 +87,19 @@ class ResultsWriter:
                       call: PatientStore) -> Path:
         """Write the job's result from its stored shard results (``read``), waiting while the destination
         cannot take it (``call``: its waits, its stop, where the reason shows); returns the main CSV."""
+        waited = False
         while True:
             try:
-                return await self.write(active, await read())
+                csv = await self.write(active, await read())
+                if waited:
+                    call.note(active, None)
+                return csv
             except Unwritable as exc:
                 pause = call.waits.destination(exc.cause)
                 if pause is None:
                     raise JobFailure(str(exc)) from exc
                 call.note(active, str(exc), pause)  # its input and stored results kept
+                waited = True
             if not await call.tasks.pause(pause) or not call.wanted(active):
                 raise Dropped("write the result")
 
