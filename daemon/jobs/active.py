@@ -77,6 +77,12 @@ class ActiveJob:
                                frames_total=self.frames_total, fps=round(self.fps, 3), eta_s=self.eta_s,
                                frames_saved=self.frames_done)
 
+    def committed(self, index: int, frames: int) -> None:
+        """A shard's rows are in the job store: its frames count as saved."""
+        self.in_flight.pop(index, None)
+        self.frames_done += frames
+        self.frames_this_run += frames
+
     def frames(self, index: int) -> str:
         """A shard's frames in words (1-based, as a player shows them)."""
         start, stop = self.ranges[index]

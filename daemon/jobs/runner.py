@@ -9,10 +9,15 @@ The runner coordinates small pieces, each with its own module:
 
 * ``FairScheduler`` (scheduler.py): which shard runs next;
 * ``active.prepare`` (active.py): a started job checked, probed and planned into an ``ActiveJob``;
-* ``ShardRetry`` (retry.py): what becomes of a shard that ended without a result, on a try budget
-  the job store keeps across restarts; ``Waits``: how long a finished job waits for its destination
-  or for a job store that cannot commit (a full disk), its reason shown in ``status``;
-* ``ResultsWriter`` (writer.py): the result's files, on a thread of its own.
+* ``attempt`` (attempt.py): one run of a shard, counted in the job store first; ``ShardRetry``
+  (retry.py) decides what becomes of a shard that ended without a result, on that durable count;
+* ``Availability`` (availability.py): an executor that cannot run shards is waited for;
+* ``PatientStore`` (patient.py): store calls off the loop; a store that cannot commit (a full disk)
+  is a wait, its reason shown in ``status`` (``Waits``, retry.py, says how long);
+* ``ResultsWriter`` (writer.py): the result's files, on a thread of its own, waiting while the
+  destination cannot take them;
+* ``Transitions`` (transitions.py): a job's start and end, committed in the store, then announced;
+* ``Tasks`` (tasks.py): the background work, drained or cancelled on stop.
 
 Nothing strands a job: an exception nobody foresaw while starting, running, committing or finishing
 a job fails the job with its reason. Blocking calls (the store, the destination's moves) go through
@@ -25,6 +30,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from .. import protocol as msg
@@ -35,7 +41,6 @@ from ..core.video import VideoInfo, probe
 from .active import ActiveJob, JobFailure, pending, prepare
 from .attempt import attempt
 from .availability import Availability
-from .endings import Endings
 from .executor import Executor
 from .patient import Offload, PatientStore, inline
 from .plan import TimeSelection
@@ -43,6 +48,7 @@ from .retry import Decision, ShardRetry, Verdict, Waits
 from .scheduler import FairScheduler
 from .store import Job, JobState, JobStore, StoreError
 from .tasks import Dropped, Tasks
+from .transitions import Transitions
 from .writer import Destination, ResultsWriter, ShardFormatError
 
 __all__ = ["Destination", "Runner", "RunnerConfig", "inline"]
@@ -88,7 +94,7 @@ class Runner:
         self.call = PatientStore(config.waits, self.tasks, self._current, offload)
         self.availability = Availability(executor, self.tasks, publish)
         self.writer = ResultsWriter(destination, config.output, config.sidecar)
-        self.endings = Endings(store, destination, self.call, publish)
+        self.transitions = Transitions(store, destination, self.call, publish)
         self._wake = asyncio.Event()
         self._running_shards = 0
 
@@ -147,10 +153,7 @@ class Runner:
 
     def _spawn(self, work: Awaitable[None], active: ActiveJob) -> None:
         """A job's work; an exception nobody handled fails the job with its reason."""
-        async def failed(exc: Exception) -> None:
-            await self._fail(active, _reason(exc))
-
-        self.tasks.spawn(work, failed)
+        self.tasks.spawn(work, lambda exc: self._fail(active, _reason(exc)))
 
     # --- starting jobs ---------------------------------------------------------------------------
 
@@ -164,11 +167,7 @@ class Runner:
 
     async def _start(self, job: Job) -> None:
         try:
-            if job.key != self.config.key:  # queued under other settings (or models): compute afresh
-                await self.call(None, f"re-key job {job.id}", self.store.rekey, job.id, self.config.key)
-            job = await self.call(None, f"start job {job.id}", self.store.start, job.id)
-            self.publish(msg.JobStarted(job=job.id, file=job.name, frames_total=job.frames_total))
-            log.info("job %s started: %s", job.id, job.source)
+            job = await self.transitions.start(job, self.config.key)
             active = await self.call(None, f"plan job {job.id}", prepare, self.store, job, self.config.selection,
                                      self.config.shard_frames, self.executor.capacity, self.probe_video)
             left = await self.call(None, f"read job {job.id}'s shards", pending, self.store, job.id)
@@ -241,9 +240,7 @@ class Runner:
         self.scheduler.finished(active.job.id, index)
         await self.call(active, f"store the result of {active.frames(index)}", self.store.shard_done,
                         active.job.id, index, result.rows.to_bytes(), SHARD_FORMAT)
-        active.in_flight.pop(index, None)
-        active.frames_done += result.frames
-        active.frames_this_run += result.frames
+        active.committed(index, result.frames)
         self.publish(active.progress())
         if not active.in_flight and self.scheduler.pending(active.job.id) == 0 and not active.finishing:
             active.finishing = True
@@ -253,9 +250,7 @@ class Runner:
 
     async def _finish(self, active: ActiveJob) -> None:
         job = active.job
-        def read() -> Awaitable[list[bytes]]:
-            return self.call(active, "read the job's results", self.store.shard_results, job.id)
-
+        read = partial(self.call, active, "read the job's results", self.store.shard_results, job.id)
         try:
             csv = await self.writer.deliver(active, read, self.call)
         except ShardFormatError as exc:  # a stored shard unreadable: compute the job's shards again
@@ -268,7 +263,7 @@ class Runner:
         if self._current(active):  # not cancelled while it was written
             await self.call(active, f"record job {job.id} as done", self.store.finish, job.id, str(csv))
             del self.active[job.id]
-            await self.endings.done(active, csv)
+            await self.transitions.done(active, csv)
 
     async def _fail(self, active: ActiveJob, reason: str, set_aside: bool = True) -> None:
         if self._current(active):
@@ -277,7 +272,7 @@ class Runner:
     async def _end_failed(self, job: Job, reason: str, set_aside: bool = True) -> None:
         self.active.pop(job.id, None)
         self.scheduler.remove(job.id)
-        await self.endings.failed(job, reason, set_aside)
+        await self.transitions.failed(job, reason, set_aside)
 
     async def cancel(self, job_id: int) -> Job:
         """Cancel a queued or running job (a shard in flight finishes; its result is dropped)."""
@@ -286,7 +281,7 @@ class Runner:
             raise ValueError(f"no job {job_id}")
         self.active.pop(job_id, None)
         self.scheduler.remove(job_id)
-        return await self.endings.cancelled(queued_or_running)
+        return await self.transitions.cancelled(queued_or_running)
 
 
 def _reason(exc: Exception) -> str:

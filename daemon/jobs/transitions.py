@@ -1,6 +1,9 @@
-"""How a job ends, in the order that survives a crash: the job store's transition first (committed),
-then its stored shard results dropped, then its input dealt with (the destination: ``.done``, or
-``.failed`` with the reason), then the event."""
+"""A job's transitions, each committed in the job store before anything acts on it, then announced.
+
+A job starts (re-keyed first when it was queued under other settings: its results are computed
+afresh); it ends in the order that survives a crash: the store's transition, then its stored shard
+results dropped, then its input dealt with (the destination: ``.done``, or ``.failed`` with the
+reason), then the event."""
 
 from __future__ import annotations
 
@@ -18,13 +21,22 @@ from .writer import Destination
 log = logging.getLogger("aud.runner")
 
 
-class Endings:
+class Transitions:
     def __init__(self, store: JobStore, destination: Destination, call: PatientStore,
                  publish: Callable[[msg.Event], None]):
         self.store = store
         self.destination = destination
         self.call = call
         self.publish = publish
+
+    async def start(self, job: Job, key: str) -> Job:
+        """queued -> running, under ``key`` (the settings and models now)."""
+        if job.key != key:  # queued under other settings (or models): compute afresh
+            await self.call(None, f"re-key job {job.id}", self.store.rekey, job.id, key)
+        job = await self.call(None, f"start job {job.id}", self.store.start, job.id)
+        self.publish(msg.JobStarted(job=job.id, file=job.name, frames_total=job.frames_total))
+        log.info("job %s started: %s", job.id, job.source)
+        return job
 
     async def done(self, active: ActiveJob, csv: Path) -> None:
         """After the store has the job done: its results dropped, its input moved, the event."""
