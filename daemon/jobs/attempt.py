@@ -10,13 +10,14 @@ stopped it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from ..core.shard import ShardResult
 from .active import ActiveJob
 from .executor import Executor, Progress
 from .patient import PatientStore
 from .retry import Decision, ShardRetry
-from .store import JobStore
+from .store import JobStore, StoreError
 
 
 async def attempt(executor: Executor, store: JobStore, call: PatientStore, retry: ShardRetry, active: ActiveJob,
@@ -27,7 +28,8 @@ async def attempt(executor: Executor, store: JobStore, call: PatientStore, retry
     try:
         return await executor.run(active.task(index), timeout=retry.timeout_s, progress=progress)
     except asyncio.CancelledError:  # the runner stops: not the shard's fault
-        await call.offload(store.undo_dispatch, job_id, index)
+        with contextlib.suppress(StoreError):  # else it stays counted: one try less after the restart
+            await call.offload(store.undo_dispatch, job_id, index)
         raise
     except Exception as exc:  # whatever the executor raised, even an error of its own, ends in a decision
         decision = retry.decide(exc, tries, active.frames(index))

@@ -24,7 +24,7 @@ from .executor import Executor, make_executor
 from .plan import TimeSelection
 from .runner import Runner
 from .spec import runner_config
-from .store import Job, JobStore
+from .store import Job, JobStore, StoreError
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".mkv")
 
@@ -140,6 +140,9 @@ async def extract(videos: list[Path], output: Path | None, settings: Settings,
             runner = Runner(store, executor, config, destination, publish=publish)
             try:
                 await runner.run(until_idle=True)
+            except StoreError as exc:  # the throw-away store cannot record even a failure: every job ends
+                for job in jobs:
+                    failed.setdefault(job.id, str(exc))
             finally:
                 runner.close()
             for video, job in zip(videos, jobs):
@@ -147,11 +150,18 @@ async def extract(videos: list[Path], output: Path | None, settings: Settings,
                 if done is not None:
                     report.outcomes.append(Outcome(video, Path(done.csv), done.frames, done.fps))
                 else:
-                    ended = store.get(job.id)
-                    reason = (destination.errors.get(job.id) or failed.get(job.id)
-                              or (ended.reason if ended else None) or "not run")
+                    reason = destination.errors.get(job.id) or failed.get(job.id) or _reason(store, job.id)
                     report.outcomes.append(Outcome(video, None, error=reason))
     finally:
         await executor.close()
     report.wall_seconds = time.perf_counter() - began
     return report
+
+
+def _reason(store: JobStore, job_id: int) -> str:
+    """A job's failure reason as the store has it."""
+    try:
+        ended = store.get(job_id)
+    except StoreError as exc:
+        return str(exc)
+    return (ended.reason if ended else None) or "not run"

@@ -46,9 +46,11 @@ class PatientStore:
             try:
                 result = await self.offload(call, *args)
             except StoreError as exc:
+                if self.tasks.stopping.is_set():  # left to the next start, as the store has it
+                    raise Dropped(what) from exc
                 tries += 1
                 pause = self.waits.store(tries)
-                if pause is None or self.tasks.stopping.is_set():
+                if pause is None:
                     raise
                 self.note(active, f"the job store cannot {what}: {exc}", pause)
             else:

@@ -52,13 +52,16 @@ class Transitions:
                                  fps=round(active.fps, 3)))
 
     async def failed(self, job: Job, reason: str, set_aside: bool = True) -> None:
-        """The failure recorded, then the input kept with the reason; the event even when the store
-        cannot record it (the job is then taken up again at the next start)."""
+        """The failure recorded, then the input kept with the reason, then the event; the event even
+        when the store cannot record the failure (the job is then taken up again at the next start)."""
         try:
             await self._end(job, reason, set_aside, self.store.fail)
-        finally:
-            log.info("job %s failed: %s", job.id, reason)
+        except StoreError:
+            log.error("job %s failed (%s) and the job store cannot record it", job.id, reason)
             self.publish(msg.JobFailed(job=job.id, file=job.name, reason=reason))
+            raise
+        log.info("job %s failed: %s", job.id, reason)
+        self.publish(msg.JobFailed(job=job.id, file=job.name, reason=reason))
 
     async def cancelled(self, job: Job) -> Job:
         ended = await self._end(job, "cancelled by the user", True, self.store.cancel)

@@ -55,3 +55,12 @@ def test_aud_extract_exits_2_with_the_reason_when_the_result_cannot_be_written(t
     assert code == 2
     assert "internal error: TableError: openface2: the table has no column 'pose_Tx'" in err
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_store_that_cannot_record_anything_ends_aud_extract_with_the_reason(tiny_models, synthetic_video, tmp_path):
+    videos = [synthetic_video(frames=4, width=W, height=H, name=n) for n in ("a.mp4", "b.mp4")]
+    never = [StoreError(FULL)] * 1000
+    report = go(videos, tmp_path / "out", settings(tiny_models, tmp_path), make=in_process,
+                open_store=faulty({"start": never, "fail": list(never)}))
+    assert [o.csv for o in report.outcomes] == [None, None]
+    assert all(FULL in o.error for o in report.outcomes)
