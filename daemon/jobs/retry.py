@@ -70,7 +70,7 @@ class ShardRetry:
             what = "timed out" if isinstance(exc, ShardTimedOut) else "lost its worker"
             if tries >= self.max_tries:
                 return Decision(Verdict.FAIL, f"{frames} {what} {tries} times (last: {exc})")
-            return Decision(Verdict.RETRY, f"{frames} {what} ({exc})")
+            return Decision(Verdict.RETRY, f"{frames} {what} on try {tries} of {self.max_tries} ({exc})")
         if isinstance(exc, ShardFailed):
             if exc.kind is FailureKind.INPUT:
                 return Decision(Verdict.FAIL, str(exc))

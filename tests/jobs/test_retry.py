@@ -71,3 +71,8 @@ def test_aud_extract_fails_at_once_on_its_destination_and_gives_the_store_a_few_
     waits = Waits(store_tries=3, store_pause_s=0.5)
     assert waits.destination(OSError(errno.ENOSPC, "full")) is None
     assert [waits.store(tries) for tries in (1, 2, 3, 4)] == [0.5, 0.5, None, None]
+
+
+def test_a_retry_says_which_try_it_was():
+    decision = ShardRetry(max_tries=3).decide(WorkerDied("killed", "w1"), 1, FRAMES)
+    assert decision.reason == "frames 5-8 lost its worker on try 1 of 3 (killed)"
