@@ -11,42 +11,33 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 10))
 
 
-def test_an_exception_nobody_handled_is_logged_and_handed_to_its_failed_callback(caplog):
+def failures_of(raise_: Exception) -> tuple[list[Exception], bool]:
+    """Spawn a task that raises; what its ``failed`` callback received, and whether work is left."""
     async def main():
         failures, ended = [], asyncio.Event()
         tasks = Tasks(ended=ended.set)
 
-        async def bug():
-            raise KeyError("oops")
+        async def work():
+            raise raise_
 
         async def failed(exc):
             failures.append(exc)
 
-        tasks.spawn(bug(), failed)
+        tasks.spawn(work(), failed)
         await ended.wait()
         return failures, tasks.busy
 
-    failures, busy = run(main())
+    return run(main())
+
+
+def test_an_exception_nobody_handled_is_logged_and_handed_to_its_failed_callback(caplog):
+    failures, busy = failures_of(KeyError("oops"))
     assert [type(e) for e in failures] == [KeyError] and not busy
     assert any("internal error in the runner" in r.getMessage() and r.exc_info for r in caplog.records)
 
 
 def test_dropped_work_is_no_failure(caplog):
-    async def main():
-        failures, ended = [], asyncio.Event()
-        tasks = Tasks(ended=ended.set)
-
-        async def dropped():
-            raise Dropped("store the result")
-
-        async def failed(exc):
-            failures.append(exc)
-
-        tasks.spawn(dropped(), failed)
-        await ended.wait()
-        return failures
-
-    assert run(main()) == [] and not caplog.records
+    assert failures_of(Dropped("store the result")) == ([], False) and not caplog.records
 
 
 def test_stop_cuts_a_pause_short():
