@@ -56,6 +56,9 @@ class Transitions:
         when the store cannot record the failure (the job is then taken up again at the next start)."""
         try:
             await self._end(job, reason, set_aside, self.store.fail)
+        except ValueError as exc:  # it ended meanwhile (cancelled while it failed): nothing to record
+            log.warning("job %s: %s", job.id, exc)
+            return
         except StoreError:
             log.error("job %s failed (%s) and the job store cannot record it", job.id, reason)
             self.publish(msg.JobFailed(job=job.id, file=job.name, reason=reason))
@@ -70,11 +73,7 @@ class Transitions:
         return ended
 
     async def _end(self, job: Job, reason: str, set_aside: bool, transition: Callable[[int, str], Job]) -> Job:
-        try:
-            ended = await self.call(None, f"record the end of job {job.id}", transition, job.id, reason)
-        except ValueError as exc:  # it ended meanwhile (cancelled while it failed, or the reverse)
-            log.warning("job %s: %s", job.id, exc)
-            return job
+        ended = await self.call(None, f"record the end of job {job.id}", transition, job.id, reason)
         await self.call(None, "drop the stored results", self.store.release_results, job.id)
         try:
             await self.call.offload(self.destination.failed, ended, reason, set_aside)

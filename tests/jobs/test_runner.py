@@ -562,3 +562,12 @@ def test_an_executors_own_error_fails_the_job_named_as_internal(harness):
     assert failed.reason.startswith("internal error on frames")
     assert failed.reason.endswith("RuntimeError: the pipe to the worker is closed")
     assert h.store.get(good.id).state == JobState.DONE
+
+
+def test_a_job_whose_end_the_store_cannot_record_yet_waits_then_is_done(harness):
+    h = harness(output_retry_seconds=0.01, faults={"finish": [StoreError(FULL)], "release_results": [StoreError(FULL)]})
+    job = h.add("a.mp4")
+    h.run()
+    assert h.store.get(job.id).state == JobState.DONE and len(h.of(msg.JobDone)) == 1
+    assert f"the job store cannot record job {job.id} as done: {FULL}" in h.seen_waiting
+    assert h.store.shard_results(job.id) == []  # dropped once the store could
