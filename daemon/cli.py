@@ -94,7 +94,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from .core.providers import ProviderError
     from .core.video import VideoError
     from .jobs.extract import expand, extract
-    from .jobs.runner import TimeSelection
+    from .jobs.plan import TimeSelection
 
     settings = settings_from(args, *RUN_SETTINGS)
     videos = expand([Path(v) for v in args.videos])

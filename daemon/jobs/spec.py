@@ -14,7 +14,8 @@ from importlib import metadata
 
 from ..config import Settings
 from ..core.models import ModelSet
-from .runner import RunnerConfig, TimeSelection
+from .plan import TimeSelection
+from .runner import RunnerConfig
 
 PACKAGES = ("au-daemon", "onnxruntime", "opencv-python", "opencv-python-headless", "numpy")
 NOTE = ("AU, emotion, gaze, landmark and pose values are what the given models compute; they are "
