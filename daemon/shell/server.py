@@ -36,6 +36,8 @@ FLUSH_TIMEOUT = 1.0
 """How long a closing connection (or close()) waits for queued messages to go out."""
 PROBE_TIMEOUT = 1.0
 """How long start() waits when probing an existing socket for a live daemon."""
+LISTEN_BACKLOG = 100
+"""Connections the kernel queues before the server accepts them (asyncio's own default)."""
 WRITE_BATCH = 64 * 1024
 """Bytes handed to the transport per write."""
 
@@ -365,17 +367,28 @@ class ProgressServer:
             os.unlink(self.path)
 
     def _bind(self) -> socket.socket:
-        """Bind, then chmod 0600 before listen(): nobody can connect while the mode is wider."""
+        """Bind a private name, chmod 0600 and listen, then link it to ``path``: the socket appears
+        only once it accepts (a client that sees the file can connect), never with a wider mode, and
+        never over someone else's (link refuses an existing name)."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        staging = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staging)
         try:
-            sock.bind(os.fspath(self.path))
-            os.chmod(self.path, 0o600)
+            sock.bind(os.fspath(staging))
+            try:
+                os.chmod(staging, 0o600)
+                sock.listen(LISTEN_BACKLOG)
+                os.link(staging, self.path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(staging)
             st = os.stat(self.path)
             self._socket_id = (st.st_dev, st.st_ino)
             sock.setblocking(False)
         except OSError as exc:
             sock.close()
-            if exc.errno == errno.EADDRINUSE:
+            if exc.errno in (errno.EADDRINUSE, errno.EEXIST):
                 raise RuntimeError(f"another aud daemon is listening on {self.path}") from exc
             raise RuntimeError(f"cannot create the control socket {self.path}: {exc}") from exc
         return sock

@@ -21,9 +21,9 @@ from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
 from daemon import cli, protocol
-from daemon.shell import service
-from daemon.shell.client import request
-from daemon.shell.service import (
+from daemon.cli import service
+from daemon.cli.client import request
+from daemon.cli.service import (
     LABEL,
     ServiceError,
     ServiceSpec,
@@ -39,25 +39,7 @@ from daemon.shell.service import (
 )
 from tests.conftest import PROJECT, require_shared
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "launchd" / "org.aud.daemon.plist"
 UID = os.getuid()
-
-
-def example_spec() -> ServiceSpec:
-    """The spec behind launchd/org.aud.daemon.plist (placeholder paths)."""
-    return ServiceSpec(
-        program=[
-            "/Users/you/.local/share/aud/venv/bin/python",
-            "-m",
-            "daemon",
-            "run",
-            "--config",
-            "/Users/you/Library/Application Support/aud/config.toml",
-        ],
-        log_dir=Path("/Users/you/Library/Logs/aud"),
-        environment={"PATH": "/opt/homebrew/bin:/usr/local/bin:/usr/bin:/bin", "PYTHONUNBUFFERED": "1"},
-        working_dir=Path("/Users/you"),
-    )
 
 
 def make_spec(tmp_path: Path, *args: str) -> ServiceSpec:
@@ -196,13 +178,6 @@ def test_plist_follows_spec_values(tmp_path: Path) -> None:
     assert (plist["Label"], plist["ThrottleInterval"], plist["ExitTimeOut"]) == (
         "org.example.other", 3, 45)
     assert plist["EnvironmentVariables"] == {}
-
-
-def test_committed_template_matches_generator() -> None:
-    committed = plistlib.loads(TEMPLATE.read_bytes())
-    generated = plistlib.loads(launchd_plist(example_spec()))
-    assert set(committed) == set(generated)
-    assert committed == generated, "regenerate with: python tests/shell/test_service.py"
 
 
 # --------------------------------------------------------------------------- systemd unit
@@ -681,8 +656,3 @@ def test_the_installed_service_starts_and_reaches_ready(manager: str, service_ho
     assert reply.ok and reply.data["state"] == "ready" and reply.data["workers"]["count"] == 1, reply
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(120) == 0, (service_home / "daemon.log").read_text()
-
-
-if __name__ == "__main__":  # regenerate the committed example plist
-    TEMPLATE.write_bytes(launchd_plist(example_spec()))
-    print(f"wrote {TEMPLATE}")
