@@ -6,8 +6,10 @@ import argparse
 import logging
 import os
 import shlex
+import shutil
 import sys
 from collections.abc import Coroutine
+from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -79,6 +81,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from ..jobs.extract import expand, extract
     from ..jobs.runner import TimeSelection
 
+    problem = selection_problem(args.start, args.end, args.every)
+    if problem:
+        err.print(f"aud extract: {problem}")
+        return 2
     settings = settings_from(args, *RUN_SETTINGS)
     videos = expand([Path(v) for v in args.videos])
     if not videos:
@@ -109,6 +115,18 @@ def cmd_extract(args: argparse.Namespace) -> int:
     for o in failed:
         err.print(f"aud extract: {o.video}: {o.error}")
     return 2 if failed else 0
+
+
+def selection_problem(start: float | None, end: float | None, every: int | None) -> str | None:
+    """Why ``--start``/``--end``/``--every`` select nothing (or nothing sensible), before any video is read."""
+    if every is not None and every < 1:
+        return f"--every {every}: must be 1 (every frame) or more"
+    if start is not None and start < 0:
+        return f"--start {start:g}: must be 0 or more (seconds from the beginning)"
+    if end is not None and end <= (start or 0.0):
+        return (f"--start {start or 0:g} is at or after --end {end:g}: no frames lie between them "
+                "(--end is the second to stop at, not a duration)")
+    return None
 
 
 def cmd_models_check(args: argparse.Namespace) -> int:
@@ -275,9 +293,21 @@ def _service_spec(args: argparse.Namespace):
     return default_spec(service_run_args(args), log_dir)
 
 
+SERVICE_TOOLS = {"launchd": "launchctl", "systemd": "systemctl"}
+"""The manager's own command that install and uninstall drive."""
+
+
 def _service_command(args: argparse.Namespace, runner, render, install, uninstall) -> int:
     from . import service
 
+    tool = SERVICE_TOOLS[args.command]
+    if args.action != "print" and runner is None and shutil.which(tool) is None:  # refuse before writing
+        other = "systemd" if args.command == "launchd" else "launchd"
+        err.print(f"aud {args.command} {args.action}: {tool} is not on this system ({args.command} is "
+                  f"{'macOS' if args.command == 'launchd' else 'Linux'}'s service manager); nothing was written. "
+                  f"`aud {other} {args.action}` is this system's, if it has {SERVICE_TOOLS[other]}; "
+                  f"`aud {args.command} print` shows the file anyway")
+        return 2
     try:
         spec = _service_spec(args)
     except service.ServiceSetupError as exc:
@@ -333,9 +363,18 @@ def add_plot_parser(sub) -> None:
 
 # --- parser ---------------------------------------------------------------------------------------
 
+def aud_version() -> str:
+    """The installed distribution's version (the project's own when run from a checkout)."""
+    try:
+        return metadata.version("au-daemon")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aud", description="Facial Action Unit extraction (OpenFace 3.0).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"aud {aud_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("extract", help="extract videos to CSVs (one-shot)")

@@ -37,6 +37,7 @@ from daemon.cli.service import (
     uninstall_launchd,
     uninstall_systemd,
 )
+from daemon.config import DAEMON, MODEL, RUN, OptionSpec, options
 from tests.conftest import PROJECT, require_shared
 
 UID = os.getuid()
@@ -482,16 +483,28 @@ def run_cli(argv: list[str], runner: FakeRunner | None = None) -> int:
     return args.func(args, runner=runner) if runner is not None else args.func(args)
 
 
-def test_service_commands_take_every_flag_of_aud_run(tmp_path: Path) -> None:
-    """The same builders: each option `aud run` has, `aud launchd|systemd` has (plus --log-dir)."""
-    parser = cli.build_parser()
-    commands = parser._subparsers._group_actions[0].choices  # argparse has no public accessor
+def sample(option: OptionSpec) -> list[str]:
+    """The option as a user types it, with a value its type takes."""
+    if option.action != "value":
+        return [option.flag]
+    if option.choices:
+        return [option.flag, option.choices[-1]]
+    if option.type is Path:
+        return [option.flag, f"/abs/{option.name}"]
+    return [option.flag, "tcp://h:1" if option.type is None and option.name == "dask_scheduler" else
+            "cpu" if option.type is None else "3"]
 
-    def options(name: str) -> set[str]:
-        return {o for a in commands[name]._actions for o in a.option_strings}
 
+@pytest.mark.parametrize("option", options(MODEL, RUN, DAEMON), ids=lambda o: o.flag)
+def test_every_run_option_reaches_the_service_command_line(option: OptionSpec) -> None:
+    """The one option table: each `aud run` option parses the same under `aud launchd|systemd` and comes
+    back out as the service's command line, unchanged."""
+    argv = sample(option)
+    run_args = cli.build_parser().parse_args(["run", *argv])
     for manager in ("launchd", "systemd"):
-        assert options(manager) - {"--log-dir"} == options("run")
+        service_args = cli.build_parser().parse_args([manager, "print", *argv])
+        assert getattr(service_args, option.name) == getattr(run_args, option.name) is not None
+        assert cli.service_run_args(service_args) == argv
 
 
 def test_print_shows_the_command_line_with_the_run_flags(service_home: Path, tiny_models: Path,
