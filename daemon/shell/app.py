@@ -155,7 +155,7 @@ class Daemon:
         for folder in (s.inbox, s.outbox):
             folder.mkdir(parents=True, exist_ok=True)
         models = await self._unless_stopped(asyncio.to_thread(check_setup, s))
-        store = JobStore(s.database_path)
+        store = await asyncio.to_thread(JobStore, s.database_path)  # opening checks (and may migrate) it
         stack.callback(store.close)
         executor = self._make_executor(s, self._worker_restarted)  # a settings error before the socket exists
         stack.push_async_callback(self._close_executor, executor)
