@@ -173,7 +173,7 @@ class Daemon:
         config = runner_config(s, models, providers, output_retry_seconds=s.rescan_seconds)
         self._runner = runner = Runner(store, executor, config, outbox, publish=server.publish)
         runner.providers = providers
-        stack.callback(runner.close)
+        stack.push_async_callback(asyncio.to_thread, runner.close)  # its writer thread ends after a result
         await self._unless_stopped(runner.warm_up())  # the first plot should not pay for loading matplotlib
         intake = Intake(s, store, outbox, config.key, server.publish, runner.wake)
         watcher = intake.watch()
