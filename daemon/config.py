@@ -3,6 +3,11 @@
 Precedence, highest first: command-line flags, ``AUD_*`` environment variables, the TOML file
 (``--config F``, else ``<user config dir>/config.toml`` when it exists), then the defaults below.
 Every default works on a fresh machine: directories come from platformdirs and are created on start.
+
+Each setting is declared once, as a field of ``Settings``: its type, default and help; ``option(...,
+group)`` makes it a command-line option too. ``OPTIONS`` reads those fields into the table the command
+line builds its parsers from and turns parsed options back into a service's command line (``daemon/cli``).
+The TOML file is read by pydantic-settings' own ``TomlConfigSettingsSource``.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ MODEL, RUN, DAEMON = "model", "run", "daemon"
 def option(default: Any = PydanticUndefined, help: str = "", group: str | None = None, *,
            metavar: str | None = None, default_factory: Callable[[], Any] | None = None, **constraints: Any) -> Any:
     """A setting; with ``group`` also a command-line option of that group (``--name-with-dashes``; a
-    boolean that defaults to true is turned off by ``--no-name``). Its help is the one text for both."""
+    boolean that defaults to true is turned off by ``--no-name``, and its help describes that flag)."""
     extra: Any = {"cli": group, "metavar": metavar} if group else None
     if default_factory is not None:
         return Field(default_factory=default_factory, description=help, json_schema_extra=extra, **constraints)
