@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -16,11 +19,13 @@ import psutil
 import pytest
 
 from daemon import protocol as msg
+from daemon.cli.client import request
 from daemon.jobs.executor import make_executor
 from daemon.jobs.inline import InlineExecutor
 from daemon.jobs.store import JobState, JobStore
 from daemon.shell import app
 from daemon.shell.app import AlreadyRunning, Daemon, StateLock
+from tests.conftest import PROJECT
 from tests.shell.daemonkit import Connection, InlineFactory, running, settings_for, short_dir
 
 pytestmark = pytest.mark.usefixtures("isolated_config")
@@ -233,3 +238,39 @@ def test_a_dropped_video_becomes_a_result(root, tiny_models, synthetic_video):
     assert status.data["counts"]["done"] == 1
     assert (settings.inbox / ".done" / "clip.mp4").is_file()  # moved: the outbox told the watcher (wired in)
     assert factory.closes == [False]  # drained: the workers stop gently
+
+
+def test_aud_run_stopped_while_its_executor_starts_exits_0(tmp_path, tiny_models):
+    """A real ``aud run``: its executor waits on a Dask scheduler that accepts the connection and never
+    answers (a slow start that lasts until the connect timeout); SIGTERM ends it gracefully, at once."""
+    pytest.importorskip("distributed")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel completes the handshake; nobody ever speaks
+    address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+    with short_dir() as root, silent:
+        state = root / "st"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "run", "--inbox", str(root / "in"), "--outbox", str(root / "out"),
+             "--state", str(state), "--models", str(tiny_models), "--provider", "cpu", "--executor", "dask",
+             "--dask-scheduler", address], stderr=subprocess.PIPE, text=True, cwd=PROJECT)
+        try:
+            log = []
+            for line in proc.stderr:  # the daemon says when its socket listens
+                log.append(line)
+                if "control socket listening" in line:
+                    break
+            else:
+                raise AssertionError("aud run ended before its socket listened:\n" + "".join(log))
+            reply = asyncio.run(request(state / "aud.sock", msg.Status()))
+            assert reply.ok and reply.data["state"] == "starting"
+            proc.send_signal(signal.SIGTERM)
+            _, rest = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    output = "".join(log) + rest
+    assert proc.returncode == 0, output
+    assert "stopped during start-up" in output and "Traceback" not in output
+    assert not (state / "aud.sock").exists()
