@@ -7,6 +7,7 @@ a new job; speed settings (workers, threads, batch size, shard size) do not chan
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict
@@ -22,14 +23,22 @@ NOTE = ("AU, emotion, gaze, landmark and pose values are what the given models c
         "estimates only if the models are trained OpenFace 3.0 weights.")
 
 
-def package_versions() -> dict[str, str]:
-    versions = {}
+@functools.cache
+def _installed_versions() -> tuple[tuple[str, str], ...]:
+    """Looked up once per process (``importlib.metadata`` scans sys.path: milliseconds each time), as
+    what is imported cannot change while the process runs."""
+    versions = []
     for name in PACKAGES:
         try:
-            versions[name] = metadata.version(name)
+            versions.append((name, metadata.version(name)))
         except metadata.PackageNotFoundError:
             continue
-    return versions
+    return tuple(versions)
+
+
+def package_versions() -> dict[str, str]:
+    """The versions of the packages that shape a result (a fresh dict each call)."""
+    return dict(_installed_versions())
 
 
 def output_settings(settings: Settings, selection: TimeSelection) -> dict:
