@@ -157,8 +157,8 @@ def cmd_models_check(args: argparse.Namespace) -> int:
 def check_openface2(models_dir: Path, openface3_complete: bool) -> int:
     """The OpenFace 2.2 part of ``aud models check``: its files with their hashes, and which family is
     complete; 2 when its files are there but not whole."""
-    from .tools.openface2_files import OPENFACE2_DIR
-    from .tools.openface2_set import State, fetch_hint, inspect
+    from ..tools.openface2_files import OPENFACE2_DIR
+    from ..tools.openface2_set import State, fetch_hint, inspect
 
     status = inspect(models_dir)
     if status.state is not State.ABSENT:
