@@ -75,7 +75,7 @@ def extract(videos: str | Path | Iterable[str | Path], output: str | Path | None
     one video (default: beside each video). ``start``/``end`` (seconds) and ``every`` (every N-th frame)
     select frames. Returns one ``Outcome`` per video, in order: its ``csv`` (None when it failed), frames,
     frames/s and ``error`` (the reason, when it failed)."""
-    from .jobs.runner import TimeSelection
+    from .jobs.plan import TimeSelection
 
     named = [videos] if isinstance(videos, str | Path) else list(videos)
     paths = expand([Path(v) for v in named])
