@@ -24,9 +24,9 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
 from daemon.core.follow import LANDMARK_BOX
-from daemon.core.output import read_csv
 from daemon.core.schema import AUS_R, BOX, N_LANDMARKS
 from daemon.core.tracking import iou
+from daemon.output import read_csv
 
 
 def columns(path: Path) -> dict[str, np.ndarray]:

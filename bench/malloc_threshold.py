@@ -7,7 +7,7 @@ three environments, alternating, ``--repeat`` times, and prints the median frame
 
 - ``default``: glibc's defaults (a local pool's worker);
 - ``dask-env``: ``MALLOC_TRIM_THRESHOLD_=65536``, as under a Dask nanny;
-- ``dask-env+fix``: the same, then ``dask_executor.keep_frame_buffers_on_heap()`` (what the plugin does).
+- ``dask-env+fix``: the same, then ``dask_worker.keep_frame_buffers_on_heap()`` (what the plugin does).
 
     .venv/bin/python bench/malloc_threshold.py [--frames 48] [--repeat 3] [--shared ../shared]
 """
@@ -33,7 +33,7 @@ def child(mode: str, models: Path, video: Path, frames: int) -> None:
     from daemon.core.worker import prepare_process
 
     if mode == "dask-env+fix":
-        from daemon.jobs.dask_executor import keep_frame_buffers_on_heap
+        from daemon.jobs.dask_worker import keep_frame_buffers_on_heap
 
         assert keep_frame_buffers_on_heap(), "mallopt did not take (not glibc?)"
     pipeline = prepare_process(PipelineOptions(models, threads=1))

@@ -50,7 +50,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from daemon.core import blink
-    from daemon.core.output import read_csv
+    from daemon.output import read_csv
 
     rows = read_csv(args.csv)
     reference = json.loads(args.reference.read_text())["rows"]

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from daemon import cli
-from daemon.core import output as csvfile
+from daemon import output as csvfile
 
 pytestmark = pytest.mark.usefixtures("isolated_config")  # no AUD_* or user config
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .schema import BLINK_AU45  # the blink threshold, declared with the columns it applies to
+
 RIGHT_EYE = {"lids": ((61, 67), (62, 66), (63, 65)), "corners": (60, 64)}  # subject's right
 LEFT_EYE = {"lids": ((69, 75), (70, 74), (71, 73)), "corners": (68, 72)}  # subject's left
 BASELINE_PERCENTILE = 95.0
 AU45_MAX = 5.0
-BLINK_AU45 = 2.5
 
 
 def _distance(points: np.ndarray, a: int, b: int) -> np.ndarray:

@@ -11,6 +11,8 @@ place one after another once all three are complete (flushed to disk).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +118,10 @@ def render_inspection_videos(video_path: str | Path, faces: Sequence[mirror.Face
         raise ValueError(f"{video_path}: the frame rate must be positive, got {fps}")
     final = output_paths(Path(out_dir), stem)
     targets = [final.left_mirrored, final.right_mirrored, final.midline]
-    temps = [path.with_name(f".{path.stem}.tmp.mp4") for path in targets]
+    # OpenCV opens by name (and would follow a symlink planted there): the videos are written into a
+    # private folder made just now (mkdtemp: exclusive, 0700) and renamed into place from it
+    private = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=out_dir))
+    temps = [private / path.name for path in targets]
     writers: list[cv2.VideoWriter] = []
     try:
         for frame, face in zip(read_range(video_path, 0, len(faces)), faces, strict=True):
@@ -138,5 +143,7 @@ def render_inspection_videos(video_path: str | Path, faces: Sequence[mirror.Face
         for tmp in temps:
             tmp.unlink(missing_ok=True)
         raise
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
     fsync_dir(Path(out_dir))
     return final

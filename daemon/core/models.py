@@ -9,8 +9,9 @@ directory may name other files (``[models] detector = "..."``) and pin sha256 ha
 from __future__ import annotations
 
 import hashlib
+import os
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,27 @@ MANIFEST = "manifest.toml"
 
 class ModelError(ValueError):
     """A model file is missing, unreadable or has the wrong signature; the message names it."""
+
+
+class ModelsChanged(ModelError):
+    """A model file is no longer the one hashed when aud started: results computed with it would be
+    labelled (job key, sidecar) with the old file's sha256. The message names the file."""
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """What tells, without reading a file, that it is still the one seen: device, inode, size and
+    modification time. A file replaced (renamed over, copied over, rewritten) gets another stamp."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileStamp:
+        st = os.stat(path)
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -48,6 +70,7 @@ class ModelFile:
     size: int
     sha256: str | None  # None in a worker's set (open_model_set): the parent hashed the file
     signature: Signature | None  # None when only found and hashed (load_model_set(signatures=False))
+    stamp: FileStamp | None = None  # the file as it was when hashed (taken before reading it)
 
     @property
     def read_signature(self) -> Signature:
@@ -185,21 +208,22 @@ def landmark_output(path: Path, sig: Signature) -> str:
 
 def inspect_file(role: str, path: Path, pinned: str | None = None, signature: bool = True) -> ModelFile:
     try:
-        size = path.stat().st_size
+        stamp = FileStamp.of(path)  # before reading: a change while hashing makes the stamps differ
         digest = sha256_of(path)
     except OSError as exc:
         raise ModelError(f"{path} ({role}): cannot read: {exc.strerror}") from exc
     if pinned and pinned != digest:
         raise ModelError(f"{path} ({role}): sha256 {digest} does not match the manifest's {pinned}")
     if not signature:
-        return ModelFile(role, path, size, digest, None)
-    return checked_file(role, path, size, digest, read_signature(path))
+        return ModelFile(role, path, stamp.size, digest, None, stamp)
+    return checked_file(role, path, stamp.size, digest, read_signature(path), stamp)
 
 
-def checked_file(role: str, path: Path, size: int, digest: str | None, sig: Signature) -> ModelFile:
+def checked_file(role: str, path: Path, size: int, digest: str | None, sig: Signature,
+                 stamp: FileStamp | None = None) -> ModelFile:
     """The file, once its input is the image batch its role needs."""
     _one_image_input(role, path, sig, {"detector": None, "multitask": 224, "landmarks": 256}[role])
-    return ModelFile(role, path, size, digest, sig)
+    return ModelFile(role, path, size, digest, sig, stamp)
 
 
 def locate(directory: Path, roles: tuple[str, ...]) -> tuple[Path, dict[str, Path], dict[str, str]]:
@@ -250,6 +274,47 @@ def open_model_set(directory: Path, roles: tuple[str, ...],
             raise ModelError(f"{path}: not a readable ONNX model ({exc.__class__.__name__}: {exc})") from exc
         files[role] = checked_file(role, path, path.stat().st_size, None, signature_of(sessions[role]))
     return with_outputs(directory, files), sessions
+
+
+def changed(file: ModelFile, what: str) -> ModelsChanged:
+    return ModelsChanged(f"{file.path} ({file.role}) changed on disk since aud started ({what}); the "
+                         f"results are labelled with the sha256 it had then ({file.sha256}): restart aud "
+                         f"to use the new file, or put the old one back")
+
+
+def unchanged(reference: ModelSet) -> dict[str, FileStamp]:
+    """Check that every file of ``reference`` (a hashed set: ``load_model_set``) is still the one hashed:
+    the same stamp, or else the same sha256 (a copy of the same bytes). Returns each file's stamp as
+    seen now (before any hashing), for ``check_loaded``; raises ``ModelsChanged`` naming the file."""
+    seen = {}
+    for role, file in reference.files.items():
+        try:
+            stamp = FileStamp.of(file.path)
+            if stamp != file.stamp:
+                digest = sha256_of(file.path)
+                if digest != file.sha256:
+                    raise changed(file, f"its sha256 is {digest} now")
+        except OSError as exc:
+            raise changed(file, f"cannot read it: {exc.strerror or exc}") from exc
+        seen[role] = stamp
+    return seen
+
+
+def check_loaded(reference: ModelSet, loaded: ModelSet, seen: Mapping[str, FileStamp]) -> None:
+    """The set a process loaded is the reference's files, untouched since ``unchanged`` saw them (the
+    same paths: the manifest names the same files; the same stamps: nothing replaced them in between,
+    so the bytes loaded are the bytes hashed). Raises ``ModelsChanged``."""
+    for role, file in loaded.files.items():
+        expected = reference.files.get(role)
+        if expected is None or expected.path != file.path or role not in seen:
+            raise ModelsChanged(f"{file.path} ({role}): not the file aud hashed when it started "
+                                f"({expected.path if expected else 'none'}; the manifest changed?): restart aud")
+        try:
+            now = FileStamp.of(file.path)
+        except OSError as exc:
+            raise changed(expected, f"cannot read it: {exc.strerror or exc}") from exc
+        if now != seen[role]:
+            raise changed(expected, "it was replaced while it was being loaded")
 
 
 def with_outputs(directory: Path, files: dict[str, ModelFile]) -> ModelSet:

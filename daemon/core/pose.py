@@ -1,6 +1,7 @@
 """Head pose from STAR's 98 WFLW landmarks: ``cv2.solvePnP`` against a generic, left/right symmetric 3D face.
 
-Output per face, as OpenFace 2.2's ``pose_Tx, pose_Ty, pose_Tz, pose_Rx, pose_Ry, pose_Rz``:
+Output per face, as OpenFace 2.2's ``pose_Tx, pose_Ty, pose_Tz, pose_Rx, pose_Ry, pose_Rz`` (the columns
+``schema.POSE``, in this order):
 
 * **Frame.** The camera frame of OpenCV and OpenFace 2.2: origin at the camera's optical centre, X to the
   image's right, Y down the image, Z forward (away from the camera, into the scene). Translations in mm.
@@ -68,7 +69,6 @@ from . import wflw
 
 MIN_SPREAD_PX = 1.0
 MAX_RESIDUAL_FRACTION = 0.25
-POSE_COLUMNS = ("pose_Tx", "pose_Ty", "pose_Tz", "pose_Rx", "pose_Ry", "pose_Rz")
 
 # (WFLW index, MediaPipe canonical vertex, x, y, z in cm as in canonical_face_model.obj): the midline and the
 # subject's right side; the left side is their mirror image.

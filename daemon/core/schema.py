@@ -5,7 +5,11 @@ Two layers, both declared here and nowhere else:
 * ``FIELDS``: the arrays a worker fills, one row per (frame, face). ``FaceRows`` (results.py), the shard
   format (``SHARD_FORMAT``) and assembly all iterate over this tuple.
 * ``GROUPS``: the CSV's column groups in order (identity, box, gaze, pose, emotion, AUs, eyes,
-  landmarks). Each group names its columns; the writer (output.py) fills them from an assembled table.
+  landmarks). Each group names its columns; ``daemon.output`` fills them from an assembled table, writes
+  them (aud's style or OpenFace 2.2's) and plots them by these names.
+
+The thresholds that turn a score into an occurrence (``AU_THRESHOLD``, ``BLINK_AU45``) are declared here too:
+the CSV's ``AUxx_c``, the OpenFace 2.2 style and the plot all read them from here.
 
 Bump ``SHARD_FORMAT`` whenever ``FIELDS`` changes: a resumed job whose stored shards carry another
 format computes them again instead of misreading them.
@@ -25,6 +29,10 @@ EMOTIONS = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "
 # The MTL's AU head, in its output order (DISFA's AU1, 2, 4, 6, 9, 12, 25, 26)
 AU_NUMBERS = (1, 2, 4, 6, 9, 12, 25, 26)
 AU_THRESHOLD = 0.5  # an AU "occurs" (AUxx_c = 1) when its score reaches this (the authors' evaluation)
+# a blink: AU45_r at least this (both eyes at most half as open as the video's usual open eye; blink.py)
+BLINK_AU45 = 2.5
+AU_DESCRIPTIONS = {1: "inner brow raiser", 2: "outer brow raiser", 4: "brow lowerer", 6: "cheek raiser",
+                   9: "nose wrinkler", 12: "lip corner puller", 25: "lips part", 26: "jaw drop", 45: "blink"}
 SIDES = ("left_mirrored", "right_mirrored")  # hemi-face outputs, in the order of the mirror arrays
 
 
@@ -80,16 +88,32 @@ def au_name(number: int, kind: str) -> str:
 
 # --- CSV column groups ------------------------------------------------------------------------------
 
-IDENTITY = ("frame", "face_id", "timestamp", "confidence", "success")
+def landmark_x(point: int) -> str:
+    return f"x_{point}"
+
+
+def landmark_y(point: int) -> str:
+    return f"y_{point}"
+
+
+FRAME, FACE_ID, TIMESTAMP, CONFIDENCE, SUCCESS = IDENTITY = ("frame", "face_id", "timestamp", "confidence",
+                                                             "success")
 BOX = ("face_x1", "face_y1", "face_x2", "face_y2")
-GAZE = ("gaze_yaw", "gaze_pitch")
-POSE = ("pose_Tx", "pose_Ty", "pose_Tz", "pose_Rx", "pose_Ry", "pose_Rz")
-EMOTION = ("emotion", *(f"emotion_{e}" for e in EMOTIONS))
+GAZE_YAW, GAZE_PITCH = GAZE = ("gaze_yaw", "gaze_pitch")
+POSE_T = ("pose_Tx", "pose_Ty", "pose_Tz")  # mm, OpenFace 2.2's camera frame (pose.py)
+POSE_R = ("pose_Rx", "pose_Ry", "pose_Rz")  # radians: pitch, yaw, roll (pose.py)
+POSE = (*POSE_T, *POSE_R)
+EMOTION_LABEL = "emotion"  # the most probable emotion's name (the one text column)
+EMOTION_PROBS = tuple(f"emotion_{e}" for e in EMOTIONS)
+EMOTION = (EMOTION_LABEL, *EMOTION_PROBS)
 AUS_R = tuple(au_name(n, "r") for n in AU_NUMBERS)
 AUS_C = tuple(au_name(n, "c") for n in AU_NUMBERS)
-AUS = (*AUS_R, "AU45_r", *AUS_C)
-EYES = ("eye_open_right", "eye_open_left")
-LANDMARKS = (*(f"x_{i}" for i in range(N_LANDMARKS)), *(f"y_{i}" for i in range(N_LANDMARKS)))
+AU45_R, AU45_C = au_name(45, "r"), au_name(45, "c")
+AUS = (*AUS_R, AU45_R, *AUS_C)
+EYE_OPEN_RIGHT, EYE_OPEN_LEFT = EYES = ("eye_open_right", "eye_open_left")  # subject's right, left
+LANDMARKS = (*(landmark_x(i) for i in range(N_LANDMARKS)), *(landmark_y(i) for i in range(N_LANDMARKS)))
+TEXT_COLUMNS = frozenset({EMOTION_LABEL})  # every other column is a number
+INTEGER_COLUMNS = frozenset({FRAME, FACE_ID, SUCCESS, *AUS_C})  # written without decimals
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "identity": IDENTITY,
@@ -104,13 +128,14 @@ GROUPS: dict[str, tuple[str, ...]] = {
 COLUMNS: tuple[str, ...] = tuple(c for group in GROUPS.values() for c in group)
 
 # a hemi-face CSV: the main CSV's identity, then that side's measurements and its kept eye
+EYE_OPEN = "eye_open"
 MIRROR_GROUPS: dict[str, tuple[str, ...]] = {
     "identity": IDENTITY,
     "box": BOX,
     "gaze": GAZE,
     "emotion": EMOTION,
     "aus": AUS,
-    "eyes": ("eye_open",),
+    "eyes": (EYE_OPEN,),
 }
 MIRROR_COLUMNS: tuple[str, ...] = tuple(c for group in MIRROR_GROUPS.values() for c in group)
 

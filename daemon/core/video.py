@@ -1,10 +1,12 @@
 """Reading video frames with OpenCV: probing, and frame-exact decoding of a frame range.
 
-A probe decodes nothing: it grabs every packet once to count the frames that really decode and record
-each frame's stream position (timestamps), because containers announce counts that can be wrong and
-phone videos have variable frame rates. A range reader seeks near its first frame and checks the
-position against the probe's timestamps, falling back to grabbing forward from the start, so every
-worker gets exactly the frames a sequential decode would give.
+A probe decodes one frame: it reads the video stream's packets (PyAV's demuxer, no decoding) to count
+the frames and record each frame's stream position (timestamps), because containers announce counts
+that can be wrong and phone videos have variable frame rates; where the packets cannot tell (a stream
+without presentation timestamps) it decodes every frame instead (``probe(decode=True)``). A range
+reader seeks near its first frame and checks the position against the probe's timestamps, falling back
+to grabbing forward from the start, so every worker gets exactly the frames a sequential decode would
+give.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 
@@ -98,29 +101,70 @@ def can_open(path: str | Path) -> bool:
         cap.release()
 
 
-def probe(path: str | Path) -> VideoInfo:
-    """Count the decodable frames and record their timestamps; raise VideoError for bad input."""
+def probe(path: str | Path, decode: bool = False) -> VideoInfo:
+    """Count the frames and record their timestamps; raise VideoError for bad input.
+
+    From the stream's packets (no decoding: milliseconds for an hour of video), else, with ``decode``
+    or where the packets lack timestamps, by decoding every frame. Both give OpenCV's frame count and
+    ``CAP_PROP_POS_MSEC`` positions: (presentation timestamp - stream start) x time base, in
+    presentation order (tests/core/test_video.py checks them against a full decode, B-frames
+    included)."""
     cap = open_capture(path)
     try:
         announced = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         codec = _fourcc(cap)
-        timestamps: list[float] = []
-        first = None
-        while cap.grab():
-            if first is None:
-                ok, first = cap.retrieve()
-                if not ok:
-                    raise VideoError(f"{path}: the first frame does not decode")
-            timestamps.append(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
+        ok, first = cap.read()
+        if not ok:
+            raise VideoError(f"{path}: no decodable video frames (audio only, or a corrupt stream)")
+        first_timestamp = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        timestamps = None if decode else packet_timestamps(path)
+        if timestamps is None or abs(timestamps[0] - first_timestamp) > 1e-9:  # the packets cannot tell
+            timestamps = [first_timestamp]
+            while cap.grab():
+                timestamps.append(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
     finally:
         cap.release()
-    if not timestamps or first is None:
-        raise VideoError(f"{path}: no decodable video frames (audio only, or a corrupt stream)")
     height, width = first.shape[:2]
     info = VideoInfo(str(path), len(timestamps), announced, fps, width, height, codec, timestamps)
     check_complete(info)
     return info
+
+
+# FFmpeg's demuxer names (``AVInputFormat.name``) whose packets carry presentation timestamps
+TIMESTAMPED_CONTAINERS = frozenset({"mov", "mp4", "matroska", "webm"})
+
+
+def packet_timestamps(path: str | Path) -> list[float] | None:
+    """The presentation times (s) of the first video stream's frames, from its packets alone; None
+    when the packets cannot say: a container other than MP4/QuickTime or Matroska/WebM (whose packets
+    carry presentation timestamps; AVI's and raw streams' do not, and OpenCV's positions there come
+    from the decoder), a packet without a timestamp, or a file PyAV cannot read.
+
+    OpenCV reads the first video stream and reports a frame's position as its presentation timestamp
+    less the stream's start time, in the stream's time base (``cap_ffmpeg_impl.hpp``,
+    ``CvCapture_FFMPEG::getProperty`` ``CAP_PROP_POS_MSEC`` → ``dts_to_sec``); packets the demuxer
+    marks to be discarded (edit lists) never become frames."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video or not TIMESTAMPED_CONTAINERS & set(container.format.name.split(",")):
+                return None
+            stream = container.streams.video[0]
+            start = stream.start_time or 0
+            base = float(stream.time_base) if stream.time_base else 0.0
+            pts = []
+            for packet in container.demux(stream):
+                if packet.size == 0 or packet.is_discard:
+                    continue
+                if packet.pts is None or not base:
+                    return None
+                pts.append(packet.pts)
+    except (av.FFmpegError, OSError, ValueError):
+        return None
+    if not pts:
+        return None
+    # as OpenCV computes it (ms, then the reader's /1000), so both give the same doubles
+    return [(p - start) * base * 1000.0 / 1000.0 for p in sorted(pts)]
 
 
 def check_complete(info: VideoInfo) -> None:

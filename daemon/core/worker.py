@@ -14,19 +14,35 @@ import cv2
 import threadpoolctl
 
 from . import providers
+from .models import ModelSet, check_loaded, unchanged
 from .pipeline import Pipeline, PipelineOptions
 from .video import quiet_decoder_logs
 
 
-def prepare_process(options: PipelineOptions) -> Pipeline:
+def prepare_process(options: PipelineOptions, reference: ModelSet | None = None) -> Pipeline:
     """Give every native thread pool of this process the worker's share of the cores (see
-    ``limit_threads``), one memory arena for its sessions, load the models once and warm up the detector."""
+    ``limit_threads``), one memory arena for its sessions, load the models once and warm up the detector.
+
+    With ``reference`` (the set the parent hashed, ``models.load_model_set``), the files loaded must be
+    its files, unchanged (``models.unchanged`` before loading, ``models.check_loaded`` after): a file
+    swapped since the parent hashed it raises ``ModelsChanged`` instead of computing results that
+    would carry the old file's sha256."""
     quiet_decoder_logs()
     limit_threads(providers.worker_threads(options.workers, options.threads))
     providers.share_cpu_arena()
-    pipeline = Pipeline(options)
+    pipeline = load_pipeline(options, reference)
     pipeline.warm_up()
     release_freed_memory()
+    return pipeline
+
+
+def load_pipeline(options: PipelineOptions, reference: ModelSet | None = None) -> Pipeline:
+    """A pipeline on ``options``' models; with ``reference``, only if they are its files, unchanged
+    (``ModelsChanged`` otherwise)."""
+    seen = unchanged(reference) if reference is not None else {}
+    pipeline = Pipeline(options)
+    if reference is not None:
+        check_loaded(reference, pipeline.models, seen)
     return pipeline
 
 

@@ -1,16 +1,9 @@
 """The Dask executor: every shard is a task on a Dask cluster; the daemon is one of its clients.
 
-Two halves, one for each side of the wire (a worker imports this module to unpickle the plugin and the
-task function, so aud must be installed on every worker):
-
-* On each Dask worker, ``ModelsPlugin`` loads the model set once (``worker.prepare_process``: the same
-  loading and signature checks as the local pool), after checking that the worker's model files have
-  the daemon's sha256; ``aud_shard`` runs one shard on it. A worker finds the models at ``$AUD_MODELS``
-  if set, else at the daemon's models path through ``path_map``, and the video at its path through
-  ``path_map`` (``pathmap.PathMap``). Each worker chooses its own execution provider
-  (``options.provider`` "auto": CoreML on a Mac, CUDA on a GPU box) and reports it.
-* In the daemon, ``DaskExecutor`` implements the executor port (``executor.Executor``) with an
-  asynchronous ``distributed.Client`` on the daemon's running event loop.
+This module is the daemon's side: ``DaskExecutor`` implements the executor port (``executor.Executor``)
+with an asynchronous ``distributed.Client`` on the daemon's running event loop. What runs on each Dask
+worker (the plugin that loads the models after checking their sha256 against the daemon's, the shard
+task) is ``dask_worker``, which workers import to unpickle it: aud must be installed on every worker.
 
 Threads: a Dask worker with ``--nthreads T`` runs up to T shards at once, each on its own pipeline
 whose thread pools (ONNX Runtime, BLAS, OpenCV) have one thread, so the worker uses T cores, as Dask
@@ -29,45 +22,44 @@ Faults, and who retries:
 * A shard past its time limit: its task is cancelled and its worker restarted through its nanny (a Dask
   task's thread cannot be stopped otherwise), ``ShardTimedOut``.
 * The scheduler lost: every shard in flight raises ``ExecutorUnavailable``; ``wait_available``
-  reconnects (a new client after the old one gives up, with backoff up to ``BACKOFF_MAX`` seconds,
+  reconnects (a new client after the old one gives up, with backoff ``RECONNECT``,
   each attempt logged, for as long as it takes), registers the plugin with the new scheduler and
   returns once a worker has loaded it. ``dask worker`` processes exit when their scheduler goes away:
   run them under a supervisor that restarts them (docs/scale-out.md).
 
 Progress: the worker logs a Dask event (``PROGRESS_TOPIC``) after the first batch of a shard and then at
-most every ``PROGRESS_INTERVAL`` seconds; the executor forwards it to the shard's ``progress``. A shard
+most every ``dask_worker.PROGRESS_INTERVAL`` seconds; the executor forwards it to the shard's ``progress``. A shard
 rescheduled after a worker died restarts its count.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import logging
-import os
-import queue
-import threading
-import time
 import traceback
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import replace
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import dask
-import platformdirs
-from distributed import Client, Future, KilledWorker, WorkerPlugin, get_worker
+from distributed import Client, Future, KilledWorker
 from distributed.client import FutureCancelledError
 from distributed.comm.core import CommClosedError
 
-from ..core.models import ModelError, load_model_set
-from ..core.pipeline import Pipeline, PipelineOptions, roles_for
-from ..core.shard import ShardResult, ShardTask, run_shard
-from ..core.video import VideoError
-from ..core.worker import prepare_process
+from ..core.models import load_model_set
+from ..core.pipeline import PipelineOptions, roles_for
+from ..core.shard import ShardResult, ShardTask
+from .dask_worker import (
+    METRIC,
+    PLUGIN_NAME,
+    PROGRESS_TOPIC,
+    ModelsPlugin,
+    PluginMissing,
+    RemoteShardError,
+    aud_shard,
+    worker_state,
+)
 from .executor import (
+    Backoff,
     ExecutorUnavailable,
     FailureKind,
     Progress,
@@ -80,11 +72,7 @@ from .pathmap import PathMap
 
 log = logging.getLogger("aud.dask")
 
-PLUGIN_NAME = "aud"  # one model set per worker: registering again replaces the previous one
-METRIC = "aud"  # the plugin's state, sent with every worker heartbeat (``Worker.metrics``)
-PROGRESS_TOPIC = "aud-progress"
-PROGRESS_INTERVAL = 0.5  # seconds between a shard's progress events after the first
-BACKOFF_START, BACKOFF_MAX = 0.5, 15.0  # seconds between reconnection attempts
+RECONNECT = Backoff(first=0.5, cap=15.0)  # seconds between reconnection attempts
 _DISCONNECTED = (OSError, CommClosedError)  # CommClosedError is an OSError today; named for clarity
 
 
@@ -98,193 +86,6 @@ class SchedulerUnreachable(ExecutorUnavailable):
 
 class NoWorkers(ExecutorUnavailable):
     """The scheduler answered but no worker joined it in time."""
-
-
-# --- the worker's side ---------------------------------------------------------------------------
-
-
-class RemoteShardError(Exception):
-    """What ``aud_shard`` raises on the worker for a shard that failed; everything lives in ``args``
-    so that it pickles back to the daemon, where it becomes ``ShardFailed``."""
-
-    def __init__(self, message: str, kind: str, traceback_text: str, worker: str):
-        super().__init__(message, kind, traceback_text, worker)
-
-    def __str__(self) -> str:
-        return self.args[0]
-
-
-class PluginMissing(Exception):
-    """The worker has no aud model set (it joined a scheduler the plugin was not registered with)."""
-
-
-def worker_options(options: PipelineOptions, path_map: PathMap, nthreads: int) -> PipelineOptions:
-    """The daemon's options as they apply on this worker: its models directory, its own CoreML cache,
-    one thread per pipeline (``nthreads`` pipelines share the worker's cores)."""
-    models = os.environ.get("AUD_MODELS") or path_map.locate(str(options.models_dir)) or str(options.models_dir)
-    return replace(options, models_dir=Path(models).expanduser(), workers=max(1, nthreads), threads=1,
-                   cache_dir=Path(platformdirs.user_cache_dir("aud")) / "coreml")
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-MMAP_THRESHOLD = 32 << 20  # where glibc's own dynamic threshold stops rising on 64-bit systems
-
-
-def keep_frame_buffers_on_heap() -> bool:
-    """Undo a side effect of Dask's nanny on glibc: it starts workers with ``MALLOC_TRIM_THRESHOLD_``
-    set (``distributed.nanny.pre-spawn-environ``), and setting it freezes glibc's mmap threshold at
-    128 KiB, so every frame-sized buffer (crops, tensors) is mmapped and page-faulted afresh (slower
-    shards: docs/scale-out.md). The thresholds are set where glibc's dynamic ones would settle
-    (mmap above 32 MiB, trim above twice that), as in a local worker. True when set; False where
-    there is nothing to undo (the variable is unset, or not glibc: macOS)."""
-    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
-        return False
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    mmap_set = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-    trim_set = mallopt(M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD) == 1
-    return mmap_set and trim_set
-
-
-def check_hashes(options: PipelineOptions, expected: Mapping[str, str]) -> None:
-    """ModelError unless this worker's model files are the daemon's (same sha256 per role)."""
-    found = load_model_set(options.models_dir, roles_for(options.au45), signatures=False)
-    for role, digest in expected.items():
-        mine = found.files.get(role)
-        if mine is not None and mine.sha256 != digest:
-            raise ModelError(f"{mine.path} ({role}) has sha256 {mine.sha256}, the daemon's file has "
-                             f"{digest}: every worker needs the daemon's model files")
-
-
-class ModelsPlugin(WorkerPlugin):
-    """A worker's model set: loaded once at ``setup``, one pipeline per concurrently running shard.
-
-    A worker whose models do not load closes itself (with the reason in its log) rather than fail
-    every shard it would be given; at registration the daemon gets the error."""
-
-    name = PLUGIN_NAME
-
-    def __init__(self, options: PipelineOptions, path_map: PathMap, model_hashes: Mapping[str, str]):
-        self.options = options  # the daemon's
-        self.path_map = path_map
-        self.model_hashes = dict(model_hashes)
-        self.local_options: PipelineOptions | None = None  # this worker's, once set up
-        self.address = "?"
-        self.providers: dict[str, str] = {}
-        self.error = ""
-        self.tasks_done = 0
-        self.running = 0
-        self._idle: queue.SimpleQueue[Pipeline] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._closing: asyncio.Task | None = None
-
-    def __reduce__(self):  # only the configuration travels to the workers
-        return type(self), (self.options, self.path_map, self.model_hashes)
-
-    async def setup(self, worker) -> None:
-        self.address = worker.address
-        worker.metrics[METRIC] = self.report
-        try:
-            self.local_options = worker_options(self.options, self.path_map, worker.state.nthreads)
-            await asyncio.to_thread(self._load)
-        except Exception as exc:  # noqa: BLE001 - whatever stops the models loading closes the worker
-            self.error = f"worker {self.address}: the aud models did not load: {exc}"
-            log.error("%s; closing this worker", self.error)
-            self._closing = asyncio.create_task(worker.close(reason=f"aud: {self.error}"))
-            raise ModelError(self.error) from None
-
-    def _load(self) -> None:
-        assert self.local_options is not None
-        check_hashes(self.local_options, self.model_hashes)
-        keep_frame_buffers_on_heap()
-        pipeline = prepare_process(self.local_options)
-        self.providers = dict(pipeline.providers)
-        self._idle.put(pipeline)
-        log.info("worker %s: aud models loaded from %s, providers %s", self.address,
-                 self.local_options.models_dir, self.providers)
-
-    def teardown(self, worker) -> None:
-        worker.metrics.pop(METRIC, None)
-        while not self._idle.empty():
-            self._idle.get_nowait()
-
-    def report(self, worker=None) -> dict[str, Any]:
-        """The state the daemon shows in ``aud status`` (msgpack-able: it rides on heartbeats)."""
-        return {"pid": os.getpid(), "providers": dict(self.providers), "tasks_done": self.tasks_done,
-                "running": self.running, "error": self.error}
-
-    @contextmanager
-    def pipeline(self) -> Iterator[Pipeline]:
-        """An idle pipeline of this worker (a new one when all are busy: a worker with nthreads > 1)."""
-        assert self.local_options is not None
-        try:
-            pipeline = self._idle.get_nowait()
-        except queue.Empty:
-            pipeline = Pipeline(self.local_options)
-        with self._lock:
-            self.running += 1
-        try:
-            yield pipeline
-        finally:
-            with self._lock:
-                self.running -= 1
-            self._idle.put(pipeline)
-
-    def finished(self) -> None:
-        with self._lock:
-            self.tasks_done += 1
-
-
-def _plugin_of(worker) -> ModelsPlugin:
-    plugin = worker.plugins.get(PLUGIN_NAME)
-    if not isinstance(plugin, ModelsPlugin) or plugin.local_options is None or plugin.error:
-        raise PluginMissing(f"worker {worker.address} has no aud model set loaded")
-    return plugin
-
-
-class _ProgressEvents:
-    """``progress(done)`` for a shard on a worker: a Dask event now and then."""
-
-    def __init__(self, worker, key: str):
-        self.worker, self.key, self.last = worker, key, -PROGRESS_INTERVAL
-
-    def __call__(self, done: int) -> None:
-        now = time.monotonic()
-        if now - self.last >= PROGRESS_INTERVAL:
-            self.last = now
-            self.worker.log_event(PROGRESS_TOPIC, {"key": self.key, "done": done,
-                                                   "worker": self.worker.address, "pid": os.getpid()})
-
-
-def aud_shard(task: ShardTask) -> tuple[str, ShardResult]:
-    """The Dask task: one shard on this worker's pipeline; returns (worker address, result)."""
-    worker = get_worker()
-    plugin, address = _plugin_of(worker), worker.address
-    path = plugin.path_map.locate(task.video)
-    if path is None:
-        tried = " or ".join(plugin.path_map.candidates(task.video))
-        raise RemoteShardError(f"worker {address} cannot open the video: no such file there: {tried}",
-                               FailureKind.INPUT, "", address)
-    with plugin.pipeline() as pipeline:
-        try:
-            key = str(worker.get_current_task())
-            result = run_shard(pipeline, replace(task, video=path), _ProgressEvents(worker, key))
-        except VideoError as exc:
-            raise RemoteShardError(f"worker {address}: {exc}", FailureKind.INPUT, traceback.format_exc(),
-                                   address) from None
-        except Exception as exc:  # noqa: BLE001 - a bug or an environment problem: INTERNAL, with traceback
-            raise RemoteShardError(f"worker {address}: {type(exc).__name__}: {exc}", FailureKind.INTERNAL,
-                                   traceback.format_exc(), address) from None
-    plugin.finished()
-    return address, result
-
-
-def worker_state() -> tuple[str, dict[str, Any]]:
-    """The Dask task ``start`` and ``wait_available`` run: (address, plugin state) of some worker."""
-    worker = get_worker()
-    return worker.address, _plugin_of(worker).report()
 
 
 # --- the daemon's side ---------------------------------------------------------------------------
@@ -494,7 +295,7 @@ class DaskExecutor:
         return []  # the scheduler places tasks: no worker keeps a capture for the next shard
 
     async def wait_available(self) -> None:
-        delay, attempt = BACKOFF_START, 0
+        delays, attempt = RECONNECT.delays(), 0
         while True:
             client = self._client
             try:
@@ -515,10 +316,10 @@ class DaskExecutor:
             except (ExecutorUnavailable, FutureCancelledError, PluginMissing, *_DISCONNECTED) as exc:
                 reason = str(exc)
             attempt += 1
+            delay = next(delays)
             log.warning("Dask scheduler %s unavailable (%s); attempt %d, next in %.1f s",
                         self.scheduler, reason, attempt, delay)
             await asyncio.sleep(delay)
-            delay = min(2 * delay, BACKOFF_MAX)
 
     async def refresh(self) -> None:
         """Fetch the workers' state from the scheduler (``workers`` shows the last fetched)."""

@@ -9,25 +9,25 @@ per shard, the ways a shard can end other than with a result:
 * ``ShardFailed``: the shard's own code raised (a video that does not decode, a bug): retrying will
   not help. ``kind`` separates bad input (``INPUT``) from an internal error (``INTERNAL``, logged
   with its traceback).
-* ``ExecutorUnavailable``: the executor cannot run anything now (a cluster's scheduler is gone); the
-  shard was not run and is not to blame. ``wait_available`` returns when it can run shards again.
+* ``ExecutorUnavailable``: the executor cannot run anything now (a cluster's scheduler is gone, no
+  local worker can load its models); the shard was not run and is not to blame. ``wait_available``
+  returns when it can run shards again.
 
-Implementations: ``local.ProcessExecutor`` (the default: a pool of spawned processes),
-``inline.InlineExecutor`` (in-process, for unit tests), ``dask_executor.DaskExecutor`` (a Dask cluster).
+Implementations: ``local.ProcessExecutor`` (the default: a pool of spawned processes, whose worker
+program is ``local_worker``), ``inline.InlineExecutor`` (in-process, for unit tests),
+``dask_executor.DaskExecutor`` (a Dask cluster, whose worker side is ``dask_worker``); ``factory``
+picks one from the settings. This module imports none of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from ..core.shard import ShardResult, ShardTask
 from ..core.video import follows
-
-if TYPE_CHECKING:
-    from ..config import Settings
 
 Progress = Callable[[int], None]  # frames of the shard finished so far
 Position = tuple[str, int]  # (video, next frame) where a worker's open capture stands
@@ -67,6 +67,23 @@ class ShardFailed(Exception):
         self.kind = kind
         self.traceback = traceback
         self.worker = worker
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How long to wait between attempts at something that should come back (a scheduler, a worker
+    that could not load its models): ``first`` seconds, times ``factor`` after each failure, at most
+    ``cap``; attempts never stop (an unattended daemon waits for the operator to fix the cause)."""
+
+    first: float
+    cap: float
+    factor: float = 2.0
+
+    def delays(self) -> Iterator[float]:
+        delay = self.first
+        while True:
+            yield delay
+            delay = min(delay * self.factor, self.cap)
 
 
 @dataclass(frozen=True)
@@ -115,16 +132,3 @@ def worker_for(task: ShardTask, idle: Sequence[W], position: Callable[[W], Posit
     continues, else one with no capture (the others keep theirs for the shards that continue them),
     else the longest idle."""
     return min(idle, key=lambda w: (not follows(position(w), task.video, task.start), position(w) is not None))
-
-
-def make_executor(settings: Settings, on_restart: Callable[[str], None] = lambda reason: None) -> Executor:
-    """The executor the settings ask for: the local process pool (default) or a Dask cluster."""
-    if settings.executor == "dask":
-        from .dask_executor import DaskExecutor
-
-        if not settings.dask_scheduler:
-            raise ValueError("executor = \"dask\" needs dask_scheduler (--dask-scheduler tcp://host:8786)")
-        return DaskExecutor(settings.dask_scheduler, settings.pipeline_options(), settings.path_map)
-    from .local import ProcessExecutor
-
-    return ProcessExecutor(settings.pipeline_options(), settings.workers, on_restart=on_restart)

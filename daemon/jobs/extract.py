@@ -18,12 +18,14 @@ from ..config import Settings
 from ..core.models import load_model_set, locate
 from ..core.pipeline import roles_for
 from ..core.providers import choose
-from ..core.video import open_capture, quiet_decoder_logs
+from ..core.video import VideoError, open_capture, quiet_decoder_logs
 from . import inputs
-from .executor import Executor, make_executor
-from .runner import Runner, TimeSelection
+from .executor import Executor
+from .factory import make_executor
+from .plan import TimeSelection
+from .runner import Runner
 from .spec import runner_config
-from .store import Job, JobState, JobStore
+from .store import Job, JobStore, StoreError
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".mkv")
 
@@ -89,27 +91,39 @@ def csv_paths(videos: list[Path], output: Path | None) -> list[Path]:
     return [output / f"{v.stem}.csv" for v in videos]
 
 
-def preflight(videos: list[Path], settings: Settings) -> None:
-    """The cheap checks, before any worker starts: each video opens (VideoError), the model files are
-    there (ModelError) and so is the provider (ProviderError)."""
-    for video in videos:
-        open_capture(video).release()
+def preflight(videos: list[Path], settings: Settings) -> dict[int, str]:
+    """The cheap checks, before any worker starts: the model files are there (ModelError) and so is the
+    provider (ProviderError). Returns the videos (by index) that do not open, with the reason: they are
+    reported as failed and the others still run."""
+    unopenable = {}
+    for i, video in enumerate(videos):
+        try:
+            open_capture(video).release()
+        except VideoError as exc:
+            unopenable[i] = str(exc)
     locate(settings.models, roles_for(settings.au45))
     choose(settings.provider, settings.coreml_cache_dir)
+    return unopenable
 
 
 async def extract(videos: list[Path], output: Path | None, settings: Settings,
                   selection: TimeSelection | None = None,
                   progress: Callable[[msg.Event], None] = lambda event: None,
-                  make: Callable[..., Executor] = make_executor) -> Report:
+                  make: Callable[..., Executor] = make_executor,
+                  open_store: Callable[[Path], JobStore] = JobStore) -> Report:
     """Every video through the runner; the workers start loading their models first, and the models
-    are hashed and the videos fingerprinted while they do."""
+    are hashed and the videos fingerprinted while they do. Returns once every video's job has ended."""
     began = time.perf_counter()
     quiet_decoder_logs()
     targets = csv_paths(videos, output)
-    preflight(videos, settings)
-    executor = make(settings)
+    unopenable = preflight(videos, settings)
     report = Report()
+    if len(unopenable) == len(videos):
+        report.outcomes = [Outcome(v, None, error=unopenable[i]) for i, v in enumerate(videos)]
+        return report
+    every, videos = videos, [v for i, v in enumerate(videos) if i not in unopenable]
+    targets = [t for i, t in enumerate(targets) if i not in unopenable]
+    executor = make(settings)
     try:
         warm = asyncio.create_task(executor.start())
         models = await asyncio.to_thread(load_model_set, settings.models, roles_for(settings.au45), False)
@@ -118,7 +132,7 @@ async def extract(videos: list[Path], output: Path | None, settings: Settings,
         report.first_frame_seconds = time.perf_counter() - began
         config = runner_config(settings, models, report.providers, selection)
         config.sidecar["first_frame_seconds"] = round(report.first_frame_seconds, 3)  # workers warm, inputs hashed
-        with tempfile.TemporaryDirectory(prefix="aud-extract-") as tmp, JobStore(Path(tmp) / "jobs.sqlite3") as store:
+        with tempfile.TemporaryDirectory(prefix="aud-extract-") as tmp, open_store(Path(tmp) / "jobs.sqlite3") as store:
             destination = ExtractDestination()
             jobs = []
             for video, content, target in zip(videos, contents, targets):
@@ -126,26 +140,43 @@ async def extract(videos: list[Path], output: Path | None, settings: Settings,
                 destination.paths[job.id] = target
                 jobs.append(job)
             finished: dict[int, msg.JobDone] = {}
+            failed: dict[int, str] = {}
 
             def publish(event: msg.Event) -> None:
                 if isinstance(event, msg.JobDone):
                     finished[event.job] = event
+                elif isinstance(event, msg.JobFailed):
+                    failed[event.job] = event.reason
                 progress(event)
 
             runner = Runner(store, executor, config, destination, publish=publish)
             try:
                 await runner.run(until_idle=True)
+            except StoreError as exc:  # the throw-away store cannot record even a failure: every job ends
+                for job in jobs:
+                    failed.setdefault(job.id, str(exc))
             finally:
                 runner.close()
             for video, job in zip(videos, jobs):
-                ended = store.get(job.id)
-                if ended is not None and ended.state == JobState.DONE:
-                    done = finished[job.id]
+                done = finished.get(job.id)  # published once the store has it done
+                if done is not None:
                     report.outcomes.append(Outcome(video, Path(done.csv), done.frames, done.fps))
                 else:
-                    reason = destination.errors.get(job.id) or (ended.reason if ended else None) or "not run"
+                    reason = destination.errors.get(job.id) or failed.get(job.id) or _reason(store, job.id)
                     report.outcomes.append(Outcome(video, None, error=reason))
     finally:
         await executor.close()
+    ran = iter(report.outcomes)  # in the order given, the videos that did not open among them
+    report.outcomes = [Outcome(v, None, error=unopenable[i]) if i in unopenable else next(ran)
+                       for i, v in enumerate(every)]
     report.wall_seconds = time.perf_counter() - began
     return report
+
+
+def _reason(store: JobStore, job_id: int) -> str:
+    """A job's failure reason as the store has it."""
+    try:
+        ended = store.get(job_id)
+    except StoreError as exc:
+        return str(exc)
+    return (ended.reason if ended else None) or "not run"

@@ -1,9 +1,10 @@
 """The local executor: a pool of spawned worker processes, each holding one set of model sessions.
 
-Every worker is a ``spawn`` process (no forked ONNX Runtime threads) that calls ``prepare_process``
-once, tells the parent it is ready, then runs one shard at a time. Parent and worker talk over one
-duplex ``multiprocessing.Pipe`` with the typed messages below; the parent reads its ends on the
-asyncio loop (``loop.add_reader``), so waiting for a worker never blocks the loop.
+This module is the parent's side; the program each worker runs, and the messages of the pipe between
+them, are ``local_worker``. Every worker is a ``spawn`` process (no forked ONNX Runtime threads); the
+parent sends it the model set it hashed (``Load``), the worker loads those files once, checking they
+are still the ones hashed, tells the parent it is ready, then runs one shard at a time. The parent reads
+its pipe ends on the asyncio loop (``loop.add_reader``), so waiting for a worker never blocks the loop.
 
 What the pool guarantees (the executor port, ``executor.py``):
 
@@ -11,11 +12,16 @@ What the pool guarantees (the executor port, ``executor.py``):
   its pid and exit code or signal; the dead worker is replaced by a fresh, warmed process.
 * A shard past its ``timeout`` gets its worker killed and replaced, and raises ``ShardTimedOut``.
   A cancelled ``run`` kills and replaces its worker too (the shard cannot be interrupted otherwise).
+* A replacement that cannot load its models (a model file deleted, damaged, or swapped for another
+  since the set was hashed: ``ModelsChanged``) is tried again, with ``restart`` (a ``Backoff``)
+  between attempts, for as long as it takes; each failed attempt is reported through ``on_restart``.
+  While no worker is up and the last attempt failed, the pool is *unavailable*: ``run`` raises
+  ``ExecutorUnavailable`` with the reason (the runner keeps the shard and waits) and
+  ``wait_available`` returns once a worker has loaded its models again. A job never fails for it.
 * Workers outlive no parent: each watches a lifeline pipe whose only write end the parent holds and
   calls ``os._exit`` on its EOF, which the kernel delivers however the parent died (``kill -9``
   included, Linux and macOS alike). ``spawn`` hands a child only the descriptors passed to it, so
   no worker holds another worker's lifeline.
-* Workers ignore SIGINT: Ctrl-C in a terminal signals the whole process group; the parent decides.
 
 Errors raised while a worker loads its models travel as (type name, message, traceback) and are
 raised again in the parent by ``remote_error``: as the same class when it is one of
@@ -24,10 +30,9 @@ raised again in the parent by ``remote_error``: as the same class when it is one
 Good to know:
 
 * Replacements start in the background: a failing ``run`` raises at once; ``replacements_done()``
-  waits for the fresh workers (tests, status). A replacement that cannot load its models is logged
-  and the pool goes on with fewer workers; with none left, ``run`` raises ``ShardFailed``
-  (``INTERNAL``) saying why.
-* ``start()`` has no time limit: a first CoreML compile may legitimately take minutes.
+  waits for the fresh workers (tests, status).
+* ``start()`` has no time limit: a first CoreML compile may legitimately take minutes. The model set
+  is hashed (unless given) while the workers spawn.
 * A message is read whole once its first bytes arrive; a shard's rows are a few hundred kB that the
   worker writes in one go, so the loop is held for the time of a memory copy.
 * ``spawn`` starts multiprocessing's resource tracker once per parent process: a helper child (not a
@@ -41,26 +46,22 @@ import contextlib
 import dataclasses
 import logging
 import multiprocessing
-import multiprocessing.connection
 import os
 import signal
 import socket
-import threading
 import time
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 
 import psutil
 
-from ..core.models import ModelError
-from ..core.pipeline import PipelineOptions
-from ..core.providers import ProviderError, worker_threads
-from ..core.shard import ShardResult, ShardTask, run_shard, worker_name
-from ..core.video import Reader, VideoError
-from ..core.worker import prepare_process
+from ..core.models import ModelError, ModelsChanged, ModelSet, load_model_set
+from ..core.pipeline import PipelineOptions, roles_for
+from ..core.providers import ProviderError
+from ..core.shard import ShardResult, ShardTask
+from ..core.video import VideoError
 from .executor import (
+    Backoff,
     ExecutorUnavailable,
     FailureKind,
     Position,
@@ -71,68 +72,27 @@ from .executor import (
     WorkerInfo,
     worker_for,
 )
+from .local_worker import (
+    EXIT_ORPHANED,
+    READER_IDLE_SECONDS,
+    Done,
+    Failed,
+    Load,
+    Progressed,
+    Ready,
+    Run,
+    Stop,
+    worker_main,
+)
 
 log = logging.getLogger("aud.local")
 
-PROGRESS_INTERVAL = 0.25  # seconds between a worker's progress messages (at most ~4 a second)
 REAP_TIMEOUT = 5.0  # seconds to wait for a process whose pipe closed to exit, before killing it
 TERM_GRACE = 1.0  # seconds between SIGTERM and SIGKILL when stopping a worker
 STOP_TIMEOUT = 5.0  # seconds a worker gets to exit after a stop message
-EXIT_ORPHANED = 70  # a worker's exit code when its parent died
-READER_IDLE_SECONDS = 2.0  # a worker idle this long lets go of its open video (its job has most likely
-# ended: the file is about to be moved, or may be deleted, and should not be held open overnight)
-
-
-# --- messages ---------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Run:
-    """Parent to worker: compute this shard."""
-
-    task: ShardTask
-
-
-@dataclass(frozen=True)
-class Stop:
-    """Parent to worker: exit now (between shards)."""
-
-
-@dataclass(frozen=True)
-class Ready:
-    """Worker to parent: models loaded."""
-
-    providers: dict[str, str]
-    pid: int
-    name: str  # host:pid
-    threads: int
-
-
-@dataclass(frozen=True)
-class Progressed:
-    """Worker to parent: frames of the current shard done so far."""
-
-    frames: int
-
-
-@dataclass(frozen=True)
-class Done:
-    """Worker to parent: the shard's result, by value."""
-
-    result: ShardResult
-
-
-@dataclass(frozen=True)
-class Failed:
-    """Worker to parent: loading or the shard raised."""
-
-    type_name: str
-    message: str
-    traceback: str
-    input_error: bool  # a VideoError: the user's video, not a bug
-
-
-def failure_of(exc: BaseException) -> Failed:
-    return Failed(type(exc).__name__, str(exc), traceback.format_exc(), isinstance(exc, VideoError))
+# a replacement that cannot load its models: tried again after 1 s, 2 s, 4 s, ..., then every minute
+# (each attempt costs a process start and a model load: a few seconds of one core)
+RESTART = Backoff(first=1.0, cap=60.0)
 
 
 # --- errors from a worker's start -------------------------------------------------------------------
@@ -147,8 +107,8 @@ class WorkerStartError(RuntimeError):
 
 
 LOAD_ERRORS: dict[str, type[Exception]] = {
-    cls.__name__: cls for cls in (ModelError, ProviderError, VideoError, ValueError, FileNotFoundError,
-                                  PermissionError, OSError, MemoryError)
+    cls.__name__: cls for cls in (ModelError, ModelsChanged, ProviderError, VideoError, ValueError,
+                                  FileNotFoundError, PermissionError, OSError, MemoryError)
 }
 
 
@@ -158,59 +118,6 @@ def remote_error(failed: Failed) -> Exception:
     if cls is None:
         return WorkerStartError(f"{failed.type_name}: {failed.message}", failed.traceback)
     return cls(failed.message)
-
-
-# --- the worker process -----------------------------------------------------------------------------
-
-def exit_when_parent_dies(lifeline: multiprocessing.connection.Connection) -> None:
-    """Block until the parent's write end of the lifeline closes (however the parent died), then exit."""
-    with contextlib.suppress(EOFError, OSError):
-        lifeline.recv_bytes()
-    os._exit(EXIT_ORPHANED)
-
-
-def throttled(conn: multiprocessing.connection.Connection, interval: float) -> Callable[[int], None]:
-    """A progress callback sending at most one message per ``interval`` seconds."""
-    last = -interval
-
-    def send(frames: int) -> None:
-        nonlocal last
-        now = time.monotonic()
-        if now - last >= interval:
-            last = now
-            conn.send(Progressed(frames))
-
-    return send
-
-
-def worker_main(conn: multiprocessing.connection.Connection, lifeline: multiprocessing.connection.Connection,
-                options: PipelineOptions) -> None:
-    """A worker's life: load the models once, then run shards until told to stop or the parent goes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=exit_when_parent_dies, args=(lifeline,), name="lifeline", daemon=True).start()
-    try:
-        pipeline = prepare_process(options)
-    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it again
-        conn.send(failure_of(exc))
-        return
-    conn.send(Ready(dict(pipeline.providers), os.getpid(), worker_name(),
-                    worker_threads(options.workers, options.threads)))
-    reader = Reader()  # the capture of the last shard stays open for the shard that continues it
-    while True:
-        try:
-            if not conn.poll(READER_IDLE_SECONDS):
-                reader.close()
-            message = conn.recv()
-        except EOFError:
-            return
-        if isinstance(message, Stop):
-            return
-        try:
-            result = run_shard(pipeline, message.task, throttled(conn, PROGRESS_INTERVAL), reader)
-        except Exception as exc:  # noqa: BLE001 - reported to the parent as ShardFailed
-            conn.send(failure_of(exc))
-        else:
-            conn.send(Done(result))
 
 
 # --- the parent's view of one worker ----------------------------------------------------------------
@@ -244,6 +151,7 @@ class _Worker:
 
     def __init__(self, options: PipelineOptions, loop: asyncio.AbstractEventLoop,
                  on_idle_death: Callable[[_Worker, str], None]):
+        """Spawn the process; it loads nothing until ``load``."""
         context = multiprocessing.get_context("spawn")
         self.loop = loop
         self.conn, child_conn = context.Pipe(duplex=True)
@@ -343,6 +251,11 @@ class _Worker:
 
     # -- commands from the parent --
 
+    def load(self, reference: ModelSet | None) -> None:
+        """Tell the process to load the models, which must be ``reference``'s files unchanged."""
+        with contextlib.suppress(OSError):  # died just now: the reader fails ``reply`` with WorkerDied
+            self.conn.send(Load(reference))
+
     async def ready(self) -> Ready:
         """Wait for the models to load; raises the load error, or WorkerDied."""
         message = await self.reply
@@ -422,7 +335,7 @@ class _Worker:
 
     def info(self) -> WorkerInfo:
         return WorkerInfo(self.name, self.providers.get("detector", "?"), self.threads, self.tasks_done,
-                          self.state is State.BUSY, memory_mb=resident_mb(self.process.pid))
+                          self.state is State.BUSY, memory_mb=resident_mb(self.pid))
 
 
 def resident_mb(pid: int | None) -> float | None:
@@ -439,26 +352,33 @@ class ProcessExecutor:
     """``workers`` spawned processes running shards (the executor port, ``executor.py``).
 
     ``options.workers`` is set to ``workers`` so each process takes its share of the cores.
-    ``on_restart(reason)`` is called whenever a worker is replaced (death, timeout, cancellation).
-    ``close_timeout`` bounds how long ``close()`` waits for running shards.
+    ``on_restart(reason)`` is called whenever a worker is replaced (death, timeout, cancellation) and
+    whenever a replacement could not start (the reason says when the next attempt is).
+    ``close_timeout`` bounds how long ``close()`` waits for running shards. ``models``: the set the
+    caller hashed (its sha256 label the results); every worker must load exactly those files. Without
+    it, ``start()`` hashes the set itself. ``restart``: the delays between attempts to start a
+    replacement that could not load its models.
     """
 
     def __init__(self, options: PipelineOptions, workers: int, *,
-                 on_restart: Callable[[str], None] | None = None, close_timeout: float = 60.0):
+                 on_restart: Callable[[str], None] | None = None, close_timeout: float = 60.0,
+                 models: ModelSet | None = None, restart: Backoff = RESTART):
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.options = dataclasses.replace(options, workers=workers)
         self.size = workers
         self.on_restart = on_restart
         self.close_timeout = close_timeout
+        self.restart = restart
         self.restarts = 0
-        self._workers: list[_Worker] = []  # every live worker, starting ones included
+        self._reference = models  # the files every worker must load (hashed by start() when None)
+        self._workers: list[_Worker] = []  # every worker of the pool, starting ones included
         self._idle: list[_Worker] = []
-        self._waiters: list[asyncio.Future] = []  # runs waiting for an idle worker
+        self._waiters: list[asyncio.Future] = []  # runs waiting for an idle worker, waits for availability
         self._started = False
         self._closing = False
         self._replacing: set[asyncio.Task] = set()
-        self._start_failure = ""  # why the last replacement could not start
+        self._start_failure = ""  # why the last attempt to start a replacement failed ("" once one started)
 
     @property
     def capacity(self) -> int:
@@ -474,6 +394,11 @@ class ProcessExecutor:
         try:
             for _ in range(self.size):
                 started.append(self._spawn())
+            if self._reference is None:  # hashed while the workers import their libraries
+                self._reference = await asyncio.to_thread(
+                    load_model_set, self.options.models_dir, roles_for(self.options.au45), False)
+            for worker in started:
+                worker.load(self._reference)
             results = await asyncio.gather(*(w.ready() for w in started), return_exceptions=True)
         except BaseException:
             await asyncio.gather(*(w.kill() for w in started))
@@ -517,14 +442,26 @@ class ProcessExecutor:
         self._release(worker)
         return result
 
+    def unavailable(self) -> str | None:
+        """Why no shard can run now, or None: no worker is up and the last attempt to start one failed."""
+        if not self._start_failure or any(w.state in (State.IDLE, State.BUSY) for w in self._workers):
+            return None
+        return (f"no worker process can start: {self._start_failure}; the pool tries again "
+                f"(every {self.restart.cap:g} s at most) and runs the waiting jobs once one starts")
+
     async def wait_available(self) -> None:
-        """A local pool is always available."""
+        """Return once a worker is up again (at once if one is), or the pool closes."""
+        while not self._closing and self.unavailable() is not None:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
 
     def workers(self) -> list[WorkerInfo]:
-        return [w.info() for w in self._workers]
+        return [w.info() for w in self._workers if w.state is not State.GONE]
 
     async def replacements_done(self) -> None:
-        """Wait until every replacement started so far is warm and taking work (or failed to start)."""
+        """Wait until every replacement started so far is warm and taking work (with a pool whose
+        replacements cannot start, this waits until one can)."""
         while self._replacing:
             await asyncio.wait(set(self._replacing))
 
@@ -553,7 +490,7 @@ class ProcessExecutor:
 
     async def _acquire(self, task: ShardTask) -> _Worker:
         """An idle worker for ``task``: the one whose open capture it continues, else one with no
-        capture worth keeping, else the longest idle."""
+        capture worth keeping, else the longest idle. ExecutorUnavailable while none can start."""
         if not self._started:
             raise RuntimeError("start() the process pool before running shards")
         while not self._closing:
@@ -561,9 +498,9 @@ class ProcessExecutor:
                 worker = worker_for(task, self._idle, _Worker.capture)
                 self._idle.remove(worker)
                 return worker
-            if not self._workers:
-                raise ShardFailed(f"no worker process is left: a replacement could not start "
-                                  f"({self._start_failure})", FailureKind.INTERNAL)
+            reason = self.unavailable()
+            if reason is not None:
+                raise ExecutorUnavailable(reason)
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             await waiter
@@ -591,32 +528,46 @@ class ProcessExecutor:
         self._replacing.add(task)
         task.add_done_callback(self._replacing.discard)
 
+    def _notify(self, reason: str) -> None:
+        if self.on_restart is not None:
+            try:
+                self.on_restart(reason)
+            except Exception:
+                log.exception("the on_restart callback raised")
+
     async def _replace(self, worker: _Worker, reason: str) -> None:
-        """End ``worker`` if alive, start a fresh one and put it to work once its models are loaded
+        """End ``worker`` if alive, start a fresh one in its place and put it to work once its models
+        are loaded; a fresh one that cannot load them is tried again after each of ``restart``'s delays
         (runs as a task of its own: a failing shard's ``run`` does not wait for the replacement)."""
         await worker.kill(TERM_GRACE)
         if self._closing or worker not in self._workers:
             return
         self.restarts += 1
         log.warning("replacing worker %s: %s", worker.name, reason)
-        if self.on_restart is not None:
+        self._notify(reason)
+        place = worker
+        for delay in self.restart.delays():
+            fresh = self._spawn()
+            self._workers[self._workers.index(place)] = place = fresh
+            fresh.load(self._reference)
             try:
-                self.on_restart(reason)
-            except Exception:
-                log.exception("the on_restart callback raised")
-        fresh = self._spawn()
-        self._workers[self._workers.index(worker)] = fresh
-        try:
-            await fresh.ready()
-        except asyncio.CancelledError:
-            await fresh.kill()
-            raise
-        except Exception as exc:
-            self._workers.remove(fresh)
-            await fresh.kill()
-            self._start_failure = f"{type(exc).__name__}: {exc}"
-            log.exception("a replacement worker could not start; the pool has %d workers now",
-                          len(self._workers))
-            self._wake()  # runs waiting for a worker learn when none is left
+                await fresh.ready()
+            except asyncio.CancelledError:
+                await fresh.kill()
+                raise
+            except Exception as exc:
+                await fresh.kill()
+                self._start_failure = f"{type(exc).__name__}: {exc}"
+                log.error("a replacement worker could not start (%s); %d of %d workers are up; trying "
+                          "again in %g s", self._start_failure, len(self.workers()), self.size, delay)
+                self._notify(f"a replacement worker could not start ({self._start_failure}); trying again "
+                             f"in {delay:g} s")
+                self._wake()  # runs waiting for a worker learn whether the pool is unavailable now
+                await asyncio.sleep(delay)  # a retry period, not a wait for an event
+                continue
+            if self._start_failure:
+                log.info("replacement worker %s started after a failed start; the pool runs shards again",
+                         fresh.name)
+            self._start_failure = ""
+            self._release(fresh)
             return
-        self._release(fresh)

@@ -146,6 +146,9 @@ class JobStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"job store {self.path}: cannot create its folder ({exc})") from exc
+        if self.path.is_file() and self.path.stat().st_size == 0:  # not taken as a new store: jobs would vanish
+            raise StoreError(f"job store {self.path} is empty (0 bytes): its job history and queued jobs are "
+                             f"gone (a full disk, or a failed copy?); move it aside to start a new store")
         conn = sqlite3.connect(
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
@@ -202,12 +205,16 @@ class JobStore:
         with self._read() as conn:
             return _find(conn, fingerprint, key)
 
-    def set_source(self, job_id: int, source: Path) -> None:
-        """Where the job's input is now (a re-drop, or a move the daemon made)."""
+    def set_source(self, job_id: int, source: Path, name: str | None = None, subdir: str | None = None) -> None:
+        """Where the job's input is now (a re-drop, or a move the daemon made); a re-drop under another
+        name or folder renames the job (its result is named after the file it was made from)."""
         with self._write() as conn:
-            _require(conn, job_id)
-            conn.execute("UPDATE jobs SET source = ?, updated_at = ? WHERE id = ?",
-                         (os.fspath(Path(source).absolute()), time.time(), job_id))
+            job = _require(conn, job_id)
+            if subdir is not None:
+                _check_subdir(subdir)
+            conn.execute("UPDATE jobs SET source = ?, name = ?, subdir = ?, updated_at = ? WHERE id = ?",
+                         (os.fspath(Path(source).absolute()), name or job.name,
+                          job.subdir if subdir is None else subdir, time.time(), job_id))
 
     def jobs(self, states: Iterable[str] | None = None) -> list[Job]:
         """All jobs, or those in ``states``, ordered by id."""
@@ -269,11 +276,6 @@ class JobStore:
         with self._read() as conn:
             return _shards(conn, job_id)
 
-    def pending_shards(self, job_id: int) -> list[Shard]:
-        """Shards of a job still to be computed, by index."""
-        with self._read() as conn:
-            return _shards(conn, job_id, only_pending=True)
-
     def mark_dispatched(self, job_id: int, index: int) -> int:
         """Count one more dispatch of a pending shard of a running job; returns the new count."""
         with self._write() as conn:
@@ -288,6 +290,18 @@ class JobStore:
             )
             _touch(conn, job_id)
         return shard.attempts + 1
+
+    def undo_dispatch(self, job_id: int, index: int) -> int:
+        """Take back a dispatch that ran nothing (the executor could not run it, or the runner stopped
+        it): the shard's count goes down by one, never below 0; returns the new count."""
+        with self._write() as conn:
+            job = _require(conn, job_id)
+            shard = _require_shard(conn, job, index)
+            conn.execute(
+                "UPDATE shards SET attempts = MAX(attempts - 1, 0) WHERE job_id = ? AND idx = ?",
+                (job_id, index),
+            )
+        return max(shard.attempts - 1, 0)
 
     def shard_done(self, job_id: int, index: int, result: bytes, format: int) -> None:
         """Store a shard's result and mark it done, in one transaction."""

@@ -26,11 +26,11 @@ from .. import protocol as msg
 from ..config import Settings
 from ..core.video import can_open
 from ..jobs.inputs import fingerprint_async
-from ..jobs.store import Job, JobState, JobStore
+from ..jobs.store import Job, JobState, JobStore, StoreError
 from . import files
 from .errors import CommandError
 from .outbox import Outbox
-from .watcher import InboxWatcher
+from .watcher import InboxWatcher, NotTaken
 
 log = logging.getLogger("aud.intake")
 RECENT_DUPLICATES = 20
@@ -54,6 +54,7 @@ class Intake:
         self.wake = wake
         self.watcher: InboxWatcher | None = None
         self.duplicates: deque[msg.FileDuplicate] = deque(maxlen=RECENT_DUPLICATES)
+        self._held: dict[Path, str] = {}  # settled files the job store could not take yet, and why
 
     def watch(self) -> InboxWatcher:
         s = self.settings
@@ -65,8 +66,8 @@ class Intake:
 
     def _unopenable(self, path: Path) -> None:
         fails_in = self._fails_in(path)
-        log.info("%s is not openable as a video yet; it is taken (and fails with the reason) in %.0f s unless "
-                 "it changes", path, fails_in or 0)
+        log.info("%r is not openable as a video yet; it is taken (and fails with the reason) in %.0f s unless "
+                 "it changes", str(path), fails_in or 0)
         self.publish(msg.FileWaiting(file=str(path), reason="not openable as a video yet (still arriving, or "
                                                             "damaged)", fails_in_s=fails_in))
 
@@ -91,11 +92,33 @@ class Intake:
         return max(0.0, self.settings.unopenable_grace_seconds - still_for)
 
     async def settled(self, path: Path) -> None:
+        """A settled inbox file: its job. A file that cannot be read is set aside with the reason; one the
+        job store cannot take now (a full or failing state disk) waits, with the reason in ``status``,
+        and is tried again on the next rescan (``NotTaken``): no error leaves a file unseen."""
         try:
             await self.accept(path)
         except OSError as exc:
-            log.warning("cannot read %s: %s", path, exc)
+            self._held.pop(path, None)
+            log.warning("cannot read %r: %s", str(path), exc)
             await asyncio.to_thread(self._reject_unreadable, path, exc)
+        except StoreError as exc:
+            self._hold(path, f"the job store cannot take it yet ({exc}); tried again every "
+                             f"{self.settings.rescan_seconds:g} s")
+            raise NotTaken from exc
+        except Exception as exc:
+            log.exception("taking %r failed", str(path))
+            self._hold(path, f"aud could not take it ({exc.__class__.__name__}: {exc}); tried again every "
+                             f"{self.settings.rescan_seconds:g} s")
+            raise NotTaken from exc
+        else:
+            if self._held.pop(path, None) is not None:
+                log.info("%r is taken now", str(path))
+
+    def _hold(self, path: Path, reason: str) -> None:
+        if self._held.get(path) != reason:
+            log.warning("%r waits: %s", str(path), reason)
+            self.publish(msg.FileWaiting(file=str(path), reason=reason))
+        self._held[path] = reason
 
     async def submit(self, path: Path, force: bool = False) -> tuple[Job, str]:
         """``aud submit``: a job for the file at ``path`` (a refusal for a path that is no file)."""
@@ -106,6 +129,9 @@ class Intake:
             return await self.accept(path.resolve(), force=force)
         except OSError as exc:
             raise CommandError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        except StoreError as exc:
+            raise CommandError(f"{path}: the job store cannot take it now ({exc}); nothing was queued, "
+                               f"try again later") from None
 
     async def accept(self, path: Path, force: bool = False) -> tuple[Job, str]:
         """The job for a complete file, and what became of the file ("queued", "requeued", "duplicate")."""
@@ -114,13 +140,16 @@ class Intake:
                                                self.key, force)
         if created:
             outcome = "queued"
-            log.info("job %s queued: %s", job.id, path)
+            log.info("job %s queued: %r", job.id, str(path))
             self.publish(msg.JobQueued(job=job.id, file=job.name))
         elif job.state in (JobState.FAILED, JobState.CANCELLED):
-            await asyncio.to_thread(self.store.set_source, job.id, path)
+            # the job is named after the file it is made from now (a set-aside input keeps the job's name)
+            renamed = not files.is_set_aside(path, self.settings.inbox)
+            await asyncio.to_thread(self.store.set_source, job.id, path, path.name if renamed else None,
+                                    self._subdir(path) if renamed else None)
             job = await asyncio.to_thread(self.store.requeue, job.id)
             outcome = "requeued"
-            log.info("job %s queued again: %s", job.id, path)
+            log.info("job %s queued again: %r", job.id, str(path))
             self.publish(msg.JobQueued(job=job.id, file=job.name))
         elif job.state == JobState.DONE or Path(job.source) != path:
             outcome = "duplicate"
@@ -143,8 +172,8 @@ class Intake:
         moved = None
         if self.settings.after_done == "move" and self.outbox.movable(path) and path.exists():
             moved = self.outbox.move(path, files.DONE_DIR, self._subdir(path))
-        log.info("%s has the same content and settings as job %s (%s, %s)%s; `aud submit --force` runs it "
-                 "again", path, job.id, job.name, job.state, f"; moved to {moved}" if moved else "")
+        log.info("%r has the same content and settings as job %s (%r, %s)%s; `aud submit --force` runs it "
+                 "again", str(path), job.id, job.name, job.state, f"; moved to {str(moved)!r}" if moved else "")
         return msg.FileDuplicate(file=str(path), job=job.id, state=str(job.state),
                                  moved_to=str(moved) if moved else None)
 
@@ -156,7 +185,7 @@ class Intake:
             if kept is not None:
                 files.write_error(kept, reason, None)
         except OSError as move_exc:
-            log.error("%s cannot be read (%s) and could not be set aside: %s", path, reason, move_exc)
+            log.error("%r cannot be read (%s) and could not be set aside: %s", str(path), reason, move_exc)
 
     # --- what waits ------------------------------------------------------------------------------
 
@@ -169,4 +198,7 @@ class Intake:
         out += [Waiting(str(path), "not openable as a video yet (still arriving, or damaged); taken and failed "
                                    "with the reason once it has been unchanged long enough", self._fails_in(path))
                 for path in sorted(self.watcher.unopenable)]
+        for path in [p for p in self._held if not p.exists()]:
+            del self._held[path]  # gone from the inbox: nothing waits
+        out += [Waiting(str(path), reason) for path, reason in sorted(self._held.items())]
         return out

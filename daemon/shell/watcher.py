@@ -21,7 +21,7 @@ import watchdog.observers
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.api import BaseObserver
 
-__all__ = ["InboxWatcher", "is_candidate"]
+__all__ = ["InboxWatcher", "NotTaken", "is_candidate"]
 
 log = logging.getLogger("aud.watcher")
 
@@ -29,6 +29,11 @@ Signature = tuple[int, int]  # (st_size, st_mtime_ns)
 
 _TEMP_SUFFIXES = (".part", ".crdownload", ".download", ".tmp")
 _OBSERVER_JOIN_SECONDS = 5.0
+
+
+class NotTaken(Exception):  # noqa: N818 (an outcome, not a fault)
+    """Raised by ``on_ready`` when the file could not be taken now (the reason already reported): the
+    watcher considers it again on the next rescan."""
 
 
 # --------------------------------------------------------------------------- filtering
@@ -256,7 +261,7 @@ class InboxWatcher:
             self._backlog.append(path)
             return
         if not is_candidate(path, self.inbox, self._extensions, self._follow_symlinks):
-            log.info("poke ignored, not a candidate in %s: %s", self.inbox, path)
+            log.info("poke ignored, not a candidate in %r: %r", str(self.inbox), str(path))
             return
         self._consider(path, force=True)
 
@@ -360,14 +365,14 @@ class InboxWatcher:
         while True:
             signature = await self._wait_until_still(path, entry.changed)
             if signature is None:
-                log.debug("vanished before settling: %s", path)
+                log.debug("vanished before settling: %r", str(path))
                 return
             opened = await self._check_open(path)
             if file_signature(path) == signature:
                 break
             # changed while can_open ran: settle again
         if not opened:
-            log.info("not openable yet, will re-check on change or rescan: %s", path)
+            log.info("not openable yet, will re-check on change or rescan: %r", str(path))
             self._unopenable[path] = signature
             self._on_unopenable(path)
             return
@@ -403,17 +408,21 @@ class InboxWatcher:
         try:
             return bool(await asyncio.to_thread(self._can_open, path))
         except Exception:
-            log.warning("can_open raised for %s; will re-check later", path, exc_info=True)
+            log.warning("can_open raised for %r; will re-check later", str(path), exc_info=True)
             return False
 
     async def _deliver(self, path: Path) -> None:
-        """Await ``on_ready``; its failures are logged, never fatal."""
+        """Await ``on_ready``; its failures are never fatal, and never strand the file: a file that was
+        not taken (``NotTaken``, or any other exception, logged) is considered again on the next rescan."""
         self.delivered_count += 1
-        log.info("settled: %s", path)
+        log.info("settled: %r", str(path))
         try:
             await self._on_ready(path)
+        except NotTaken:
+            self._delivered.pop(path, None)
         except Exception:
-            log.exception("on_ready failed for %s", path)
+            log.exception("on_ready failed for %r; it is considered again on the next rescan", str(path))
+            self._delivered.pop(path, None)
 
     async def _cancel_settling(self) -> None:
         tasks = [e.task for e in self._settling.values() if e.task is not None]

@@ -28,7 +28,10 @@ import torch
 
 from ..core import crops, detection
 from ..core.models import DEFAULT_FILES, MANIFEST, sha256_of
+from ..core.provenance import Provenance, Verified, describe_source
 from .checkpoints import BY_ROLE, OFFICIAL, Role, load_network
+from .openface2_files import OPENFACE2_DIR
+from .openface2_set import carry_over
 
 OPSET = 17
 TOLERANCE = 1e-4
@@ -50,6 +53,7 @@ class SourceFile:
     name: str
     sha256: str
     size: int
+    verified: str = Verified.NOTHING  # what the checkpoint was checked against (core.provenance.Verified)
 
 
 @dataclass(frozen=True)
@@ -162,9 +166,15 @@ def inputs_for(role: Role, v: VerificationInputs) -> tuple[np.ndarray, ...]:
 
 # --- the model directory ------------------------------------------------------------------------------
 
+def provenance_of(source: Source) -> Provenance:
+    """Where the checkpoints came from and what each was verified against, in words."""
+    return describe_source(source.location, source.revision, {f.role.value: f.verified for f in source.files})
+
+
 def manifest_text(report: ExportReport, source: Source) -> str:
-    lines = [f"# Written by `aud models export` on {datetime.date.today().isoformat()} from the official",
-             "# OpenFace 3.0 checkpoints (non-commercial research licence; do not redistribute these files).",
+    lines = [f"# Written by `aud models export` on {datetime.date.today().isoformat()} from",
+             f"# {provenance_of(source)}.",
+             "# OpenFace 3.0 licence: non-commercial research use; do not redistribute these files.",
              "", "[models]"]
     lines += [f'{r.value} = "{DEFAULT_FILES[r.value]}"' for r in Role]
     lines += ["", "[sha256]"]
@@ -174,7 +184,7 @@ def manifest_text(report: ExportReport, source: Source) -> str:
         lines.append(f'revision = "{source.revision}"')
     for f in source.files:
         lines += ["", f"[source.{f.role.value}]", f'file = "{_toml_escape(f.name)}"', f'sha256 = "{f.sha256}"',
-                  f"size = {f.size}"]
+                  f"size = {f.size}", f'verified = "{_toml_escape(str(f.verified))}"']
     lines += ["", "[export]", f'torch = "{torch.__version__}"', f'onnxruntime = "{ort.__version__}"',
               f"opset = {OPSET}"]
     lines += [f"max_difference_{r.value} = {report.max_difference[r]:.3g}" for r in Role]
@@ -194,7 +204,8 @@ def check_replaceable(target: Path) -> None:
         return
     if not target.is_dir():
         raise ExportError(f"{target}: exists and is not a directory")
-    strangers = [p.name for p in target.iterdir() if p.suffix != ".onnx" and p.name not in MODEL_SET_FILES]
+    strangers = [p.name for p in target.iterdir()
+                 if p.suffix != ".onnx" and p.name not in MODEL_SET_FILES and p.name != OPENFACE2_DIR]
     if strangers:
         raise ExportError(f"{target}: holds other files ({', '.join(sorted(strangers)[:5])}); export to an "
                           f"empty or new directory, or to a model directory")
@@ -261,6 +272,7 @@ def export_set(checkpoints: Path, target: Path, source: Source | None = None, im
             report.max_difference[role] = diff
             report.sha256[role] = sha256_of(path)
         (staged / MANIFEST).write_text(manifest_text(report, source))
+        carry_over(target, staged)  # the OpenFace 2.2 files and their [openface2] record stay
         for p in staged.iterdir():
             _fsync(p)
         swap_in(staged, target)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import tempfile
 import time
 import tomllib
@@ -36,7 +35,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..core import crops, detection
-from ..core.atomic import atomic_write_text
+from ..core.atomic import atomic_write_bytes, atomic_write_text
 from ..core.models import MANIFEST, ModelError, load_model_set, read_signature, sha256_of
 from .cpu import CpuFeatures, read_cpu
 
@@ -272,12 +271,7 @@ def quantize_star(source: Path, output: Path, *, method: str = "static",
             raise QuantizeError(f"the quantised model does not load: {exc}") from exc
         if got != signature:
             raise QuantizeError(f"the quantised model's signature {got} differs from {signature}")
-        partial = output.with_name(f".{output.name}.tmp")
-        try:
-            partial.write_bytes(quantised.read_bytes())
-            os.replace(partial, output)
-        finally:
-            partial.unlink(missing_ok=True)
+        atomic_write_bytes(output, quantised.read_bytes())  # exclusive temp file, renamed in
     return QuantizeResult(source, output, method, source.stat().st_size, output.stat().st_size,
                           0 if calibration is None or method != "static" else len(calibration),
                           time.perf_counter() - began, choice)

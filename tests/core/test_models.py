@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -212,6 +213,95 @@ def test_open_model_set_errors_name_the_file(tmp_path, damage, match):
     damage(d)
     with pytest.raises(ModelError, match=match):
         models.open_model_set(d, models.ROLES, counting_opener([]))
+
+
+# --- a worker's files against the set the parent hashed (issue 22 item 2) ---------------------------
+
+def counting_hashes(monkeypatch) -> list[Path]:
+    """Record every file ``sha256_of`` reads (the check hashes only files whose stamp moved)."""
+    hashed: list[Path] = []
+    real = models.sha256_of
+
+    def counting(path: Path, chunk: int = 1 << 20) -> str:
+        hashed.append(Path(path))
+        return real(path, chunk)
+
+    monkeypatch.setattr(models, "sha256_of", counting)
+    return hashed
+
+
+def test_a_hashed_set_records_each_files_stamp(tiny_models):
+    reference = load_model_set(tiny_models, signatures=False)
+    for f in reference.files.values():
+        st = f.path.stat()
+        assert f.stamp == models.FileStamp(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        assert f.size == st.st_size
+
+
+def test_unchanged_files_pass_on_their_stamps_without_hashing(tiny_models, monkeypatch):
+    reference = load_model_set(tiny_models, signatures=False)
+    hashed = counting_hashes(monkeypatch)
+    seen = models.unchanged(reference)
+    assert hashed == []  # same device, inode, size and mtime: not read again
+    assert seen == {role: f.stamp for role, f in reference.files.items()}
+
+
+def test_the_same_bytes_written_anew_are_hashed_and_accepted(tiny_models, monkeypatch):
+    reference = load_model_set(tiny_models, signatures=False)
+    mtl = tiny_models / "mtl.onnx"
+    data = mtl.read_bytes()
+    mtl.unlink()
+    mtl.write_bytes(data)  # another inode (and mtime): the stamp moved, the content did not
+    os.utime(mtl, ns=(1, 1))
+    hashed = counting_hashes(monkeypatch)
+    seen = models.unchanged(reference)
+    assert hashed == [mtl] and seen["multitask"] != reference.files["multitask"].stamp
+
+
+def test_a_file_swapped_for_other_weights_of_the_same_signature_is_refused(tiny_models):
+    reference = load_model_set(tiny_models, signatures=False)
+    onnx.save(tinymodels.multitask(seed=7), str(tiny_models / "mtl.onnx"))  # a valid model, same signature
+    models.read_signature(tiny_models / "mtl.onnx")  # it loads: only the hash tells it apart
+    with pytest.raises(models.ModelsChanged, match=r"mtl\.onnx \(multitask\) changed on disk since aud "
+                                                    r"started \(its sha256 is [0-9a-f]{64} now\).*restart aud"):
+        models.unchanged(reference)
+
+
+def test_a_missing_file_is_refused_naming_it(tiny_models):
+    reference = load_model_set(tiny_models, signatures=False)
+    (tiny_models / "star.onnx").unlink()
+    with pytest.raises(models.ModelsChanged, match=r"star\.onnx \(landmarks\).*cannot read it"):
+        models.unchanged(reference)
+
+
+def test_check_loaded_refuses_a_file_replaced_while_it_was_loaded(tiny_models):
+    reference = load_model_set(tiny_models, signatures=False)
+    seen = models.unchanged(reference)
+    loaded, _ = models.open_model_set(tiny_models, models.ROLES, counting_opener([]))
+    models.check_loaded(reference, loaded, seen)  # nothing moved: accepted
+    onnx.save(tinymodels.detector(), str(tiny_models / "retinaface.onnx"))  # rewritten: its stamp moves
+    os.utime(tiny_models / "retinaface.onnx", ns=(2, 2))
+    with pytest.raises(models.ModelsChanged, match=r"retinaface\.onnx.*replaced while it was being loaded"):
+        models.check_loaded(reference, loaded, seen)
+
+
+def test_check_loaded_refuses_a_set_whose_manifest_names_other_files(tmp_path):
+    reference = load_model_set(tinymodels.write_set(tmp_path / "a"), signatures=False)
+    other = tinymodels.write_set(tmp_path / "b")
+    loaded, _ = models.open_model_set(other, models.ROLES, counting_opener([]))
+    with pytest.raises(models.ModelsChanged, match="not the file aud hashed"):
+        models.check_loaded(reference, loaded, models.unchanged(reference))
+
+
+def test_prepare_process_refuses_files_that_are_not_the_reference(tiny_models):
+    from daemon.core.pipeline import PipelineOptions
+    from daemon.core.worker import prepare_process
+
+    reference = load_model_set(tiny_models, signatures=False)
+    assert prepare_process(PipelineOptions(tiny_models, provider="cpu"), reference).models.files
+    onnx.save(tinymodels.landmarks(seed=9), str(tiny_models / "star.onnx"))
+    with pytest.raises(models.ModelsChanged, match=r"star\.onnx"):
+        prepare_process(PipelineOptions(tiny_models, provider="cpu"), reference)
 
 
 def test_tensor_spec_str():

@@ -133,9 +133,9 @@ def test_id_switches_ignores_gaps_and_non_overlapping_boxes():
 def test_csv_rows_are_ordered_by_frame_then_face_id_not_by_detector_rank():
     """Assembled rows come in detector-rank order; the tables (and so the CSV) list them by face id. Frame 1
     ranks the right face first: its rows swap, each row keeping its own box."""
-    from daemon.core.output import OutputOptions, build_tables
     from daemon.core.pipeline import FacesMode
     from daemon.core.results import FaceRows
+    from daemon.output import OutputOptions, build_tables
 
     frame, success, box = rows([[LEFT, RIGHT], [RIGHT + 1, LEFT + 1], []])
     face_rows = FaceRows.empty(len(frame))

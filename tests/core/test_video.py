@@ -11,6 +11,7 @@ import pytest
 
 from daemon.core import video
 from daemon.core.video import VideoError, VideoInfo
+from tests.conftest import SHARED, require_shared
 from tests.media import faststart
 
 N = 30
@@ -309,3 +310,83 @@ def test_decoder_threads_follow_opencvs_thread_setting(clip):
             cap.release()
     finally:
         cv2.setNumThreads(before)
+
+
+# --- the packet probe against a full decode ----------------------------------------------------------
+
+def encode(dst: Path, count: int, codec: str, options: dict[str, str], times: list[int] | None = None,
+           rate: int = 30, container: str | None = None) -> Path:
+    """``count`` distinct 96x64 frames through PyAV's encoder ``codec`` (``times``: each frame's pts in
+    1/``rate`` s units, for a variable frame rate)."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(dst), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=rate, options=options)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.time_base = Fraction(1, rate)
+        for i in range(count):
+            image = np.zeros((64, 96, 3), np.uint8)
+            image[:, : (i * 7) % 96] = (i * 37) % 256
+            cv2.putText(image, str(i), (5, 40), cv2.FONT_HERSHEY_SIMPLEX, 1, (255, 255, 255), 2)
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame.pts = times[i] if times else i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return dst
+
+
+B_FRAMES = {"bf": "3", "g": "12", "x264-params": "b-pyramid=normal"}
+
+
+@pytest.mark.parametrize("name, codec, options, times", [
+    ("bframes.mp4", "libx264", B_FRAMES, None),  # decode order differs from presentation order
+    ("vfr.mp4", "libx264", B_FRAMES, [0, 1, 2, 4, 5, 9, 10, 11, 15, 16, 17, 18, 22, 23, 30, 31, 32, 40, 41, 42]),
+    ("bframes.mkv", "libx264", B_FRAMES, None),  # another container, another time base
+])
+def test_the_packet_probe_gives_a_full_decodes_count_and_timestamps(tmp_path, name, codec, options, times):
+    path = encode(tmp_path / name, 20, codec, options, times)
+    info = video.probe(path)
+    _, stamps = sequential(path)
+    assert video.packet_timestamps(path) is not None  # the packets told, nothing was decoded to count
+    assert info.frames == len(stamps) == 20
+    assert info.timestamps == stamps  # the same doubles
+    assert info == video.probe(path, decode=True)
+
+
+def test_the_shared_clip_probes_the_same_from_packets_and_by_decoding():
+    require_shared("media/hamilton_clip.mp4")
+    clip = SHARED / "media/hamilton_clip.mp4"
+    assert video.probe(clip) == video.probe(clip, decode=True)
+
+
+@pytest.mark.parametrize("name, codec, options, container", [
+    ("raw.h264", "libx264", B_FRAMES, "h264"),  # Annex B: no timestamps at all
+    ("mpeg4.avi", "mpeg4", {"bf": "2"}, None),  # AVI: OpenCV's positions come from the decoder (the last is 0)
+])
+def test_a_stream_whose_packets_cannot_tell_is_probed_by_decoding(tmp_path, name, codec, options, container):
+    path = encode(tmp_path / name, 12, codec, options, container=container)
+    assert video.packet_timestamps(path) is None
+    info = video.probe(path)
+    _, stamps = sequential(path)
+    assert info.frames == len(stamps) == 12
+    assert info.timestamps == stamps
+
+
+def test_a_damaged_stream_probed_from_packets_fails_where_it_is_read(tmp_path):
+    """The decoding probe refused such a file up front; the packet probe lets its shards start, and the
+    read that reaches the damage stops with the frame named (the job fails with that reason)."""
+    require_shared("media/hamilton_clip.mp4")
+    data = bytearray((SHARED / "media/hamilton_clip.mp4").read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 4000] = np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(VideoError, match="announces 275 frames"):
+        video.probe(damaged, decode=True)
+    info = video.probe(damaged)
+    assert info.frames == 275
+    with pytest.raises(VideoError, match=r"the video stream ends at frame \d+"):
+        for _ in video.read_range(damaged, 0, info.frames):
+            pass

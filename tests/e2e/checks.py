@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from daemon.core.output import read_csv
+from daemon.output import read_csv
 from tests.e2e.daemonproc import DaemonProcess, Subscriber
 
 ENDS = ("job_done", "job_failed", "job_cancelled")

@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from daemon.core import crops
-from daemon.core.output import read_csv
+from daemon.output import read_csv
 from tests.e2e.daemonproc import MODELS
 
 SHARD_FRAMES = "16"  # the daemon fixture's AUD_SHARD_FRAMES: both sides cut a video into the same shards

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.core.output import read_csv
+from daemon.output import read_csv
 from tests.conftest import SHARED, require_shared
 from tests.e2e.daemonproc import MODELS
 from tests.media import copy_slowly, cut_clip, drop

@@ -18,9 +18,9 @@ import pytest
 
 from daemon.core import tracking
 from daemon.core.detection import FACE_THRESHOLD
-from daemon.core.output import read_csv
 from daemon.core.pipeline import Pipeline, PipelineOptions
 from daemon.core.schema import AUS_R, EMOTIONS, N_LANDMARKS
+from daemon.output import read_csv
 from tests.conftest import SHARED, require_shared
 from tests.e2e.daemonproc import MODELS
 from tests.e2e.facecheck import Reference, boxes_ids, floats, rows_by_frame, run_extract

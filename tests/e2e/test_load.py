@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from daemon.core.output import read_csv
+from daemon.output import read_csv
 from tests.conftest import SHARED, require_shared
 from tests.e2e.checks import assert_alive, assert_outbox_clean, sha256
 from tests.e2e.daemonproc import DaemonProcess

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import pytest
 
-from daemon.core.output import read_csv
+from daemon.output import read_csv
 from tests.conftest import SHARED, require_shared
 from tests.e2e import observe
 from tests.e2e.daemonproc import MODELS

@@ -1,6 +1,6 @@
 """``aud extract --csv-style openface2`` end to end: the file loads with pandas under OpenFace 2.2's column names,
 every name is in OpenFace 2.2's documented header (``openface2.OPENFACE2_HEADER``, itself held to the published
-header in tests/core/test_openface2.py) in that order, and every value is the aud-style CSV's of the same video
+header in tests/output/test_openface2.py) in that order, and every value is the aud-style CSV's of the same video
 and settings, within the OpenFace 2.2 formatting's precision.
 
 The cut: frames 14-29 of ../shared/media/hamilton_clip.mp4 (0-based), with ``--faces all``: two people in
@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from daemon.core import openface2, wflw
+from daemon.core import wflw
 from daemon.core.blink import BLINK_AU45
 from daemon.core.schema import AU_NUMBERS, au_name
+from daemon.output import openface2
 from tests.conftest import SHARED, require_shared
 from tests.e2e.facecheck import run_extract
 from tests.media import cut_clip
@@ -30,9 +31,11 @@ DECIMALS = {"timestamp": 3, "confidence": 2, "gaze_angle_x": 3, "gaze_angle_y": 
 
 
 def precision(name: str, value: np.ndarray) -> np.ndarray:
+    if name.endswith("_r") and name != "AU45_r":  # the MTL's scores: aud's full precision, the same text
+        return np.zeros_like(value)
     if name.startswith(("x_", "y_")):
         decimals = 1
-    elif name.endswith("_r"):
+    elif name == "AU45_r":
         decimals = 2
     else:
         decimals = DECIMALS[name]

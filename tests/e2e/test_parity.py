@@ -12,9 +12,9 @@ import json
 import numpy as np
 import pytest
 
-from daemon.core.output import read_csv
 from daemon.core.schema import AUS_R as AUS
 from daemon.core.schema import COLUMNS, EMOTIONS
+from daemon.output import read_csv
 from tests.conftest import SHARED, require_shared
 
 pytestmark = pytest.mark.slow

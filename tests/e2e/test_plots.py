@@ -1,7 +1,7 @@
 """The picture of every result, end to end: ``aud plot`` on the shared clip's CSV, and the daemon's outbox holding
 CSV, sidecar and PNG for each video, a video without faces included (its plot is a short notice saying so).
 
-"Not blank" uses tests/test_plot.py's measured bounds: a blank white figure of this size is under 10 kB with
+"Not blank" uses tests/output/test_plot.py's measured bounds: a blank white figure of this size is under 10 kB with
 pixel standard deviation 0; plots of curves measure 80-900 kB with a standard deviation of 40-70 grey levels.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon.core.output import read_csv
+from daemon.output import read_csv
 from tests.conftest import SHARED, frame_pattern, require_shared
 from tests.media import cut_clip, drop, write_video
 

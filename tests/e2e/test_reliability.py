@@ -343,7 +343,7 @@ SITECUSTOMIZE = textwrap.dedent('''
         _log("worker-patched")
 
     def _patch_outbox():
-        import daemon.core.output as output
+        import daemon.output as output
         real = output.write_outputs
 
         def write_outputs(csv_path, *args, **kwargs):
@@ -674,3 +674,58 @@ def test_locked_state_database_stops_the_start_without_losing_jobs(tmp_path):
         (job,) = store.jobs()
         assert (job.name, job.state, job.frames_total) == ("a.mp4", "running", 10)
         assert len(store.shards(job.id)) == 2
+
+
+def test_empty_state_database_stops_the_start_and_is_kept(tmp_path):
+    """A 0-byte jobs.sqlite3 (a full disk, a failed copy) used to be taken silently as a new store: the job
+    history and the queued jobs gone without a word."""
+    require_shared(*NEEDS)
+    d = DaemonProcess(root=tmp_path)
+    d.state.mkdir(parents=True)
+    db = d.state / "jobs.sqlite3"
+    db.touch()
+    result = _aud_run(d)
+    assert result.returncode != 0
+    assert "jobs.sqlite3 is empty (0 bytes)" in result.stderr and "move it aside" in result.stderr, result.stderr
+    assert db.stat().st_size == 0 and not d.socket_path.exists()
+
+
+# Injected into `aud run` (PYTHONPATH, no product hooks): while the flag file exists, the job store's
+# add_job raises StoreError, as a full state disk makes SQLite do.
+STORE_FAULT = textwrap.dedent('''
+    import os, sys
+    if "run" in sys.argv and "--multiprocessing-fork" not in sys.argv:
+        import daemon.jobs.store as store
+        real = store.JobStore.add_job
+
+        def add_job(self, *args, **kwargs):
+            if os.path.exists(os.environ["AUD_TEST_STORE_FLAG"]):
+                with open(os.environ["AUD_TEST_LOG"], "a") as f:
+                    f.write("store-full\\n")
+                raise store.StoreError("job store: database or disk is full")
+            return real(self, *args, **kwargs)
+
+        store.JobStore.add_job = add_job
+''')
+
+
+def test_a_store_error_makes_a_dropped_file_wait_in_status_and_it_is_taken_later(daemon, clip, tmp_path):
+    """Issue 22 item 3(a): the watcher marked the file delivered before the store took it, and the
+    StoreError was not caught: the file was never looked at again until a restart."""
+    flag = tmp_path / "store.flag"
+    flag.touch()
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(STORE_FAULT)
+    path = os.pathsep.join(filter(None, [str(tmp_path / "site"), os.environ.get("PYTHONPATH")]))
+    d = daemon(workers=1, plots="false", env={"PYTHONPATH": path, "AUD_TEST_LOG": str(tmp_path / "injected.log"),
+                                              "AUD_TEST_STORE_FLAG": str(flag)}).start()
+    sub = d.subscribe()
+    drop(clip("stuck.mp4", 60, 4), d.inbox, "stuck.mp4")
+    waiting = wait_until(lambda: next((w for w in d.status()["waiting"] if w["file"].endswith("stuck.mp4")
+                                       and "job store" in w["reason"]), None), 60, "stuck.mp4 waiting in status")
+    assert "database or disk is full" in waiting["reason"] and "tried again every 2 s" in waiting["reason"]
+    assert (tmp_path / "injected.log").read_text().count("store-full") >= 1
+    flag.unlink()  # space freed
+    assert_done(d, sub, "stuck.mp4", 4)
+    assert not [w for w in d.status()["waiting"] if w["file"].endswith("stuck.mp4")]
+    assert_alive(d)

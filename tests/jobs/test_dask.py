@@ -27,7 +27,7 @@ from daemon.core.models import ModelError
 from daemon.core.pipeline import Pipeline, PipelineOptions
 from daemon.core.shard import ShardResult, ShardTask, run_shard
 from daemon.core.video import probe
-from daemon.jobs import dask_executor
+from daemon.jobs import dask_worker
 from daemon.jobs.dask_executor import DaskExecutor, NoWorkers, SchedulerUnreachable
 from daemon.jobs.executor import (
     ExecutorUnavailable,
@@ -122,7 +122,7 @@ class ProgressWatch:
     def __init__(self, client: Client):
         self.client = client
         self.events: asyncio.Queue[dict] = asyncio.Queue()
-        client.subscribe_topic(dask_executor.PROGRESS_TOPIC, lambda event: self.events.put_nowait(event[1]))
+        client.subscribe_topic(dask_worker.PROGRESS_TOPIC, lambda event: self.events.put_nowait(event[1]))
 
     async def next(self, wanted: Callable[[dict], bool] = lambda event: True) -> dict:
         """The next progress event (``key``, ``done``, ``worker``, ``pid``) that is ``wanted``."""

@@ -10,7 +10,7 @@ import pytest
 from daemon import cli
 from daemon.config import load_settings
 from daemon.jobs.dask_executor import DaskExecutor
-from daemon.jobs.executor import make_executor
+from daemon.jobs.factory import make_executor
 from daemon.jobs.pathmap import PathMap, PathMapError
 from tests.jobs.daskcluster import free_port
 

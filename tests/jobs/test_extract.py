@@ -9,17 +9,17 @@ import numpy as np
 import psutil
 import pytest
 
+from daemon import output
 from daemon.config import Settings
-from daemon.core import output
 from daemon.core.models import ModelError, sha256_of
-from daemon.core.output import AssemblyError, read_csv
 from daemon.core.pipeline import Pipeline
 from daemon.core.results import FaceRows
 from daemon.core.schema import COLUMNS
 from daemon.core.shard import run_shard
-from daemon.core.video import VideoError, read_range
+from daemon.core.video import read_range
 from daemon.jobs.extract import csv_paths, expand, extract
 from daemon.jobs.inline import InlineExecutor
+from daemon.output import AssemblyError, read_csv
 from tests import tinymodels
 from tests.conftest import frame_pattern
 from tests.media import truncated_index_first
@@ -153,8 +153,8 @@ def test_au45_off_needs_no_landmark_model(tiny_models, synthetic_video, tmp_path
 def test_bad_video_fails_before_any_executor(tiny_models, tmp_path):
     bad = tmp_path / "notes.mp4"
     bad.write_text("not a video")
-    with pytest.raises(VideoError, match="notes.mp4"):
-        go([bad], tmp_path / "x.csv", settings(tiny_models, tmp_path), make=NoExecutor)
+    (outcome,) = go([bad], tmp_path / "x.csv", settings(tiny_models, tmp_path), make=NoExecutor).outcomes
+    assert outcome.csv is None and "notes.mp4" in outcome.error
     assert not (tmp_path / "x.csv").exists()
 
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import onnx
 import psutil
 import pytest
 
@@ -34,13 +35,15 @@ from daemon.core.providers import worker_threads
 from daemon.core.shard import ShardTask, run_shard
 from daemon.core.video import VideoInfo, probe
 from daemon.jobs.executor import (
+    Backoff,
     ExecutorUnavailable,
     FailureKind,
     ShardFailed,
     ShardTimedOut,
     WorkerDied,
 )
-from daemon.jobs.local import Failed, ProcessExecutor, WorkerStartError, remote_error
+from daemon.jobs.local import ProcessExecutor, WorkerStartError, remote_error
+from daemon.jobs.local_worker import Failed
 from tests import tinymodels
 from tests.conftest import PROJECT
 
@@ -165,7 +168,7 @@ def test_a_shard_runs_on_the_worker_whose_capture_it_continues(tiny_models: Path
 def test_an_idle_worker_lets_go_of_its_video(tiny_models: Path, video):
     """The open capture is kept between shards, not overnight: a worker that waits READER_IDLE_SECONDS
     for its next shard closes it (the video may be moved or deleted once its job ends)."""
-    from daemon.jobs.local import READER_IDLE_SECONDS
+    from daemon.jobs.local_worker import READER_IDLE_SECONDS
 
     info = video(12)
 
@@ -322,23 +325,119 @@ def test_a_shard_past_its_timeout_has_its_worker_replaced(tiny_models: Path, vid
     run(main)
 
 
-def test_a_pool_whose_replacement_cannot_start_says_why(tiny_models: Path, video):
+class Restarts:
+    """``on_restart`` for a test: records every reason, and lets it await the n-th reason that
+    contains a phrase (each replacement, each failed attempt to start one, is one call)."""
+
+    def __init__(self):
+        self.reasons: list[str] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, reason: str) -> None:
+        self.reasons.append(reason)
+        self._changed.set()
+
+    async def wait_for(self, phrase: str, count: int = 1) -> list[str]:
+        while len(hits := [r for r in self.reasons if phrase in r]) < count:
+            self._changed.clear()
+            await self._changed.wait()
+        return hits
+
+
+QUICK_RESTART = Backoff(first=0.05, cap=0.2)  # attempts close together: the test sees several of them
+
+
+def test_a_pool_whose_replacement_cannot_start_waits_unavailable_and_recovers(tiny_models: Path, video):
+    """Issue 22 item 1: one failed restart used to leave the pool at 0 workers and fail every later shard
+    ("no worker process is left") for good. Now the replacement is tried again with backoff, the pool
+    is unavailable meanwhile (the runner waits: no shard fails), and it runs shards again once the
+    model file is back, with no restart of the pool."""
     short = video(12)
+    mtl, aside = tiny_models / "mtl.onnx", tiny_models / "mtl.onnx.aside"
 
     async def main():
-        restarted = asyncio.Event()
-        ex = ProcessExecutor(PipelineOptions(tiny_models), 1, on_restart=lambda reason: restarted.set())
+        restarts = Restarts()
+        ex = ProcessExecutor(PipelineOptions(tiny_models), 1, on_restart=restarts, restart=QUICK_RESTART)
         try:
             await ex.start()
-            (tiny_models / "mtl.onnx").unlink()  # the replacement will not find its model
+            assert ex.unavailable() is None
+            mtl.rename(aside)  # the replacement will not find its model
             assert (await ex.run(ShardTask.of(short, 0, 12))).frames == 12  # the warm worker still runs
             os.kill(pid_of(ex.workers()[0].name), signal.SIGKILL)  # idle: noticed by its pipe's EOF
-            await restarted.wait()
-            await ex.replacements_done()
-            assert ex.restarts == 1 and ex.workers() == []
-            with pytest.raises(ShardFailed, match=r"no worker process is left.*ModelError.*mtl\.onnx") as failed:
+            failed = await restarts.wait_for("could not start", count=2)  # tried again, not given up
+            assert "mtl.onnx" in failed[0] and "trying again in 0.05 s" in failed[0]
+            assert "trying again in 0.1 s" in failed[1]  # the delay grows
+            assert ex.workers() == []
+            reason = ex.unavailable()
+            assert reason is not None and "no worker process can start" in reason and "mtl.onnx" in reason
+            with pytest.raises(ExecutorUnavailable, match=r"no worker process can start.*mtl\.onnx"):
                 await ex.run(ShardTask.of(short, 0, 12))
-            assert failed.value.kind is FailureKind.INTERNAL
+            back = asyncio.ensure_future(ex.wait_available())
+            await restarts.wait_for("could not start", count=3)  # still unavailable one attempt later
+            assert not back.done()
+            aside.rename(mtl)
+            await back  # the next attempt starts a worker: available again, without a new pool
+            assert ex.unavailable() is None and len(ex.workers()) == 1
+            assert (await ex.run(ShardTask.of(short, 0, 12))).frames == 12
+            assert ex.restarts == 1  # one replacement, several attempts
+        finally:
+            await ex.close()
+    run(main)
+
+
+def test_a_run_waiting_for_a_worker_learns_the_pool_became_unavailable(tiny_models: Path, video):
+    """A shard that waits for a worker while the only replacement fails to start raises
+    ExecutorUnavailable (the runner keeps it and waits), not ShardFailed."""
+    long, short = video(LONG), video(12)
+
+    async def main():
+        restarts = Restarts()
+        ex = ProcessExecutor(PipelineOptions(tiny_models), 1, on_restart=restarts, restart=QUICK_RESTART)
+        try:
+            await ex.start()
+            watch = Watch()
+            a = asyncio.ensure_future(ex.run(ShardTask.of(long, 0, LONG, label="shard A"), progress=watch))
+            await watch.first.wait()
+            b = asyncio.ensure_future(ex.run(ShardTask.of(short, 0, 12, label="shard B")))  # waits for a worker
+            (tiny_models / "mtl.onnx").write_bytes(b"not a model")
+            os.kill(pid_of(ex.workers()[0].name), signal.SIGKILL)
+            with pytest.raises(WorkerDied):
+                await a
+            with pytest.raises(ExecutorUnavailable, match=r"mtl\.onnx"):
+                await b
+        finally:
+            await ex.close()
+    run(main)
+
+
+def test_a_worker_refuses_a_model_file_swapped_since_the_set_was_hashed(tiny_models: Path, video):
+    """Issue 22 item 2: a model file swapped for another valid model of the same signature (other
+    weights) used to be loaded by the next replacement while the job key and sidecars kept the old
+    sha256. The worker now checks the files against the set the parent hashed and refuses; the pool
+    says why (unavailable, naming the file); the original bytes back (a copy: another inode, so it is
+    hashed) let it run again."""
+    short = video(12)
+    mtl = tiny_models / "mtl.onnx"
+    original = mtl.read_bytes()
+
+    async def main():
+        restarts = Restarts()
+        ex = ProcessExecutor(PipelineOptions(tiny_models), 1, on_restart=restarts, restart=QUICK_RESTART)
+        try:
+            await ex.start()
+            before = await ex.run(ShardTask.of(short, 0, 12))
+            swapped = tiny_models / "other.onnx"
+            onnx.save(tinymodels.multitask(seed=7), str(swapped))  # same signature, other weights
+            swapped.replace(mtl)
+            os.kill(pid_of(ex.workers()[0].name), signal.SIGKILL)
+            (failed, *_) = await restarts.wait_for("could not start")
+            assert "ModelsChanged" in failed and str(mtl) in failed and "changed on disk since aud started" in failed
+            with pytest.raises(ExecutorUnavailable, match="restart aud"):
+                await ex.run(ShardTask.of(short, 0, 12))
+            mtl.write_bytes(original)  # the same bytes, written anew: new mtime, same sha256
+            await ex.wait_available()
+            after = await ex.run(ShardTask.of(short, 0, 12))
+            assert after.rows.to_bytes() == before.rows.to_bytes()  # the hashed model's results
         finally:
             await ex.close()
     run(main)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from watchdog.observers.api import BaseObserver, EventEmitter
 
-from daemon.shell.watcher import InboxWatcher, is_candidate
+from daemon.shell.watcher import InboxWatcher, NotTaken, is_candidate
 
 EXTS = ("mp4", "mov", "m4v", "avi", "mkv")
 SETTLE = 0.3
@@ -414,8 +414,36 @@ def test_raising_on_ready_and_can_open_do_not_stop_the_watcher(
     with caplog.at_level(logging.INFO, logger="aud.watcher"):
         asyncio.run(main())
     failures = [r.getMessage() for r in caplog.records if r.name == "aud.watcher" and r.exc_info]
-    assert [m for m in failures if m.startswith("on_ready failed")] == [f"on_ready failed for {bad}"]
+    assert [m for m in failures if m.startswith("on_ready failed")] == [
+        f"on_ready failed for {str(bad)!r}; it is considered again on the next rescan"]
     assert [m for m in failures if m.startswith("can_open raised")], failures
+
+
+@pytest.mark.parametrize("raised", [NotTaken, RuntimeError])
+def test_a_file_whose_on_ready_raised_is_delivered_again_on_the_next_rescan(
+    inbox: Path, raised: type[Exception]
+) -> None:
+    """Issue 22 item 3(a): the watcher used to mark a file delivered before ``on_ready`` took it, so a
+    file whose hand-over failed (the job store raising) was never looked at again until a restart."""
+    bad = write(inbox / "store_down.mp4")
+
+    async def main() -> None:
+        rec = Recorder()
+        failures = [raised("the job store cannot write")]
+
+        async def on_ready(path: Path) -> None:
+            await rec(path)
+            if failures:
+                raise failures.pop()
+
+        watcher = make_watcher(inbox, on_ready, rescan_seconds=0.2)
+        async with running(watcher):
+            assert await rec.next_path() == bad  # refused
+            assert await rec.next_path() == bad  # and offered again by a rescan, unchanged
+            await rec.assert_quiet(3 * 0.2 + SETTLE)  # taken: not offered a third time
+        assert rec.paths == [bad, bad]
+
+    asyncio.run(main())
 
 
 # --------------------------------------------------------------------------- lifecycle

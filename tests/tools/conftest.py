@@ -78,8 +78,8 @@ def fetched(checkpoints, tmp_path_factory) -> Fetched:
         env = isolated_env(home)
         models = home / "models"
         cache = home / "cache-dir"
-        result = aud(["models", "fetch", "--source", mirror.url, "--to", str(models), "--accept-license",
-                      "--cache", str(cache)], env)
+        result = aud(["models", "fetch", "--family", "openface3", "--source", mirror.url, "--to", str(models),
+                      "--accept-license", "--cache", str(cache)], env)
     finally:
         mirror.close()
     return Fetched(models, cache, result, tuple(mirror.requests), files, env)

@@ -49,6 +49,21 @@ def test_manifest_records_the_output_and_source_hashes(fetched):
     assert manifest["export"]["opset"] == 17
 
 
+def test_a_mirror_is_not_called_official_and_says_what_was_verified(fetched):
+    """Issue 26 item 3: any mirror's weights were "trained OpenFace 3.0 models ready", the manifest said
+    "from the official OpenFace 3.0 checkpoints"; this mirror serves no SHA256SUMS and random weights."""
+    from daemon.core.provenance import Kind, model_provenance
+
+    text = (fetched.models / "manifest.toml").read_text()
+    assert "from the official" not in text and "not known to be the official trained ones" in text
+    manifest = tomllib.loads(text)
+    assert {manifest["source"][spec.role.value]["verified"] for spec in OFFICIAL} == {"nothing"}
+    assert "trained OpenFace 3.0 models ready" not in fetched.result.stderr
+    assert "not known to be the official trained ones (checked against: detector: nothing" in fetched.result.stderr
+    provenance = model_provenance(fetched.models)
+    assert provenance.kind is Kind.OTHER and fetched.result.stderr.count(provenance.text[:40]) == 1
+
+
 def test_fetched_set_passes_check_and_extract_runs_on_it(fetched, synthetic_video, tmp_path):
     check = aud(["models", "check", "--models", str(fetched.models)], fetched.env)
     assert check.returncode == 0, check.stderr
@@ -75,8 +90,8 @@ def test_sha256sums_mismatch_stops_the_fetch_and_keeps_the_previous_set(checkpoi
     files["SHA256SUMS"] = "".join(f"{h}  {n}\n" for n, h in sums.items()).encode()
     mirror = mirror_of(files)
     models, before = previous_set(tmp_path)
-    result = aud(["models", "fetch", "--source", mirror.url, "--to", str(models), "--accept-license",
-                  "--cache", str(tmp_path / "cache")], isolated_env(tmp_path))
+    result = aud(["models", "fetch", "--family", "openface3", "--source", mirror.url, "--to", str(models),
+                  "--accept-license", "--cache", str(tmp_path / "cache")], isolated_env(tmp_path))
     assert result.returncode == 2
     message = " ".join(result.stderr.split())
     assert "MTL_backbone.pth" in message and "does not match SHA256SUMS" in message
@@ -107,8 +122,8 @@ def test_code_running_pickle_is_refused_and_nothing_runs(checkpoints, mirror_of,
     files["Landmark_98.pkl"] = hostile.read_bytes()
     mirror = mirror_of(files)
     models, before = previous_set(tmp_path)
-    result = aud(["models", "fetch", "--source", mirror.url, "--to", str(models), "--accept-license",
-                  "--cache", str(tmp_path / "cache")], isolated_env(tmp_path))
+    result = aud(["models", "fetch", "--family", "openface3", "--source", mirror.url, "--to", str(models),
+                  "--accept-license", "--cache", str(tmp_path / "cache")], isolated_env(tmp_path))
     assert result.returncode == 2
     message = " ".join(result.stderr.split())
     assert "Landmark_98.pkl" in message and "refused" in message and "pathlib" in message
@@ -119,7 +134,7 @@ def test_code_running_pickle_is_refused_and_nothing_runs(checkpoints, mirror_of,
 def test_licence_must_be_accepted_before_anything_is_downloaded(checkpoints, mirror_of, tmp_path):
     mirror = mirror_of(served(checkpoints))
     env = isolated_env(tmp_path)
-    result = aud(["models", "fetch", "--source", mirror.url, "--to", str(tmp_path / "models"),
+    result = aud(["models", "fetch", "--family", "openface3", "--source", mirror.url, "--to", str(tmp_path / "models"),
                   "--cache", str(tmp_path / "cache")], env)
     assert result.returncode == 2
     assert "NONCOMMERCIAL RESEARCH USE ONLY" in result.stderr and "--accept-license" in result.stderr

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon import cli, plot
-from daemon.core import openface2
+from daemon import cli
+from daemon.output import openface2, plot
 from tests.tables import MIRROR_COLUMNS, aud_table, mirror_table
 
 
@@ -118,6 +118,22 @@ def test_reads_openface2_style_csv(tmp_path):
     assert_not_blank(out.read_bytes())
 
 
+def test_plots_an_openface2_style_mirror_result(tmp_path):
+    """``--mirror --csv-style openface2``'s three CSVs plot with the hemi-face panels (``aud plot`` finds the
+    siblings; their OpenFace 2.2 names are read back)."""
+    main = aud_table(frames=60, faces={0: range(5, 60)})
+    path = tmp_path / "of.csv"
+    path.write_text(openface2.openface2_text(main))
+    for side in ("left", "right"):
+        (tmp_path / f"of.{side}_mirrored.csv").write_text(
+            openface2.openface2_text(mirror_table(main, side), openface2.HEMI_COLUMNS))
+    tables = {"main": plot.read_table(path)}
+    tables.update({side: plot.read_table(p) for side, p in plot.mirror_paths(path).items()})
+    fig = plot.figure(tables, "of.csv")
+    assert {"mirror", "mirror_au45"} <= {ax.get_label() for ax in fig.axes}
+    assert_not_blank(plot.plot_csv(path).read_bytes())
+
+
 def test_bad_csv_names_the_file_and_problem(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("frame,timestamp\n1,0.0\n")
@@ -137,3 +153,82 @@ def test_cli_plot(tmp_path, capsys):
     assert_not_blank((tmp_path / "out.png").read_bytes())
     assert cli.main(["plot", str(tmp_path / "missing.csv")]) == 2
     assert "missing.csv" in capsys.readouterr().err
+
+
+def _panel(fig, kind: str):
+    axes = [ax for ax in fig.axes if ax.get_label() == kind]
+    assert axes, f"no {kind!r} panel"
+    return axes[0]
+
+
+def test_emotion_legend_lists_the_stack_top_to_bottom():
+    """Issue 26 item 9: stackplot draws the first emotion at the bottom; the legend reads top to bottom, so it
+    lists them in reverse (the top band first)."""
+    fig = plot.figure({"main": aud_table(frames=60, faces={0: range(50)})}, "e.csv")
+    ax = _panel(fig, "emotion")
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == [*reversed(plot.EMOTIONS), plot.NOT_FOUND]
+    bands = ax.collections  # one filled band per emotion, bottom first
+    tops = [np.nanmax(b.get_paths()[0].vertices[:, 1]) for b in bands]
+    assert tops == sorted(tops)  # the first drawn is the lowest
+
+
+def test_empty_pose_gets_a_panel_that_says_so():
+    """Issue 26 item 9: with AU45 off there are no landmarks, so no pose; the panel stays and says why."""
+    table = aud_table(frames=40)
+    for name in ("pose_Tx", "pose_Ty", "pose_Tz", "pose_Rx", "pose_Ry", "pose_Rz"):
+        table[name] = np.full(len(table["frame"]), np.nan)
+    fig = plot.figure({"main": table}, "nopose.csv")
+    texts = [t.get_text() for t in _panel(fig, "pose").texts]
+    assert any("no head pose" in t and "--no-au45" in t for t in texts)
+    with_pose = plot.figure({"main": aud_table(frames=40)}, "pose.csv")
+    assert not any("no head pose" in t.get_text() for t in _panel(with_pose, "pose").texts)
+
+
+def test_hemi_face_panels_show_differences_and_au45_per_eye():
+    """Issue 26 item 9: not 16 overlapping lines but one left − right difference per AU, and AU45 per eye."""
+    main = aud_table(frames=90)
+    left, right = mirror_table(main, "left"), mirror_table(main, "right")
+    left["AU45_r"] = np.asarray(main["AU45_r"]) * 0.5  # the eyes blink differently
+    fig = plot.figure({"main": main, "left_mirrored": left, "right_mirrored": right}, "m.csv")
+    differences = [line for line in _panel(fig, "mirror").lines if "left − right" in line.get_label()]
+    assert len(differences) == 8
+    np.testing.assert_allclose(differences[1].get_ydata(), np.asarray(left["AU02_r"]) - np.asarray(right["AU02_r"]))
+    eyes = {line.get_label(): line.get_ydata() for line in _panel(fig, "mirror_au45").lines}
+    np.testing.assert_allclose(eyes["left eye"], left["AU45_r"])
+    np.testing.assert_allclose(eyes["right eye"], right["AU45_r"])
+
+
+def test_an_hour_of_data_draws_a_bounded_number_of_points():
+    """Issue 24: 100,000 rows (55 min at 30 fps, with hemi-faces) draw at most 2 · PLOT_BINS points per line,
+    PLOT_BINS per emotion band and per set of marks, and the picture is the envelope of the full traces."""
+    frames = 100_000
+    main = aud_table(frames=frames, faces={0: {f for f in range(frames) if (f // 5000) % 7 != 3}})
+    tables = {"main": main, "left_mirrored": mirror_table(main, "left"),
+              "right_mirrored": mirror_table(main, "right")}
+    fig = plot.figure(tables, "hour.csv")
+    lines = [line for ax in fig.axes for line in ax.lines]
+    assert len(lines) > 20
+    assert max(len(line.get_xdata()) for line in lines) <= 2 * plot.PLOT_BINS
+    bands = [c for ax in fig.axes for c in ax.collections]  # min/max ranges and emotion bands
+    assert len(bands) > 20
+    # each band: an upper and a lower edge of at most PLOT_BINS points, closed, per stretch without a gap
+    assert max(sum(len(p.vertices) for p in b.get_paths()) for b in bands) <= 2 * plot.PLOT_BINS + 3 * 4
+    shaded = sum(len(ax.patches) for ax in fig.axes)
+    assert 0 < shaded <= len(fig.axes) * plot.PLOT_BINS // 2
+    # the envelope keeps the extremes: the AU12 range spans exactly the full data's, the mean line within it
+    aus = _panel(fig, "aus")
+    band = next(c for c in aus.collections if c.get_label() == "_AU12 lip corner puller range")
+    edges = np.concatenate([p.vertices[:, 1] for p in band.get_paths()])
+    values = np.asarray(main["AU12_r"])
+    assert edges.min() == np.nanmin(values) and edges.max() == np.nanmax(values)
+    mean = next(line for line in aus.lines if line.get_label().startswith("AU12")).get_ydata()
+    assert np.nanmin(values) < np.nanmin(mean) and np.nanmax(mean) < np.nanmax(values)
+    assert_not_blank(plot.render_png(tables, "hour.csv"))
+
+
+def test_a_short_clip_draws_every_frame():
+    table = aud_table(frames=2 * plot.PLOT_BINS)
+    au01 = next(line for line in _panel(plot.figure({"main": table}, "c.csv"), "aus").lines
+                if line.get_label().startswith("AU01"))
+    np.testing.assert_array_equal(au01.get_ydata(), table["AU01_r"])

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.core import atomic, blink, output
-from daemon.core.output import OutputOptions
+from daemon import output
+from daemon.core import atomic, blink
 from daemon.core.results import FaceRows
 from daemon.core.schema import AUS_R, COLUMNS, EMOTIONS
+from daemon.output import OutputOptions, tables
 
 EXPECTED_HEAD = [
     "frame", "face_id", "timestamp", "confidence", "success",
@@ -124,7 +125,7 @@ def test_emotion_probabilities_and_name():
 
 
 def test_softmax_is_stable_for_large_logits():
-    p = output.softmax(np.array([[1000.0, 0.0, -1000.0]]))
+    p = tables.softmax(np.array([[1000.0, 0.0, -1000.0]]))
     np.testing.assert_allclose(p, [[1, 0, 0]])
 
 
@@ -239,4 +240,36 @@ def test_failure_while_writing_the_temp_file(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", broken)
     with pytest.raises(OSError):
         atomic.atomic_write_text(out, "data\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mirror_in_openface2_style_writes_every_file(tmp_path):
+    """Issue 26 item 1: ``--mirror --csv-style openface2`` wrote the sidecar and the plot, then failed on the
+    hemi-face CSV (no pose columns) and left no CSV. Every file is written now."""
+    from daemon.output import CsvStyle
+    from daemon.output.openface2 import HEMI_COLUMNS
+
+    options = OutputOptions(mirror=True, csv_style=CsvStyle.OPENFACE2, plots=False)
+    tables = output.build_tables(make_results(), options, 640, 360)
+    out = tmp_path / "video.csv"
+    paths = output.write_outputs(out, tables, {}, options)
+    assert [p.name for p in paths] == ["video.json", "video.left_mirrored.csv", "video.right_mirrored.csv",
+                                       "video.csv"]
+    assert all(p.exists() for p in paths)
+    for side in ("left_mirrored", "right_mirrored"):
+        header = output.side_path(out, side).read_text().splitlines()[0]
+        assert header.split(", ") == list(HEMI_COLUMNS)
+
+
+def test_a_table_the_style_cannot_write_leaves_no_file(tmp_path):
+    """The CSV text is made before anything is written: a table the style cannot write fails with no sidecar
+    or plot left claiming a result."""
+    from daemon.output import CsvStyle
+    from daemon.output.openface2 import TableError
+
+    options = OutputOptions(csv_style=CsvStyle.OPENFACE2, plots=False)
+    tables = output.build_tables(make_results(), options, 640, 360)
+    del tables["main"]["pose_Tx"]
+    with pytest.raises(TableError):
+        output.write_outputs(tmp_path / "video.csv", tables, {}, options)
     assert list(tmp_path.iterdir()) == []

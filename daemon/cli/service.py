@@ -15,12 +15,13 @@ import plistlib
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from ..core.atomic import atomic_write
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -266,21 +267,15 @@ def _call(runner: CommandRunner, argv: list[str], *, check: bool = True) -> subp
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write data to path via a temp file in the same directory and os.replace, mode 0644."""
+    """Write data to path with ``core.atomic`` (the one atomic writer), mode 0644."""
+    def write(handle) -> None:
+        handle.write(data)
+        os.fchmod(handle.fileno(), FILE_MODE)
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        atomic_write(path, write)
     except OSError as exc:
-        raise ServiceError(f"cannot write {path}: {exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise ServiceError(f"cannot write {path}: {exc}") from exc
 
 

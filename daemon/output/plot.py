@@ -8,15 +8,26 @@ more there are), against time in seconds:
 * **OpenFace 2.2 AUs** (``au_models`` "openface2"/"both") — the 17 ``of2_AUxx_r`` intensities, 0-5; with the
   mirror output, the left (solid) and right (dashed) hemi-faces' beside them;
 * **AU45 (blink)** — ``AU45_r`` (0-5) with every blink marked at its peak (a blink is a run of frames with
-  AU45_r ≥ 2.5, ``blink.BLINK_AU45``);
+  AU45_r ≥ ``schema.BLINK_AU45``);
 * **Gaze** — yaw and pitch, in degrees;
-* **Head pose** — pitch, yaw, roll (``pose_Rx, pose_Ry, pose_Rz``), in degrees (when the table has them);
-* **Emotion** — the eight probabilities, stacked to 1;
-* **Left vs right** (mirror output only) — each AU of the left hemi-face (solid) against the right (dashed).
+* **Head pose** — pitch, yaw, roll (``pose_Rx, pose_Ry, pose_Rz``), in degrees (when the table has the
+  columns; a face without any pose — AU45 off, so no landmarks — gets a panel that says so);
+* **Emotion** — the eight probabilities, stacked to 1 (the legend lists them top to bottom, as stacked);
+* **Left − right** (mirror output only) — per AU, the left hemi-face's score minus the right one's (0: symmetric);
+* **AU45 per eye** (mirror output only) — each hemi-face's AU45_r, i.e. the subject's left and right eye.
 
 Grey bands in every panel: frames where that face was not found (in a single-face result: no face). A video
-without any face gets a picture that says so. ``read_table`` reads aud's CSVs and OpenFace 2.2-style ones
-(``gaze_angle_x/y`` become ``gaze_yaw/pitch``; names and fields are stripped of spaces).
+without any face gets a picture that says so.
+
+**Long recordings.** A trace never holds more than ``2 · PLOT_BINS`` points: past that many frames the time
+axis is cut into ``PLOT_BINS`` equal runs of frames (a panel is narrower than ``PLOT_BINS`` pixels) and each
+trace is drawn as the line of its per-run mean over a light band from the run's min to its max (the min/max
+envelope: every extreme the full trace would paint stays visible, and the eight AU lines stay apart instead of
+filling the panel); the emotion stack shows each run's mean probabilities, the grey bands the runs where the
+face is missing from at least half the frames, and the blink markers the highest blink of each run.
+
+``read_table`` reads aud's CSVs and OpenFace 2.2-style ones (``gaze_angle_x/y`` become ``gaze_yaw/pitch``;
+names and fields are stripped of spaces).
 """
 
 from __future__ import annotations
@@ -35,21 +46,39 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .core.atomic import atomic_write
-from .core.blink import BLINK_AU45, blinks
-from .core.schema import OF2_AUS_R
+from ..core.atomic import atomic_write
+from ..core.blink import blinks
+from ..core.schema import (
+    AU45_R,
+    AU_DESCRIPTIONS,
+    AU_NUMBERS,
+    AU_THRESHOLD,
+    AUS_R,
+    BLINK_AU45,
+    EMOTION_PROBS,
+    EMOTIONS,
+    FACE_ID,
+    FRAME,
+    GAZE,
+    GAZE_PITCH,
+    GAZE_YAW,
+    OF2_AUS_R,
+    POSE_R,
+    SIDES,
+    SUCCESS,
+    TEXT_COLUMNS,
+    TIMESTAMP,
+)
+from .files import plot_path, side_path
 
 MAX_FACES = 4
-AUS = ("AU01", "AU02", "AU04", "AU06", "AU09", "AU12", "AU25", "AU26")
-AU_NAMES = {"AU01": "inner brow raiser", "AU02": "outer brow raiser", "AU04": "brow lowerer",
-            "AU06": "cheek raiser", "AU09": "nose wrinkler", "AU12": "lip corner puller", "AU25": "lips part",
-            "AU26": "jaw drop"}
-EMOTIONS = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt")
-OPENFACE2_NAMES = {"gaze_angle_x": "gaze_yaw", "gaze_angle_y": "gaze_pitch"}
-TEXT_COLUMNS = ("emotion",)
+PLOT_BINS = 1000  # a panel is ~500 px wide at most per face: 2 runs per pixel column
+ABSENT_IN_RUN = 0.5  # a run of frames is shaded "not found" when the face is missing from at least this share
+NO_POSE = ("no head pose for this face: pose is fitted to STAR's landmarks,\n"
+           "which --no-au45 turns off (or no frame gave a face-shaped fit)")
+OPENFACE2_NAMES = {"gaze_angle_x": GAZE_YAW, "gaze_angle_y": GAZE_PITCH}  # OpenFace 2.2's names -> aud's
 NO_FACE_COLOUR = "0.85"
 NOT_FOUND = "face not found"
 
@@ -74,7 +103,7 @@ def read_table(csv_path: Path) -> dict[str, Any]:
     if not rows:
         raise PlotError(f"{path}: the CSV is empty (no header)")
     names = [OPENFACE2_NAMES.get(n.strip(), n.strip()) for n in rows[0]]
-    for required in ("frame", "timestamp", "success"):
+    for required in (FRAME, TIMESTAMP, SUCCESS):
         if required not in names:
             raise PlotError(f"{path}: no {required!r} column, so this is not an aud or OpenFace 2.2 CSV")
     body = rows[1:]
@@ -91,8 +120,8 @@ def read_table(csv_path: Path) -> dict[str, Any]:
             table[name] = np.array([float(c) if c else math.nan for c in cells], np.float64)
         except ValueError as exc:
             raise PlotError(f"{path}: column {name!r} holds a value that is not a number ({exc})") from exc
-    if "face_id" not in table:
-        table["face_id"] = np.where(table["success"] > 0, 0.0, math.nan)
+    if FACE_ID not in table:
+        table[FACE_ID] = np.where(table[SUCCESS] > 0, 0.0, math.nan)
     return table
 
 
@@ -100,8 +129,8 @@ def mirror_paths(csv_path: Path) -> dict[str, Path]:
     """The hemi-face CSVs beside ``<stem>.csv`` that exist: {"left_mirrored": …, "right_mirrored": …}."""
     path = Path(csv_path)
     found = {}
-    for side in ("left_mirrored", "right_mirrored"):
-        sibling = path.with_name(f"{path.stem}.{side}.csv")
+    for side in SIDES:
+        sibling = side_path(path, side)
         if sibling.exists():
             found[side] = sibling
     return found
@@ -111,7 +140,7 @@ def plot_csv(csv_path: Path, png_path: Path | None = None) -> Path:
     """Plot ``csv_path`` (with its mirror siblings, if any) to ``png_path`` (default ``<stem>.png`` beside it),
     written atomically. Returns the PNG's path."""
     path = Path(csv_path)
-    out = Path(png_path) if png_path is not None else path.with_suffix(".png")
+    out = Path(png_path) if png_path is not None else plot_path(path)
     tables = {"main": read_table(path)}
     tables.update({side: read_table(p) for side, p in mirror_paths(path).items()})
     png = render_png(tables, path.name)
@@ -131,13 +160,16 @@ class Timeline:
     """The video's frames (each once, in order) and their times; per-face series on it (NaN where absent)."""
 
     def __init__(self, table: Table):
-        frame = _col(table, "frame")
+        frame = _col(table, FRAME)
         self.frames, first = np.unique(frame, return_index=True)
-        self.seconds = _col(table, "timestamp")[first]
+        self.seconds = _col(table, TIMESTAMP)[first]
         self._frame = frame
-        self._face = _col(table, "face_id") if "face_id" in table else np.zeros(len(frame))
-        self._ok = _col(table, "success") > 0
+        self._face = _col(table, FACE_ID) if FACE_ID in table else np.zeros(len(frame))
+        self._ok = _col(table, SUCCESS) > 0
         self._slot = np.searchsorted(self.frames, frame)
+        n = len(self.frames)
+        # runs of frames, one per drawn column, for a long recording (None: every frame drawn)
+        self._edges = np.linspace(0, n, PLOT_BINS + 1).round().astype(np.int64) if n > 2 * PLOT_BINS else None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -164,6 +196,56 @@ class Timeline:
         out[self._slot[self.rows_of(face_id)]] = True
         return out
 
+    # --- what is drawn: every frame, or per run of frames for a long recording -------------------------
+
+    def _runs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(first index of each run, the run's middle time)."""
+        assert self._edges is not None
+        starts = self._edges[:-1]
+        return starts, (self.seconds[starts] + self.seconds[self._edges[1:] - 1]) / 2
+
+    def times(self) -> np.ndarray:
+        """The drawn columns' times: every frame's, or each run's middle."""
+        return self.seconds if self._edges is None else self._runs()[1]
+
+    @property
+    def binned(self) -> bool:
+        """A long recording: drawn per run of frames."""
+        return self._edges is not None
+
+    def envelope(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(t, low, mean, high) of ``values`` (one per frame, NaN where absent) per run of frames, at each
+        run's middle time; NaN where the whole run is."""
+        starts, middle = self._runs()
+        low, high = np.fmin.reduceat(values, starts), np.fmax.reduceat(values, starts)  # NaN only if all are
+        finite = np.isfinite(values)
+        counts = np.add.reduceat(finite.astype(np.float64), starts)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.add.reduceat(np.where(finite, values, 0.0), starts) / counts
+        return middle, low, np.where(counts > 0, mean, np.nan), high
+
+    def mean(self, values: np.ndarray) -> np.ndarray:
+        """``values`` (one per frame, no NaN) per drawn column: themselves, or each run's mean."""
+        if self._edges is None:
+            return values
+        return np.add.reduceat(values, self._edges[:-1]) / np.diff(self._edges)
+
+    def shown_present(self, face_id: int) -> np.ndarray:
+        """Per drawn column: the face found (in at least half of the run's frames)."""
+        present = self.present(face_id)
+        return present if self._edges is None else self.mean(present.astype(np.float64)) > 1 - ABSENT_IN_RUN
+
+    def thin(self, peaks: list[int], values: np.ndarray) -> list[int]:
+        """Frame indices of marks (blink peaks): all of them, or the highest of each run."""
+        if self._edges is None or not peaks:
+            return peaks
+        run = np.searchsorted(self._edges, peaks, side="right") - 1
+        best: dict[int, int] = {}
+        for r, p in zip(run.tolist(), peaks):
+            if r not in best or values[p] > values[best[r]]:
+                best[r] = p
+        return sorted(best.values())
+
 
 def _spans(mask: np.ndarray) -> list[tuple[int, int]]:
     """Runs of True as (first, last) indices."""
@@ -179,28 +261,15 @@ _RENDERING = threading.Lock()
 def warm_up() -> None:
     """Render a one-frame picture and throw it away: loads matplotlib's fonts in the calling thread
     (matplotlib keeps each thread's font files open), so a daemon's first result does not pay for it."""
-    render_png({"main": {"frame": np.array([1.0]), "timestamp": np.array([0.0]), "success": np.array([0.0]),
-                         "face_id": np.array([math.nan])}}, "warm-up")
+    render_png({"main": {FRAME: np.array([1.0]), TIMESTAMP: np.array([0.0]), SUCCESS: np.array([0.0]),
+                         FACE_ID: np.array([math.nan])}}, "warm-up")
 
 
 def render_png(tables: Mapping[str, Table], title: str) -> bytes:
     """The PNG of one result. ``tables``: "main" (aud column naming, one row per face per frame) and
     optionally "left_mirrored" and "right_mirrored" (one row per main row)."""
-    if "main" not in tables:
-        raise PlotError("render_png needs the 'main' table")
-    main = tables["main"]
-    n = len(_col(main, "frame"))
-    for side in ("left_mirrored", "right_mirrored"):
-        if side in tables and len(_col(tables[side], "frame")) != n:
-            raise PlotError(f"the {side} table has {len(_col(tables[side], 'frame'))} rows, the main one {n}: "
-                            f"a hemi-face table has one row per main row")
     with _RENDERING:  # matplotlib's font and text caches are shared by every figure of the process
-        timeline = Timeline(main)
-        faces = timeline.faces()
-        if not faces:
-            fig = _no_face_figure(timeline, title)
-        else:
-            fig = _result_figure(tables, timeline, faces, title)
+        fig = figure(tables, title)
         buffer = io.BytesIO()
         FigureCanvasAgg(fig).print_png(buffer)
         fig.clear()
@@ -209,6 +278,23 @@ def render_png(tables: Mapping[str, Table], title: str) -> bytes:
         # plot until the cyclic collector happens to run (docs/benchmark.md, "Design measurements")
         gc.collect()
     return buffer.getvalue()
+
+
+def figure(tables: Mapping[str, Table], title: str) -> Figure:
+    """The figure ``render_png`` draws (tests inspect its artists)."""
+    if "main" not in tables:
+        raise PlotError("render_png needs the 'main' table")
+    main = tables["main"]
+    n = len(_col(main, FRAME))
+    for side in SIDES:
+        if side in tables and len(_col(tables[side], FRAME)) != n:
+            raise PlotError(f"the {side} table has {len(_col(tables[side], FRAME))} rows, the main one {n}: "
+                            f"a hemi-face table has one row per main row")
+    timeline = Timeline(main)
+    faces = timeline.faces()
+    if not faces:
+        return _no_face_figure(timeline, title)
+    return _result_figure(tables, timeline, faces, title)
 
 
 def _no_face_figure(timeline: Timeline, title: str) -> Figure:
@@ -228,20 +314,20 @@ def _panel_rows(tables: Mapping[str, Table]) -> list[str]:
         return all(n in main for n in names) and any(np.isfinite(_col(main, n)).any() for n in names)
 
     rows = []
-    if has(*(f"{au}_r" for au in AUS)):
+    if has(*AUS_R):
         rows.append("aus")
     if has(*OF2_AUS_R):
         rows.append("of2_aus")
-    if has("AU45_r"):
+    if has(AU45_R):
         rows.append("au45")
-    if has("gaze_yaw", "gaze_pitch"):
+    if has(*GAZE):
         rows.append("gaze")
-    if has("pose_Rx", "pose_Ry", "pose_Rz"):
+    if all(name in main for name in POSE_R):  # drawn even when empty: the panel says why
         rows.append("pose")
-    if has(*(f"emotion_{e}" for e in EMOTIONS)):
+    if has(*EMOTION_PROBS):
         rows.append("emotion")
-    if all(side in tables and f"{AUS[0]}_r" in tables[side] for side in ("left_mirrored", "right_mirrored")):
-        rows.append("mirror")  # (au_models = "openface2" leaves OpenFace 3.0's AUs out)
+    if all(side in tables for side in SIDES):  # (au_models = "openface2" leaves OpenFace 3.0's AUs out)
+        rows += (["mirror"] if all(AUS_R[0] in tables[side] for side in SIDES) else []) + ["mirror_au45"]
     if not rows:
         raise PlotError("the table has none of the measured columns (AUxx_r, AU45_r, gaze, pose, emotion)")
     return rows
@@ -251,7 +337,8 @@ def _result_figure(tables: Mapping[str, Table], timeline: Timeline, faces: list[
                    title: str) -> Figure:
     shown = faces[:MAX_FACES]
     rows = _panel_rows(tables)
-    heights = {"aus": 2.6, "of2_aus": 4.2, "au45": 1.6, "gaze": 1.6, "pose": 1.6, "emotion": 1.8, "mirror": 2.6}
+    heights = {"aus": 2.6, "of2_aus": 4.2, "au45": 1.6, "gaze": 1.6, "pose": 1.6, "emotion": 1.8, "mirror": 2.6,
+               "mirror_au45": 1.6}
     fig = Figure(figsize=(4.0 + 6.0 * len(shown), 1.0 + sum(heights[r] for r in rows)), dpi=100)
     axes = fig.subplots(len(rows), len(shown), sharex=True, squeeze=False,
                         gridspec_kw={"height_ratios": [heights[r] for r in rows]})
@@ -264,9 +351,9 @@ def _result_figure(tables: Mapping[str, Table], timeline: Timeline, faces: list[
         summary += f" — the {MAX_FACES} longest-tracked shown; not shown: face {rest}"
     fig.suptitle(textwrap.fill(title, 60 + 50 * (len(shown) - 1)) + f"\n{summary}", fontsize=13,
                  fontweight="bold")
-    t = timeline.seconds
+    t = timeline.times()
     for c, (face_id, count) in enumerate(shown):
-        present = timeline.present(face_id)
+        present = timeline.shown_present(face_id)
         for r, kind in enumerate(rows):
             ax = axes[r, c]
             ax.set_label(kind)
@@ -291,11 +378,21 @@ def _legend_handles(ax) -> list:
     unique = dict(zip(labels, handles))
     if NOT_FOUND in unique:
         unique[NOT_FOUND] = Patch(color=NO_FACE_COLOUR, label=NOT_FOUND)
-    if ax.get_label() == "mirror":  # one entry per line style; the colours are the AU panel's
-        unique = {k: v for k, v in unique.items() if k == NOT_FOUND}
-        unique["left hemi-face"] = Line2D([], [], color="k", lw=1, label="left hemi-face")
-        unique["right hemi-face"] = Line2D([], [], color="k", lw=1, ls="--", label="right hemi-face")
+    if ax.get_label() == "emotion":  # top to bottom as stacked: the last drawn is on top
+        unique = {k: unique[k] for k in [*reversed(EMOTIONS), NOT_FOUND] if k in unique}
     return list(unique.values())
+
+
+def _trace(ax, timeline: Timeline, values: np.ndarray, band: float = 0.2, **style) -> None:
+    """One line through every frame; for a long recording, the line of each run's mean over a light band
+    from the run's min to its max (``Timeline.envelope``: every extreme stays visible, the traces stay
+    apart; ``band``: the band's opacity, lower where eight traces share a panel)."""
+    if not timeline.binned:
+        ax.plot(timeline.seconds, values, **style)
+        return
+    t, low, mean, high = timeline.envelope(values)
+    ax.fill_between(t, low, high, color=style.get("color"), alpha=band, lw=0, label=f"_{style.get('label')} range")
+    ax.plot(t, mean, **style)
 
 
 def _shade_absent(ax, t: np.ndarray, present: np.ndarray) -> None:
@@ -312,35 +409,37 @@ def _palette(name: str) -> list:
 
 def _draw_aus(ax, tables, timeline, face_id, t) -> None:
     colours = _palette("tab10")
-    for k, au in enumerate(AUS):
-        ax.plot(t, timeline.series(tables["main"], f"{au}_r", face_id), lw=1, color=colours[k],
-                label=f"{au} {AU_NAMES[au]}")
-    ax.axhline(0.5, color="k", lw=0.8, ls=":", label="AUxx_c threshold (0.5)")
+    for k, (number, name) in enumerate(zip(AU_NUMBERS, AUS_R)):
+        _trace(ax, timeline, timeline.series(tables["main"], name, face_id), band=0.06, lw=1, color=colours[k],
+               label=f"{name[:-2]} {AU_DESCRIPTIONS[number]}")
+    ax.axhline(AU_THRESHOLD, color="k", lw=0.8, ls=":", label=f"AUxx_c threshold ({AU_THRESHOLD})")
     ax.set_ylabel("AU score\n(raw MTL output)")
 
 
 def _draw_of2_aus(ax, tables, timeline, face_id, t) -> None:
     colours = _palette("tab20")
-    sides = [s for s in ("left_mirrored", "right_mirrored") if s in tables and OF2_AUS_R[0] in tables[s]]
+    sides = [s for s in SIDES if s in tables and OF2_AUS_R[0] in tables[s]]
     for k, name in enumerate(OF2_AUS_R):
         au = name.split("_")[1]
         if sides:
             for side, style in zip(sides, ("-", "--")):
-                ax.plot(t, timeline.series(tables[side], name, face_id), lw=1, color=colours[k % 20], ls=style,
-                        label=au if style == "-" else "_nolegend_")  # the colours name the AUs once
+                _trace(ax, timeline, timeline.series(tables[side], name, face_id), band=0.04, lw=1,
+                       color=colours[k % 20], ls=style, label=au if style == "-" else "_nolegend_")  # AUs named once
         else:
-            ax.plot(t, timeline.series(tables["main"], name, face_id), lw=1, color=colours[k % 20], label=au)
+            _trace(ax, timeline, timeline.series(tables["main"], name, face_id), band=0.04, lw=1,
+                   color=colours[k % 20], label=au)
     ax.set_ylim(-0.2, 5.4)
     ax.set_ylabel("OpenFace 2.2 AUs\nintensity 0-5" + ("\nleft — / right - -" if sides else ""))
 
 
 def _draw_au45(ax, tables, timeline, face_id, t) -> None:
-    au45 = timeline.series(tables["main"], "AU45_r", face_id)
-    ax.plot(t, au45, lw=1, color="tab:blue", label="AU45_r")
+    au45 = timeline.series(tables["main"], AU45_R, face_id)
+    _trace(ax, timeline, au45, lw=1, color="tab:blue", label=AU45_R)
     ax.axhline(BLINK_AU45, color="k", lw=0.8, ls=":", label=f"blink threshold ({BLINK_AU45})")
     peaks = [p for _first, _last, p in blinks(au45)]
-    if peaks:
-        ax.plot(t[peaks], au45[peaks], "v", color="tab:red", ms=7, label="blink (peak)")
+    marks = timeline.thin(peaks, au45)
+    if marks:
+        ax.plot(timeline.seconds[marks], au45[marks], "v", color="tab:red", ms=7, label="blink (peak)")
     ax.text(0.995, 0.95, f"{len(peaks)} blinks", transform=ax.transAxes, ha="right", va="top", fontsize=9,
             bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
     ax.set_ylim(-0.2, 5.4)
@@ -348,21 +447,29 @@ def _draw_au45(ax, tables, timeline, face_id, t) -> None:
 
 
 def _draw_gaze(ax, tables, timeline, face_id, t) -> None:
-    for name, colour in (("gaze_yaw", "tab:purple"), ("gaze_pitch", "tab:olive")):
-        ax.plot(t, np.degrees(timeline.series(tables["main"], name, face_id)), lw=1, color=colour,
-                label=name.replace("gaze_", ""))
+    for name, colour in ((GAZE_YAW, "tab:purple"), (GAZE_PITCH, "tab:olive")):
+        _trace(ax, timeline, np.degrees(timeline.series(tables["main"], name, face_id)), lw=1, color=colour,
+               label=name.replace("gaze_", ""))
     ax.set_ylabel("gaze (°)")
 
 
 def _draw_pose(ax, tables, timeline, face_id, t) -> None:
-    for name, label, colour in (("pose_Rx", "pitch (Rx)", "tab:green"), ("pose_Ry", "yaw (Ry)", "tab:orange"),
-                                ("pose_Rz", "roll (Rz)", "tab:cyan")):
-        ax.plot(t, np.degrees(timeline.series(tables["main"], name, face_id)), lw=1, color=colour, label=label)
+    empty = True
+    for name, label, colour in zip(POSE_R, ("pitch (Rx)", "yaw (Ry)", "roll (Rz)"),
+                                   ("tab:green", "tab:orange", "tab:cyan")):
+        values = np.degrees(timeline.series(tables["main"], name, face_id))
+        empty = empty and not np.isfinite(values).any()
+        _trace(ax, timeline, values, lw=1, color=colour, label=label)
+    if empty:
+        ax.text(0.5, 0.5, NO_POSE, transform=ax.transAxes, ha="center", va="center", fontsize=10,
+                bbox={"facecolor": "white", "alpha": 0.9, "lw": 0})
+        ax.set_yticks([])
     ax.set_ylabel("head pose (°)")
 
 
 def _draw_emotion(ax, tables, timeline, face_id, t) -> None:
-    probs = np.stack([np.nan_to_num(timeline.series(tables["main"], f"emotion_{e}", face_id)) for e in EMOTIONS])
+    probs = np.stack([timeline.mean(np.nan_to_num(timeline.series(tables["main"], name, face_id)))
+                      for name in EMOTION_PROBS])
     colours = _palette("Set2")
     ax.stackplot(t, probs, labels=EMOTIONS, colors=colours, alpha=0.9, zorder=1)
     ax.set_ylim(0, 1)
@@ -370,14 +477,24 @@ def _draw_emotion(ax, tables, timeline, face_id, t) -> None:
 
 
 def _draw_mirror(ax, tables, timeline, face_id, t) -> None:
+    """Per AU, left hemi-face minus right (one line each instead of two overlapping ones)."""
     colours = _palette("tab10")
-    for k, au in enumerate(AUS):
-        ax.plot(t, timeline.series(tables["left_mirrored"], f"{au}_r", face_id), lw=1, color=colours[k],
-                label=f"{au} left")
-        ax.plot(t, timeline.series(tables["right_mirrored"], f"{au}_r", face_id), lw=1, color=colours[k],
-                ls="--", label=f"{au} right")
-    ax.set_ylabel("AU score, hemi-faces\nleft — / right - -")
+    left, right = SIDES
+    for k, name in enumerate(AUS_R):
+        difference = timeline.series(tables[left], name, face_id) - timeline.series(tables[right], name, face_id)
+        _trace(ax, timeline, difference, band=0.06, lw=1, color=colours[k], label=f"{name[:-2]} left − right")
+    ax.axhline(0.0, color="k", lw=0.8, ls=":", label="symmetric (0)")
+    ax.set_ylabel("hemi-face AU score\nleft − right")
+
+
+def _draw_mirror_au45(ax, tables, timeline, face_id, t) -> None:
+    """Each hemi-face's AU45 (it keeps the subject's eye of its side): one blink trace per eye."""
+    for side, label, colour in zip(SIDES, ("left eye", "right eye"), ("tab:blue", "tab:orange")):
+        _trace(ax, timeline, timeline.series(tables[side], AU45_R, face_id), lw=1, color=colour, label=label)
+    ax.axhline(BLINK_AU45, color="k", lw=0.8, ls=":", label=f"blink threshold ({BLINK_AU45})")
+    ax.set_ylim(-0.2, 5.4)
+    ax.set_ylabel("AU45 per eye\n0 open … 5 closed")
 
 
 DRAW = {"aus": _draw_aus, "of2_aus": _draw_of2_aus, "au45": _draw_au45, "gaze": _draw_gaze, "pose": _draw_pose,
-        "emotion": _draw_emotion, "mirror": _draw_mirror}
+        "emotion": _draw_emotion, "mirror": _draw_mirror, "mirror_au45": _draw_mirror_au45}

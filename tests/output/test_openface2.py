@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from daemon.core import openface2, wflw
+from daemon.core import wflw
+from daemon.output import openface2
 from tests.tables import aud_table
 
 # OpenFace 2.2 FeatureExtraction's header with its default outputs, from RecorderCSV::Open
@@ -77,7 +78,7 @@ def test_loads_with_pandas_under_openface_names():
     for k, point in enumerate(wflw.TO_IBUG68):
         np.testing.assert_allclose(df[f"x_{k}"], table[f"x_{point}"], atol=0.05)
         np.testing.assert_allclose(df[f"y_{k}"], table[f"y_{point}"], atol=0.05)
-    np.testing.assert_allclose(df["AU12_r"], table["AU12_r"], atol=5e-3)
+    np.testing.assert_allclose(df["AU12_r"], table["AU12_r"], rtol=1e-8)  # 9 significant digits, not 2 decimals
     np.testing.assert_array_equal(df["AU12_c"], table["AU12_c"])
     missing = table["success"] == 0
     assert missing.any() and df.loc[missing, "AU12_r"].isna().all() and df.loc[missing, "x_0"].isna().all()
@@ -101,8 +102,8 @@ def test_exact_formatting():
         "pose_Tz": [382.51, np.nan], "pose_Rx": [0.0364, np.nan], "pose_Ry": [0.1091, np.nan],
         "pose_Rz": [-0.0555, np.nan], "AU45_r": [3.0, np.nan],
     }
-    for au in openface2.MTL_AUS:
-        table[f"{au}_r"] = [0.5, np.nan]
+    for k, au in enumerate(openface2.MTL_AUS):
+        table[f"{au}_r"] = [0.5 + k / 8, np.nan]
     for axis in "xy":
         for i in range(98):
             table[f"{axis}_{i}"] = [100.25 + i, np.nan]
@@ -110,7 +111,8 @@ def test_exact_formatting():
     assert lines[0].startswith("frame, face_id, timestamp, confidence, success, gaze_angle_x, gaze_angle_y, pose_Tx")
     assert lines[1].startswith("1, 0, 0.033, 0.99, 1, -0.123, 0.500, -6.5, 33.8, 382.5, 0.036, 0.109, -0.056, "
                                "100.2, 102.2, 104.2")  # x_0 = WFLW 0, x_1 = WFLW 2 (fixed-point, round-half-even)
-    assert lines[1].endswith("0.50, 0.50, 0.50, 0.50, 0.50, 0.50, 0.50, 0.50, 3.00, "
+    # the MTL's scores in full (not OpenFace 2.2's 2 decimals), AU45_r (OpenFace's 0-5 scale) with 2 decimals
+    assert lines[1].endswith("0.5, 0.625, 0.75, 0.875, 1, 1.125, 1.25, 1.375, 3.00, "
                              "1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0")
     assert lines[2] == "2,, 0.067, 0.10, 0" + "," * (len(openface2.COLUMNS) - 5)
     assert len(lines) == 3
@@ -142,3 +144,39 @@ def test_missing_column_and_ragged_table_are_named():
 def test_empty_table_is_just_the_header():
     table = {k: v[:0] for k, v in aud_table(frames=3).items()}
     assert openface2.openface2_text(table) == ", ".join(openface2.COLUMNS) + "\n"
+
+
+def test_mtl_scores_keep_full_precision():
+    """Issue 26 item 7: the MTL's cosine scores (float32, in [-1, 1]) round-trip exactly, so a left-right
+    difference of 0.003 (which 2 decimals would erase or double) is read back as written; AU45_r, on OpenFace
+    2.2's 0-5 scale, keeps OpenFace 2.2's 2 decimals."""
+    table = aud_table(frames=4)
+    scores = np.array([0.1234, 0.1264, -0.9876543, 0.0015], np.float32)
+    for au in openface2.MTL_AUS:
+        table[f"{au}_r"] = scores.astype(np.float64)
+    table["AU45_r"] = np.array([1.234, 0.0, 5.0, 2.5])
+    df = load(openface2.openface2_text(table), skipinitialspace=True)
+    for au in openface2.MTL_AUS:
+        np.testing.assert_array_equal(df[f"{au}_r"].to_numpy(np.float32), scores)
+    assert df["AU01_r"][1] - df["AU01_r"][0] == pytest.approx(0.003, abs=1e-6)
+    text = openface2.openface2_text(table).splitlines()[1]
+    assert ", 1.23, " in text and ", 1.234, " not in text  # AU45_r at 2 decimals
+
+
+def test_hemi_face_table_writes_what_it_has():
+    """Issue 26 item 1's cause: a hemi-face table has no pose and no landmarks (they belong to the whole face);
+    its OpenFace 2.2-style CSV has every other column of the main one, in the same order."""
+    from tests.tables import mirror_table
+
+    main = aud_table(frames=20, faces={0: range(3, 20)})
+    side = mirror_table(main, "left")
+    with pytest.raises(openface2.TableError, match="pose_Tx"):  # the whole-face header cannot be written
+        openface2.openface2_text(side)
+    df = load(openface2.openface2_text(side, openface2.HEMI_COLUMNS), skipinitialspace=True)
+    assert tuple(df.columns) == openface2.HEMI_COLUMNS
+    assert [c for c in openface2.COLUMNS if c in openface2.HEMI_COLUMNS] == list(openface2.HEMI_COLUMNS)
+    left_out = set(openface2.COLUMNS) - set(openface2.HEMI_COLUMNS)
+    assert left_out == {*(f"pose_{a}" for a in ("Tx", "Ty", "Tz", "Rx", "Ry", "Rz")),
+                        *(f"{axis}_{i}" for axis in "xy" for i in range(68))}
+    np.testing.assert_array_equal(df["AU12_r"].to_numpy(np.float32), np.float32(side["AU12_r"]))
+    np.testing.assert_array_equal(df["AU45_c"].isna(), ~np.asarray(side["success"], bool))

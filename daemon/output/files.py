@@ -1,0 +1,99 @@
+"""The files of one result beside each other: ``<stem>.csv``, the sidecar ``<stem>.json``, the plot
+``<stem>.png`` and the hemi-face CSVs ``<stem>.left_mirrored.csv`` / ``<stem>.right_mirrored.csv``.
+
+``write_outputs`` writes them atomically: the sidecar first, then the plot, the hemi-face CSVs, and the main
+CSV last, so the main CSV's presence means the result is complete; ``discard_partial`` removes what a failed
+write left.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..core.atomic import atomic_write, atomic_write_text
+from ..core.results import FaceRows
+from ..core.schema import SIDES
+from .options import OutputOptions
+from .tables import Table
+from .text import table_text
+
+
+def sidecar_path(csv_path: Path) -> Path:
+    return Path(csv_path).with_suffix(".json")
+
+
+def plot_path(csv_path: Path) -> Path:
+    return Path(csv_path).with_suffix(".png")
+
+
+def side_path(csv_path: Path, side: str) -> Path:
+    """``<stem>.left_mirrored.csv`` beside ``<stem>.csv``."""
+    csv_path = Path(csv_path)
+    return csv_path.with_name(f"{csv_path.stem}.{side}.csv")
+
+
+def output_paths(csv_path: Path, options: OutputOptions) -> list[Path]:
+    """Every file a result consists of, the main CSV last."""
+    paths = [sidecar_path(csv_path)]
+    if options.plots:
+        paths.append(plot_path(csv_path))
+    if options.mirror:
+        paths += [side_path(csv_path, side) for side in SIDES]
+    return [*paths, Path(csv_path)]
+
+
+def inspection_faces(rows: FaceRows, frames: int) -> list:
+    """Per frame of the video, the face the inspection videos show (its best detection), or None."""
+    from ..core.mirror import FaceGeometry
+
+    faces: list = [None] * frames
+    for i in np.flatnonzero(rows.success & (rows.detection == 0)):
+        faces[int(rows.frame[i])] = FaceGeometry(rows.landmarks[i].astype(np.float64), rows.box[i].astype(np.float64))
+    return faces
+
+
+def write_outputs(csv_path: Path, tables: dict[str, Table], sidecar: dict, options: OutputOptions,
+                  title: str = "", videos: Callable[[Path], object] | None = None) -> list[Path]:
+    """Sidecar, plot, inspection videos (``videos(folder)`` renders them), hemi-face CSVs, then the main
+    CSV; each atomic. The main CSV appears complete or not at all, and last: once it is there,
+    everything else of the result is too."""
+    csv_path = Path(csv_path)
+    # the CSVs' text first: a table the style cannot write fails here, before any file of the result exists
+    sides = {side: table_text(tables[side], options.csv_style, hemi=True) for side in (SIDES if options.mirror else ())}
+    main = table_text(tables["main"], options.csv_style)
+    atomic_write_text(sidecar_path(csv_path), json.dumps(sidecar, indent=2, default=str) + "\n")
+    if videos is not None:
+        videos(csv_path.parent)
+    if options.plots:
+        from .plot import render_png
+
+        png = render_png(tables, title or csv_path.stem)
+        atomic_write(plot_path(csv_path), lambda f: f.write(png))
+    for side, text in sides.items():
+        atomic_write_text(side_path(csv_path, side), text)
+    atomic_write_text(csv_path, main)
+    return output_paths(csv_path, options)
+
+
+def discard_partial(csv_path: Path, options: OutputOptions) -> None:
+    """After a failed write: the parts written before the main CSV (sidecar, plot, hemi-face CSVs) go,
+    so nothing half-done stays beside other results while the job waits to write again."""
+    if Path(csv_path).exists():
+        return
+    for part in output_paths(csv_path, options)[:-1]:
+        try:
+            Path(part).unlink(missing_ok=True)
+        except OSError:  # the folder itself is unusable (the reason the write failed): nothing to remove
+            pass
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """Read a CSV written here back as dicts (tests and tools)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))

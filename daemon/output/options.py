@@ -1,0 +1,25 @@
+"""How a result is written: the CSV style, plots, hemi-face files, face ids, the camera for head pose."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from ..core import tracking
+from ..core.pipeline import FacesMode
+
+
+class CsvStyle(StrEnum):
+    AUD = "aud"
+    OPENFACE2 = "openface2"  # OpenFace 2.2 FeatureExtraction's names, order and formatting
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    faces: FacesMode = FacesMode.PRIMARY
+    csv_style: CsvStyle = CsvStyle.AUD
+    plots: bool = True
+    mirror: bool = False
+    mirror_videos: bool = False  # with mirror: the inspection videos beside the CSVs
+    track_gap_frames: int = tracking.DEFAULT_GAP
+    camera: tuple[float | None, float | None, float | None, float | None] = (None, None, None, None)  # fx fy cx cy
