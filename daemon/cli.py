@@ -43,8 +43,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="frames per MTL batch")
     p.add_argument("--threads-per-worker", type=int,
                    help="ONNX Runtime threads per worker (default: the machine's cores / workers)")
-    p.add_argument("--faces", choices=("primary", "all"),
-                   help="measure the primary face (default) or every face, with ids that follow each person")
+    p.add_argument("--faces", choices=("primary", "best", "all"),
+                   help="primary (default): the person tracked longest, one row a frame; best: the best face of each "
+                        "frame (OpenFace 3.0's choice); all: every face, with ids that follow each person")
     p.add_argument("--mirror", action="store_const", const=True,
                    help="hemi-face analysis: left- and right-mirrored CSVs beside the main one")
     p.add_argument("--mirror-videos", action="store_const", const=True,

@@ -59,8 +59,9 @@ class Settings(BaseSettings):
     shard_frames: int = Field(32, ge=1)  # largest shard handed to one worker (shards shrink towards the end)
     shard_retries: int = Field(2, ge=0)  # extra attempts for a shard whose worker died or that timed out
     shard_timeout_seconds: float = Field(1800.0, gt=0)  # a shard running longer: its worker is replaced
-    faces: Literal["primary", "all"] = "primary"  # the best face per frame, or every face (with face ids)
-    track_gap_frames: int = Field(30, ge=0)  # faces = "all": frames a face may be missing and keep its id
+    # the person followed (the longest-tracked face), the best face per frame (OpenFace 3.0's), or every face
+    faces: Literal["primary", "best", "all"] = "primary"
+    track_gap_frames: int = Field(30, ge=0)  # faces "all"/"primary": frames a face may be missing and keep its id
     mirror: bool = False  # hemi-face analysis: left- and right-mirrored CSVs beside the main one
     mirror_videos: bool = False  # with mirror: inspection videos of the mirrored faces and the midline
     csv_style: Literal["aud", "openface2"] = "aud"  # column names and formatting of the CSV
@@ -143,7 +144,7 @@ class Settings(BaseSettings):
 
         return OutputOptions(faces=FacesMode(self.faces), csv_style=CsvStyle(self.csv_style), plots=self.plots,
                              mirror=self.mirror, mirror_videos=self.mirror_videos,
-                             track_gap_frames=self.track_gap_frames,
+                             track_gap_frames=self.track_gap_frames, detect_every=self.detect_every,
                              camera=(self.camera_fx, self.camera_fy, self.camera_cx, self.camera_cy))
 
     def ensure_dirs(self) -> None:

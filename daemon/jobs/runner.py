@@ -449,6 +449,7 @@ class Runner:
     def _write(self, active: ActiveJob, csv: Path) -> None:
         job, info = active.job, active.info
         rows = output.assemble([FaceRows.from_bytes(b) for b in self.store.shard_results(job.id)], active.expected)
+        rows = output.written_rows(rows, self.config.output)  # faces = "primary": the person followed only
         tables = output.build_tables(rows, self.config.output, info.width, info.height)
         wall = time.monotonic() - active.started
         sidecar = {

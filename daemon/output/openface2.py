@@ -56,6 +56,7 @@ from ..core.schema import (
     AU_THRESHOLD,
     BLINK_AU45,
     CONFIDENCE,
+    FACE_DETECTED,
     FACE_ID,
     FRAME,
     GAZE_PITCH,
@@ -117,6 +118,7 @@ def _source_columns() -> dict[str, tuple[str, Callable[[float], str]]]:
         TIMESTAMP: (TIMESTAMP, _fixed(3)),
         CONFIDENCE: (CONFIDENCE, _fixed(2)),
         SUCCESS: (SUCCESS, _integer),
+        FACE_DETECTED: (FACE_DETECTED, _integer),  # aud's, written after OpenFace 2.2's columns (text.py)
         "gaze_angle_x": (GAZE_YAW, _fixed(3)),
         "gaze_angle_y": (GAZE_PITCH, _fixed(3)),
     }

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..core.schema import INTEGER_COLUMNS, TEXT_COLUMNS, TIMESTAMP
+from ..core.schema import FOLLOWING, INTEGER_COLUMNS, TEXT_COLUMNS, TIMESTAMP
 from .options import CsvStyle
 
 
@@ -38,5 +38,6 @@ def table_text(table: Mapping[str, np.ndarray], style: CsvStyle, hemi: bool = Fa
     if style == CsvStyle.OPENFACE2:
         from .openface2 import COLUMNS, HEMI_COLUMNS, openface2_text
 
-        return openface2_text(table, HEMI_COLUMNS if hemi else COLUMNS)
+        # aud's own columns OpenFace 2.2 does not have (face_detected) come after OpenFace 2.2's
+        return openface2_text(table, HEMI_COLUMNS if hemi else (*COLUMNS, *(c for c in FOLLOWING if c in table)))
     return csv_text(table)
