@@ -1,7 +1,8 @@
 """``faces = "primary"`` follows one person through a scene cut (issue 26, item 8), end to end.
 
 The cut is frames 10-35 (0-based) of ../shared/media/hamilton_clip.mp4: two people in frames 10-19, a cut to
-another shot at clip frame 20 (frame 10 of the cut): one large face, a second face joining two frames later.
+another shot at clip frame 20 (frame 10 of the cut): one large face, a second face joining two frames later
+(and missed by the detector in some frames). The longest-tracked person is the large face (16 frames).
 OpenFace 3.0's per-frame choice (``faces = "best"``: the best detection of each frame) jumps from one person
 to the other at the cut; ``faces = "primary"`` (a real ``aud run``) writes the face id ``faces = "all"`` tracks
 longest, and only it: its rows are exactly that track's rows of the ``all`` CSV, a no-face row where that person
@@ -26,10 +27,12 @@ CLIP = SHARED / "media" / "hamilton_clip.mp4"
 FIRST, COUNT = 10, 26  # clip frames 10-35
 CUT_AT = 10  # clip frame 20 is frame 10 of the cut (0-based)
 BOX = ["face_x1", "face_y1", "face_x2", "face_y2"]
-# Box centres of one person move at most MOVE_BOUND px from one frame to the next on this cut (measured on
-# the faces = "all" tracks: 14.6 px at most, a head turning in the second shot); the cut's jump between
-# people is 459 px on the clip (the issue's measurement) and far above the bound here too. The boxes are
-# RetinaFace's on the same decoded frames, so the measurement does not depend on the CPU beyond 1e-3 px.
+# Box centres of one person move at most MOVE_BOUND px from one frame to the next on this cut. Measured on the
+# faces = "all" tracks (``pytest -s`` prints it): 2.5 px at most for the two small faces of the first shot,
+# 40.5 px for the large face (150-176 px wide) of the second, which turns quickly; the jump from one person
+# to another at the cut is 496 px here (459 px on the clip, the issue's measurement). 60 px leaves a margin
+# on both sides; the boxes are RetinaFace's on the same decoded frames, which differ between CPUs by 1e-3 px
+# (test_parity.py), far below either margin.
 MOVE_BOUND = 60.0
 # Measured-value columns a primary row shares with the same face's row in the all CSV (AU45 is not
 # among them: its baseline is the person's own, not every face's)
@@ -81,7 +84,7 @@ def test_primary_follows_one_person_across_the_cut(cut, daemon, tmp_path):
 
     # primary: one row a frame, face 0 everywhere it has a face, and no jump
     assert [int(r["frame"]) for r in primary] == list(range(1, COUNT + 1))
-    assert {r["face_id"] for r in primary if r["success"] == "1"} == {"0"}
+    assert {r["face_id"] for r in primary} == {"0"}  # one face a frame: id 0, as before (no-face rows too)
     moved = largest_move(primary)
     print(f"primary: largest box-centre move {moved:.1f} px")
     assert moved <= MOVE_BOUND
@@ -92,6 +95,7 @@ def test_primary_follows_one_person_across_the_cut(cut, daemon, tmp_path):
     theirs = {int(r["frame"]): r for r in every if r["face_id"] == person}
     assert sum(r["success"] == "1" for r in primary) == len(theirs) == max(counts.values())
     assert len(theirs) < COUNT  # the cut leaves frames without this person: no-face rows there
+    assert min(theirs) > CUT_AT  # … here the large face of the second shot (16 frames; 10 for each before)
     for row in primary:
         frame = int(row["frame"])
         if frame in theirs:
@@ -99,7 +103,7 @@ def test_primary_follows_one_person_across_the_cut(cut, daemon, tmp_path):
             assert {k: v for k, v in row.items() if k not in SAME_EXCEPT} == \
                    {k: v for k, v in theirs[frame].items() if k not in SAME_EXCEPT}, frame
         else:
-            assert row["success"] == "0" and row["face_id"] == "" and row["AU01_r"] == "" and row["face_x1"] == ""
+            assert row["success"] == "0" and row["AU01_r"] == "" and row["face_x1"] == ""
             others = [r for r in every if int(r["frame"]) == frame]
             best_score = max(float(r["confidence"]) for r in others)
             assert float(row["confidence"]) == pytest.approx(best_score, abs=1e-6), frame
