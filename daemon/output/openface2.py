@@ -31,6 +31,9 @@ left–right differences of a few thousandths matter), so they keep aud's full p
   ``AUxx_r`` ≥ ``schema.AU_THRESHOLD``) and ``AU45_c`` (1 when ``AU45_r`` ≥ ``schema.BLINK_AU45``: the eyes at
   most half as open as the video's usual open eye).
 
+After OpenFace 2.2's columns, aud's own ``face_detected`` when faces are followed between detections
+(``--detect-every`` > 1; ``text.table_text`` adds it): 1 for a detected box, 0 for a followed one.
+
 **Hemi-face CSVs** (``--mirror``; ``HEMI_COLUMNS``): the same header less what a hemi-face table does not
 have — pose and landmarks belong to the whole face, so they are in the main CSV only.
 
