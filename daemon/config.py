@@ -3,18 +3,33 @@
 Precedence, highest first: command-line flags, ``AUD_*`` environment variables, the TOML file
 (``--config F``, else ``<user config dir>/config.toml`` when it exists), then the defaults below.
 Every default works on a fresh machine: directories come from platformdirs and are created on start.
+
+Each setting is declared once, as a field of ``Settings``: its type, default and help; ``option(...,
+group)`` makes it a command-line option too. ``OPTIONS`` reads those fields into the table the command
+line builds its parsers from and turns parsed options back into a service's command line (``daemon/cli``).
+The TOML file is read by pydantic-settings' own ``TomlConfigSettingsSource``.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import platformdirs
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 APP_NAME = "aud"
 DEFAULT_EXTENSIONS = ("mp4", "mov", "m4v", "avi", "mkv")
@@ -40,38 +55,65 @@ def default_models_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME)) / "models"
 
 
+MODEL, RUN, DAEMON = "model", "run", "daemon"
+"""The groups of command-line options: the model set (every command that loads models), a run's options
+(``aud extract``, ``aud run`` and the services), the daemon's folders (``aud run`` and the services)."""
+
+
+def option(default: Any = PydanticUndefined, help: str = "", group: str | None = None, *,
+           metavar: str | None = None, default_factory: Callable[[], Any] | None = None, **constraints: Any) -> Any:
+    """A setting; with ``group`` also a command-line option of that group (``--name-with-dashes``; a
+    boolean that defaults to true is turned off by ``--no-name``, and its help describes that flag)."""
+    extra: Any = {"cli": group, "metavar": metavar} if group else None
+    if default_factory is not None:
+        return Field(default_factory=default_factory, description=help, json_schema_extra=extra, **constraints)
+    return Field(default, description=help, json_schema_extra=extra, **constraints)
+
+
 class Settings(BaseSettings):
-    """Everything the daemon and the one-shot command can be told."""
+    """Everything the daemon and the one-shot command can be told: each setting declared here once, with
+    its type, default, help and (for the options a user types) its command-line group."""
 
     model_config = SettingsConfigDict(env_prefix="AUD_", extra="forbid")
 
-    inbox: Path = Field(default_factory=default_inbox)
-    outbox: Path = Field(default_factory=default_outbox)
-    state: Path = Field(default_factory=default_state_dir)
-    models: Path = Field(default_factory=default_models_dir)
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
-    provider: str = "auto"  # auto | coreml | cuda | cpu (or a full ORT provider name)
-    threads_per_worker: int = Field(0, ge=0)  # ONNX Runtime intra-op threads; 0 = cores / workers
-    au45: bool = True  # run STAR landmarks and compute AU45 (blink)
-    detect_max_side: int = Field(0, ge=0)  # 0 = detect at full resolution (exact)
-    detect_every: int = Field(1, ge=1)  # 1 = detect every frame (exact); N: every N-th, follow faces between
-    batch_size: int = Field(4, ge=1)  # frames per MTL batch inside a worker (4: fastest, half the memory of 8)
+    inbox: Path = option(help="the folder to watch", group=DAEMON, default_factory=default_inbox)
+    outbox: Path = option(help="where CSVs go", group=DAEMON, default_factory=default_outbox)
+    state: Path = option(help="state directory (job database, socket, logs)", group=DAEMON,
+                         default_factory=default_state_dir)
+    models: Path = option(help="directory holding the model set", group=MODEL, default_factory=default_models_dir)
+    provider: str = option("auto", "auto (default), coreml, cuda or cpu (or a full ONNX Runtime provider name)",
+                           MODEL)
+    workers: int = option(help="worker processes (default: the machine's cores)", group=RUN,
+                          default_factory=lambda: os.cpu_count() or 1, ge=1)
+    au45: bool = option(True, "skip STAR landmarks and AU45 (much faster)", RUN)
+    detect_max_side: int = option(0, "detect faces on a frame scaled to this many pixels (0 = full resolution)",
+                                  RUN, ge=0)
+    detect_every: int = option(1, "detect faces on every N-th frame only and follow them with their landmarks in "
+                                  "between (1 = every frame, the default; needs AU45: refused with --no-au45)",
+                               RUN, metavar="N", ge=1)
+    batch_size: int = option(4, "frames per MTL batch", RUN, ge=1)  # 4: fastest, half the memory of 8
+    threads_per_worker: int = option(0, "ONNX Runtime threads per worker (default: the machine's cores / workers)",
+                                     RUN, ge=0)
+    faces: Literal["primary", "best", "all"] = option(
+        "primary", "primary (default): the person tracked longest, one row a frame; best: the best face of each "
+                   "frame (OpenFace 3.0's choice); all: every face, with ids that follow each person", RUN)
+    mirror: bool = option(False, "hemi-face analysis: left- and right-mirrored CSVs beside the main one", RUN)
+    mirror_videos: bool = option(False, "with --mirror: inspection videos of the mirrored faces and the midline",
+                                 RUN)
+    csv_style: Literal["aud", "openface2"] = option(
+        "aud", "CSV column names and formatting: aud's (default) or OpenFace 2.2's", RUN)
+    plots: bool = option(True, "no PNG plot beside each CSV", RUN)
+    executor: Literal["process", "dask"] = option(
+        "process", "where shards run: local worker processes (default) or a Dask cluster", RUN)
+    dask_scheduler: str | None = option(None, "with --executor dask: the scheduler, tcp://host:8786", RUN)
     shard_frames: int = Field(32, ge=1)  # largest shard handed to one worker (shards shrink towards the end)
     shard_retries: int = Field(2, ge=0)  # extra attempts for a shard whose worker died or that timed out
     shard_timeout_seconds: float = Field(1800.0, gt=0)  # a shard running longer: its worker is replaced
-    # the person followed (the longest-tracked face), the best face per frame (OpenFace 3.0's), or every face
-    faces: Literal["primary", "best", "all"] = "primary"
     track_gap_frames: int = Field(30, ge=0)  # faces "all"/"primary": frames a face may be missing and keep its id
-    mirror: bool = False  # hemi-face analysis: left- and right-mirrored CSVs beside the main one
-    mirror_videos: bool = False  # with mirror: inspection videos of the mirrored faces and the midline
-    csv_style: Literal["aud", "openface2"] = "aud"  # column names and formatting of the CSV
-    plots: bool = True  # a PNG beside every CSV
     camera_fx: float | None = Field(None, gt=0)  # camera intrinsics for head pose (pixels); default
     camera_fy: float | None = Field(None, gt=0)  # as OpenFace 2.2: from the frame size
     camera_cx: float | None = None
     camera_cy: float | None = None
-    executor: Literal["process", "dask"] = "process"  # where shards run: local processes or a Dask cluster
-    dask_scheduler: str | None = None  # executor = "dask": the scheduler's address, tcp://host:8786
     path_map: dict[str, str] = Field(default_factory=dict)  # executor = "dask": {"/Volumes/lab" = "/mnt/lab"}
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
     settle_seconds: float = Field(3.0, ge=0)  # size and mtime must be still this long
@@ -97,6 +139,13 @@ class Settings(BaseSettings):
                              "au45 = false (--no-au45) turns off: turn AU45 on or set detect_every = 1")
         return self
 
+    @model_validator(mode="after")
+    def _mirror_videos_need_mirror(self) -> Settings:
+        if self.mirror_videos and not self.mirror:
+            raise ValueError("--mirror-videos (mirror_videos = true) shows the mirrored faces of hemi-face "
+                             "analysis, which is off: add --mirror (mirror = true) or drop --mirror-videos")
+        return self
+
     @field_validator("inbox", "outbox", "state", "models", mode="after")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
@@ -111,8 +160,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # flags (init) > environment > TOML (passed in as init defaults by load_settings)
-        return (init_settings, env_settings)
+        """Flags (init) > environment (AUD_*) > the TOML file ``load_settings`` was given > defaults."""
+        config_file = _CONFIG_FILE.get()
+        if config_file is None:
+            return (init_settings, env_settings)
+        given = set(init_settings()) | set(env_settings())  # replace the file's value whole (no dict merge)
+        return (init_settings, env_settings, AudTomlSource(settings_cls, config_file, shadowed=given))
 
     @property
     def socket_path(self) -> Path:
@@ -147,39 +200,142 @@ class Settings(BaseSettings):
                              track_gap_frames=self.track_gap_frames, detect_every=self.detect_every,
                              camera=(self.camera_fx, self.camera_fy, self.camera_cx, self.camera_cy))
 
-    def ensure_dirs(self) -> None:
-        for d in (self.inbox, self.outbox, self.state):
-            d.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.state, 0o700)
-
 
 class ConfigError(ValueError):
     """The configuration file is missing, unreadable or wrong; the message says which and why."""
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file not found: {path}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    # accept both a flat file and one with an [aud] table
-    return dict(data.get("aud", data))
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("aud_config_file", default=None)
+
+
+class AudTomlSource(TomlConfigSettingsSource):
+    """pydantic-settings' TOML source, with aud's two additions: a flat file or one with an ``[aud]``
+    table, a missing or invalid file said plainly, and a setting given by a higher source replacing the
+    file's whole (pydantic-settings would merge a table such as ``path_map`` key by key)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], toml_file: Path, shadowed: set[str]):
+        self.shadowed = shadowed
+        super().__init__(settings_cls, toml_file)
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in super().__call__().items() if k not in self.shadowed}
+
+    def _read_file(self, file_path: Path) -> dict[str, Any]:  # type: ignore[override]
+        try:
+            with open(file_path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {file_path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file_path} is not valid TOML: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"config file {file_path} cannot be read: {exc.strerror or exc}") from exc
+        return dict(data.get("aud", data))
+
+
+def config_file_for(config_file: Path | None) -> Path | None:
+    """The TOML file a run reads: the one named, else the user's default one when it exists."""
+    if config_file is not None:
+        path = Path(config_file).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        return path
+    default = default_config_file()
+    return default if default.is_file() else None
 
 
 def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
-    """Build settings from file, environment and flags (``None`` flags are ignored)."""
-    file_values: dict[str, Any] = {}
-    if config_file is not None:
-        file_values = read_toml(Path(config_file))
-    elif default_config_file().is_file():
-        file_values = read_toml(default_config_file())
-    env_names = {k[4:].lower() for k in os.environ if k.startswith("AUD_")}
-    values = {k: v for k, v in file_values.items() if k not in env_names}
-    values.update({k: v for k, v in flags.items() if v is not None})
+    """Build settings from flags, the environment and the TOML file (``None`` flags are ignored)."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    path = config_file_for(config_file)
+    token = _CONFIG_FILE.set(path)
     try:
-        return Settings(**values)
-    except Exception as exc:  # pydantic.ValidationError: say it plainly
-        raise ConfigError(f"invalid configuration: {exc}") from exc
+        return Settings(**given)
+    except ValidationError as exc:
+        raise ConfigError("invalid configuration: " + explain(exc, given, path)) from None
+    finally:
+        _CONFIG_FILE.reset(token)
+
+
+# --- the options a user types, from the fields above ----------------------------------------------
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One command-line option, read off its ``Settings`` field: its name, flag, help and kind."""
+
+    name: str
+    group: str
+    help: str
+    flag: str
+    action: Literal["value", "on", "off"]  # takes a value; --name sets true; --no-name sets false
+    type: Callable[[str], Any] | None = None
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+
+    def argv(self, value: Any) -> list[str]:
+        """The option as a command line gives it (paths absolute: a service starts elsewhere)."""
+        if self.action != "value":
+            return [self.flag]
+        if isinstance(value, Path):
+            value = os.path.abspath(value.expanduser())
+        return [self.flag, str(value)]
+
+
+def _spec(name: str, info: FieldInfo) -> OptionSpec:
+    extra = info.json_schema_extra
+    assert isinstance(extra, dict)
+    annotation = info.annotation
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if annotation is bool:
+        on = info.default is not True
+        return OptionSpec(name, str(extra["cli"]), info.description or "",
+                          "--" + ("" if on else "no-") + name.replace("_", "-"), "on" if on else "off")
+    if get_origin(annotation) is Literal:
+        choices: tuple[str, ...] | None = tuple(str(a) for a in get_args(annotation))
+        kind: Any = None
+    else:
+        choices = None
+        kind = args[0] if args else annotation
+        kind = None if kind is str else kind
+    return OptionSpec(name, str(extra["cli"]), info.description or "", "--" + name.replace("_", "-"), "value",
+                      kind, choices, extra.get("metavar"))  # type: ignore[arg-type]
+
+
+OPTIONS: dict[str, OptionSpec] = {name: _spec(name, info) for name, info in Settings.model_fields.items()
+                                  if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("cli")}
+"""Every command-line option that is a setting, by setting name."""
+
+
+def options(*groups: str) -> list[OptionSpec]:
+    """The options of ``groups``, group by group, each in its fields' order."""
+    return [o for group in groups for o in OPTIONS.values() if o.group == group]
+
+
+# --- validation errors in the words the user typed ------------------------------------------------
+
+def explain(exc: ValidationError, given: dict[str, Any], config_file: Path | None) -> str:
+    """pydantic's errors, each naming where the value came from as the user wrote it (``--detect-every
+    0``, ``AUD_DETECT_EVERY=0``, ``detect_every = 0`` in the file) and what is wrong, without links."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        text = str(error["msg"]).removeprefix("Value error, ")
+        loc = error.get("loc") or ()
+        if not loc:
+            lines.append(text)
+            continue
+        name = str(loc[0])
+        value = error.get("input")
+        lines.append(f"{_origin(name, value, given, config_file)}: {text[:1].lower() + text[1:]}")
+    return "; ".join(lines)
+
+
+def _origin(name: str, value: Any, given: dict[str, Any], config_file: Path | None) -> str:
+    env = f"AUD_{name.upper()}"
+    spec = OPTIONS.get(name)
+    if name in given and spec is not None:
+        return spec.flag if spec.action != "value" else f"{spec.flag} {given[name]}"
+    if name not in given and env in os.environ:
+        return f"{env}={os.environ[env]}"
+    if name not in given and config_file is not None:
+        return f"{name} = {value!r} in {config_file}"
+    return f"{name} = {value!r}"

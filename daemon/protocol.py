@@ -8,14 +8,17 @@ that the matching ``reply`` echoes. See docs/protocol.md for the full descriptio
 from __future__ import annotations
 
 import time
-from typing import Any, Union
+from typing import Annotated, Any, Union
 
 import msgspec
 
 MAX_LINE = 64 * 1024
 """Longest command line the server accepts, in bytes, not counting the newline."""
 
-RequestId = Union[str, int, None]
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+"""An integer SQLite (and every JSON reader) can hold; a larger one is refused when decoded."""
+JobId = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+RequestId = Union[str, Int64, None]
 
 
 class ProtocolError(ValueError):
@@ -151,7 +154,7 @@ class Submit(Command, tag="submit"):
 
 
 class Cancel(Command, tag="cancel"):
-    job: int
+    job: JobId
 
 
 class Pause(Command, tag="pause"):
@@ -219,11 +222,12 @@ def salvage_id(line: bytes) -> RequestId:
     """The ``id`` of a line that failed to decode, if one can be read, so the error reply echoes it."""
     try:
         obj = msgspec.json.decode(line)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     if isinstance(obj, dict):
         value = obj.get("id")
-        if isinstance(value, (str, int)) and not isinstance(value, bool):
+        if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)
+                                      and -(2**63) <= value < 2**63):
             return value
     return None
 
@@ -240,11 +244,18 @@ def _decode(line: bytes, decoder: msgspec.json.Decoder, kind: str, tags: tuple[s
         raise ProtocolError(_explain(body, kind, tags, exc)) from None
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(f"invalid {kind}: nested too deeply") from None
 
 
 def _explain(body: bytes, kind: str, tags: tuple[str, ...], exc: msgspec.ValidationError) -> str:
     """Turn msgspec's validation message into one that names the offending type or field."""
-    obj = msgspec.json.decode(body)  # valid JSON, or we would not be here
+    try:
+        obj = msgspec.json.decode(body)  # the typed decoder stops at the first wrong field: the rest of
+    except msgspec.DecodeError as decode_error:  # the line may not even be JSON (trailing junk)
+        return f"invalid JSON: {decode_error}"
+    except RecursionError:
+        return f"invalid {kind}: nested too deeply"
     if not isinstance(obj, dict):
         return f"invalid {kind}: expected a JSON object, got {type(obj).__name__}"
     tag = obj.get("type")

@@ -22,9 +22,10 @@ from ..core.video import VideoError, open_capture, quiet_decoder_logs
 from . import inputs
 from .executor import Executor
 from .factory import make_executor
-from .runner import Runner, TimeSelection
+from .plan import TimeSelection
+from .runner import Runner
 from .spec import runner_config
-from .store import Job, JobState, JobStore
+from .store import Job, JobStore, StoreError
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".mkv")
 
@@ -108,9 +109,10 @@ def preflight(videos: list[Path], settings: Settings) -> dict[int, str]:
 async def extract(videos: list[Path], output: Path | None, settings: Settings,
                   selection: TimeSelection | None = None,
                   progress: Callable[[msg.Event], None] = lambda event: None,
-                  make: Callable[..., Executor] = make_executor) -> Report:
+                  make: Callable[..., Executor] = make_executor,
+                  open_store: Callable[[Path], JobStore] = JobStore) -> Report:
     """Every video through the runner; the workers start loading their models first, and the models
-    are hashed and the videos fingerprinted while they do."""
+    are hashed and the videos fingerprinted while they do. Returns once every video's job has ended."""
     began = time.perf_counter()
     quiet_decoder_logs()
     targets = csv_paths(videos, output)
@@ -130,7 +132,7 @@ async def extract(videos: list[Path], output: Path | None, settings: Settings,
         report.first_frame_seconds = time.perf_counter() - began
         config = runner_config(settings, models, report.providers, selection)
         config.sidecar["first_frame_seconds"] = round(report.first_frame_seconds, 3)  # workers warm, inputs hashed
-        with tempfile.TemporaryDirectory(prefix="aud-extract-") as tmp, JobStore(Path(tmp) / "jobs.sqlite3") as store:
+        with tempfile.TemporaryDirectory(prefix="aud-extract-") as tmp, open_store(Path(tmp) / "jobs.sqlite3") as store:
             destination = ExtractDestination()
             jobs = []
             for video, content, target in zip(videos, contents, targets):
@@ -138,24 +140,29 @@ async def extract(videos: list[Path], output: Path | None, settings: Settings,
                 destination.paths[job.id] = target
                 jobs.append(job)
             finished: dict[int, msg.JobDone] = {}
+            failed: dict[int, str] = {}
 
             def publish(event: msg.Event) -> None:
                 if isinstance(event, msg.JobDone):
                     finished[event.job] = event
+                elif isinstance(event, msg.JobFailed):
+                    failed[event.job] = event.reason
                 progress(event)
 
             runner = Runner(store, executor, config, destination, publish=publish)
             try:
                 await runner.run(until_idle=True)
+            except StoreError as exc:  # the throw-away store cannot record even a failure: every job ends
+                for job in jobs:
+                    failed.setdefault(job.id, str(exc))
             finally:
                 runner.close()
             for video, job in zip(videos, jobs):
-                ended = store.get(job.id)
-                if ended is not None and ended.state == JobState.DONE:
-                    done = finished[job.id]
+                done = finished.get(job.id)  # published once the store has it done
+                if done is not None:
                     report.outcomes.append(Outcome(video, Path(done.csv), done.frames, done.fps))
                 else:
-                    reason = destination.errors.get(job.id) or (ended.reason if ended else None) or "not run"
+                    reason = destination.errors.get(job.id) or failed.get(job.id) or _reason(store, job.id)
                     report.outcomes.append(Outcome(video, None, error=reason))
     finally:
         await executor.close()
@@ -164,3 +171,12 @@ async def extract(videos: list[Path], output: Path | None, settings: Settings,
                        for i, v in enumerate(every)]
     report.wall_seconds = time.perf_counter() - began
     return report
+
+
+def _reason(store: JobStore, job_id: int) -> str:
+    """A job's failure reason as the store has it."""
+    try:
+        ended = store.get(job_id)
+    except StoreError as exc:
+        return str(exc)
+    return (ended.reason if ended else None) or "not run"

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
+from ..core.video import VideoInfo
+
 
 @dataclass(frozen=True)
 class FrameSelection:
@@ -17,6 +21,21 @@ class FrameSelection:
     def frames(self, total: int) -> range:
         stop = total if self.stop is None else min(self.stop, total)
         return range(min(self.start, stop), stop, self.step)
+
+
+@dataclass(frozen=True)
+class TimeSelection:
+    """``aud extract --start/--end/--every``: seconds, turned into frames per video."""
+
+    start_s: float = 0.0
+    end_s: float | None = None
+    every: int = 1
+
+    def frames(self, info: VideoInfo) -> FrameSelection:
+        stamps = np.asarray(info.timestamps)
+        start = int(np.searchsorted(stamps, self.start_s - 1e-9)) if self.start_s > 0 else 0
+        stop = None if self.end_s is None else int(np.searchsorted(stamps, self.end_s - 1e-9))
+        return FrameSelection(start, stop, self.every)
 
 
 def plan_shards(frames: int, shard_frames: int, workers: int) -> list[tuple[int, int]]:

@@ -7,6 +7,7 @@ a new job; speed settings (workers, threads, batch size, shard size) do not chan
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict
@@ -14,21 +15,30 @@ from importlib import metadata
 
 from ..config import Settings
 from ..core.models import ModelSet
-from .runner import RunnerConfig, TimeSelection
+from .plan import TimeSelection
+from .runner import RunnerConfig
 
 PACKAGES = ("au-daemon", "onnxruntime", "opencv-python", "opencv-python-headless", "numpy")
 NOTE = ("AU, emotion, gaze, landmark and pose values are what the given models compute; they are "
         "estimates only if the models are trained OpenFace 3.0 weights.")
 
 
-def package_versions() -> dict[str, str]:
-    versions = {}
+@functools.cache
+def _installed_versions() -> tuple[tuple[str, str], ...]:
+    """Looked up once per process (``importlib.metadata`` scans sys.path: milliseconds each time), as
+    what is imported cannot change while the process runs."""
+    versions = []
     for name in PACKAGES:
         try:
-            versions[name] = metadata.version(name)
+            versions.append((name, metadata.version(name)))
         except metadata.PackageNotFoundError:
             continue
-    return versions
+    return tuple(versions)
+
+
+def package_versions() -> dict[str, str]:
+    """The versions of the packages that shape a result (a fresh dict each call)."""
+    return dict(_installed_versions())
 
 
 def output_settings(settings: Settings, selection: TimeSelection) -> dict:

@@ -276,11 +276,6 @@ class JobStore:
         with self._read() as conn:
             return _shards(conn, job_id)
 
-    def pending_shards(self, job_id: int) -> list[Shard]:
-        """Shards of a job still to be computed, by index."""
-        with self._read() as conn:
-            return _shards(conn, job_id, only_pending=True)
-
     def mark_dispatched(self, job_id: int, index: int) -> int:
         """Count one more dispatch of a pending shard of a running job; returns the new count."""
         with self._write() as conn:
@@ -295,6 +290,18 @@ class JobStore:
             )
             _touch(conn, job_id)
         return shard.attempts + 1
+
+    def undo_dispatch(self, job_id: int, index: int) -> int:
+        """Take back a dispatch that ran nothing (the executor could not run it, or the runner stopped
+        it): the shard's count goes down by one, never below 0; returns the new count."""
+        with self._write() as conn:
+            job = _require(conn, job_id)
+            shard = _require_shard(conn, job, index)
+            conn.execute(
+                "UPDATE shards SET attempts = MAX(attempts - 1, 0) WHERE job_id = ? AND idx = ?",
+                (job_id, index),
+            )
+        return max(shard.attempts - 1, 0)
 
     def shard_done(self, job_id: int, index: int, result: bytes, format: int) -> None:
         """Store a shard's result and mark it done, in one transaction."""

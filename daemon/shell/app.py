@@ -1,28 +1,32 @@
-"""The daemon's lifecycle: start, serve, stop. Nothing else.
+"""The daemon's lifecycle: start-up, main loop, shutdown. Nothing else.
 
-``Daemon.run()`` starts the pieces on one asyncio loop and stops them in reverse order:
+``Daemon.run()`` is shaped like uvicorn's ``Server``:
 
-* the job store, the executor (workers loaded before the first video), the progress socket;
-* the runner (``daemon.jobs.runner``): plans, dispatches, retries, assembles and writes every job;
-* intake (``intake.py``): the inbox watcher's settled files and ``aud submit`` become jobs;
-* commands (``commands.py``): the socket's status, submit, cancel, pause and resume.
-
-SIGTERM or Ctrl-C stops taking work, lets running shards finish (each is committed as it ends) for
-up to ``stop_timeout_seconds``, closes the socket with ``daemon_stopping`` and exits 0. A second
-signal stops at once: running shards are ended and run again after a restart. The previous signal
-handlers are restored on the way out.
+* **signals first**: SIGTERM and SIGINT are captured before anything slow starts (hashing the models,
+  loading them into the workers can take minutes), and the previous handlers are restored at the end;
+* **start-up**, one step at a time, each started thing registered on an ``AsyncExitStack`` the moment
+  it exists: the state lock, the folders, the model set, the job store, the executor, the control
+  socket, the workers (loaded before the first video), the runner (``daemon.jobs.runner``), intake
+  (``intake.py``: the inbox watcher's settled files and ``aud submit`` become jobs) and the socket's
+  commands (``commands.py``). A failure at any step closes what was started, in reverse order; a
+  signal during a slow step ends start-up there and the daemon exits 0 the same way;
+* **main loop**: until a signal, or until the watcher or the runner ends on an error;
+* **shutdown**: stop taking work, let running shards finish (each is committed as it ends) for up to
+  ``stop_timeout_seconds``, then the stack closes the rest (the socket says ``daemon_stopping`` with
+  the reason). A second signal stops at once: running shards are ended and run again after a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -45,14 +49,15 @@ from .server import ProgressServer
 
 log = logging.getLogger("aud.daemon")
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-def void(_: object) -> None:
-    """Drop a value (a callback's handle) where nothing is returned."""
+T = TypeVar("T")
 
 
 class AlreadyRunning(RuntimeError):
     """Another daemon holds this state directory."""
+
+
+class StopRequested(Exception):
+    """A signal arrived during a start-up step: start-up ends there, and the daemon exits cleanly."""
 
 
 class StateLock:
@@ -82,12 +87,12 @@ class StateLock:
             self._fd = None
 
 
-def starting_status(s: Settings, store: JobStore) -> msg.StatusReply:
+def starting_status(s: Settings, counts: dict[str, int]) -> msg.StatusReply:
     """Status while the workers load their models: the store's counts, nothing running yet."""
     return msg.StatusReply(
         state="starting", paused=False, queued=[], running=[], waiting=[], duplicates=[], recent_failures=[],
         workers=msg.Workers(count=0, provider="?", providers=[], restarts=0, executor=s.executor, state="ok"),
-        counts=store.counts(), versions={}, inbox=str(s.inbox), outbox=str(s.outbox))
+        counts=counts, versions={}, inbox=str(s.inbox), outbox=str(s.outbox))
 
 
 def check_setup(settings: Settings) -> ModelSet:
@@ -97,86 +102,144 @@ def check_setup(settings: Settings) -> ModelSet:
     return load_model_set(settings.models, roles_for(settings.au45), signatures=False)
 
 
+def lock_state(state: Path) -> StateLock:
+    """The state directory (private) and its lock; nothing else exists yet when a second daemon is
+    refused here."""
+    state.mkdir(parents=True, exist_ok=True)
+    os.chmod(state, 0o700)
+    lock = StateLock(state)
+    lock.acquire()
+    return lock
+
+
 class Daemon:
+    """``make``: the executor factory (tests pass the in-process one)."""
+
     def __init__(self, settings: Settings,
                  make: Callable[[Settings, Callable[[str], None]], Executor] = make_executor):
         self.settings = settings
         self._make_executor = make
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
+        self.ready = asyncio.Event()  # set once the daemon takes jobs (tests wait on it)
         self._reason = "shutdown"
+        self._drained = False  # running shards finished: the executor may stop its workers gently
         self.commands: Commands | None = None
         self._starting: msg.StatusReply | None = None  # what status says until the workers are ready
+        self._restarts = 0
+        self._server: ProgressServer | None = None
+        self._runner: Runner | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    # --- the whole life ---------------------------------------------------------------------------
 
     async def run(self) -> int:
-        s = self.settings
-        s.ensure_dirs()
-        quiet_decoder_logs()
-        lock = StateLock(s.state)
-        lock.acquire()
-        try:
-            models = check_setup(s)
-            store = JobStore(s.database_path)
+        async with contextlib.AsyncExitStack() as stack:
+            stack.enter_context(self.capture_signals())  # first: a signal during start-up stops it cleanly
             try:
-                return await self._serve(models, store)
-            finally:
-                store.close()
-        finally:
-            lock.release()
-
-    async def _serve(self, models: ModelSet, store: JobStore) -> int:
-        s = self.settings
-        server = ProgressServer(s.socket_path, self._handle)
-        restarts = 0
-
-        def restarted(reason: str) -> None:
-            nonlocal restarts
-            restarts += 1
-            server.publish(msg.WorkerRestarted(reason=reason))
-
-        executor = self._make_executor(s, restarted)  # a settings error (path_map, ...) before the socket exists
-        self._starting = starting_status(s, store)
-        await server.start()
-        try:
-            providers = await executor.start()  # every worker loads its models now, not at the first video
-        except BaseException as exc:
-            await server.close(f"the workers could not start: {exc}")
-            await executor.close(kill=True)
-            raise
-        outbox = Outbox(s)
-        config = runner_config(s, models, providers, output_retry_seconds=s.rescan_seconds)
-        runner = Runner(store, executor, config, outbox, publish=server.publish)
-        runner.providers = providers
-        await runner.warm_up()  # the first result's plot should not pay for loading matplotlib and its fonts
-        intake = Intake(s, store, outbox, config.key, server.publish, runner.wake)
-        loop = asyncio.get_running_loop()
-        outbox.forget = lambda path: void(loop.call_soon_threadsafe(intake.forget, path))  # moves: in threads
-        self.commands = Commands(s, runner, intake, executor, lambda: restarts)
-        watcher = intake.watch()
-        restore = self._capture_signals()
-        tasks = [asyncio.create_task(watcher.run(), name="watcher"), asyncio.create_task(runner.run(), name="runner")]
-        log.info("ready: inbox %s, outbox %s, models %s, socket %s, %d workers on %s (executor %s)", s.inbox,
-                 s.outbox, s.models, s.socket_path, len(executor.workers()) or s.workers,
-                 providers.get("detector", "?"), s.executor)
-        server.publish(msg.DaemonReady(workers=len(executor.workers()) or s.workers,
-                                       provider=providers.get("detector", "?")))
-        try:
-            stopped = asyncio.create_task(self._stop.wait())
-            await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            for task in tasks:  # a task that ended by itself ended with an error: raise it below
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    self._reason = f"internal error: {task.exception()}"
-                    log.error("the daemon stops on an internal error", exc_info=task.exception())
-            runner.stop()
-            tasks[0].cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            finished = await self._drain(runner)
-            runner.close()
-            await server.close(self._reason)
-            await executor.close(kill=not finished)
-        finally:
-            restore()
+                await self.startup(stack)
+            except StopRequested:
+                log.info("stopped during start-up")
+                return 0
+            except BaseException as exc:
+                self._reason = f"the daemon could not start: {exc}"  # what the socket's clients are told
+                raise
+            await self.main_loop()
+            await self.shutdown()
         return 0
+
+    async def startup(self, stack: contextlib.AsyncExitStack) -> None:
+        """Start every piece; each is registered on ``stack`` (closed in reverse order) as it exists."""
+        s = self.settings
+        quiet_decoder_logs()
+        stack.callback(lock_state(s.state).release)
+        for folder in (s.inbox, s.outbox):
+            folder.mkdir(parents=True, exist_ok=True)
+        models = await self._unless_stopped(asyncio.to_thread(check_setup, s))
+        store = await asyncio.to_thread(JobStore, s.database_path)  # opening checks (and may migrate) it
+        stack.callback(store.close)
+        executor = self._make_executor(s, self._worker_restarted)  # a settings error before the socket exists
+        stack.push_async_callback(self._close_executor, executor)
+        self._starting = starting_status(s, await asyncio.to_thread(store.counts))
+        self._server = server = ProgressServer(s.socket_path, self._handle)
+        await server.start()
+        stack.push_async_callback(self._close_server, server)
+        providers = await self._unless_stopped(executor.start())  # every worker loads its models now
+        loop = asyncio.get_running_loop()
+
+        def moved(path: Path) -> None:  # inputs move in worker threads; the watcher forgets them on the loop
+            loop.call_soon_threadsafe(intake.forget, path)
+
+        outbox = Outbox(s, forget=moved)
+        config = runner_config(s, models, providers, output_retry_seconds=s.rescan_seconds)
+        self._runner = runner = Runner(store, executor, config, outbox, publish=server.publish)
+        runner.providers = providers
+        stack.push_async_callback(asyncio.to_thread, runner.close)  # its writer thread ends after a result
+        await self._unless_stopped(runner.warm_up())  # the first plot should not pay for loading matplotlib
+        intake = Intake(s, store, outbox, config.key, server.publish, runner.wake)
+        watcher = intake.watch()
+        self.commands = Commands(s, runner, intake, executor, lambda: self._restarts)
+        stack.push_async_callback(self._end_tasks)
+        self._tasks = [asyncio.create_task(watcher.run(), name="watcher"),
+                       asyncio.create_task(runner.run(), name="runner")]
+        workers = len(executor.workers()) or s.workers
+        log.info("ready: inbox %s, outbox %s, models %s, socket %s, %d workers on %s (executor %s)", s.inbox,
+                 s.outbox, s.models, s.socket_path, workers, providers.get("detector", "?"), s.executor)
+        server.publish(msg.DaemonReady(workers=workers, provider=providers.get("detector", "?")))
+        self.ready.set()
+
+    async def main_loop(self) -> None:
+        """Until a signal, or until the watcher or the runner ends (an internal error)."""
+        stopped = asyncio.create_task(self._stop.wait())
+        await asyncio.wait([stopped, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        for task in self._tasks:  # a task that ended by itself ended with an error
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                self._reason = f"internal error: {task.exception()}"
+                log.error("the daemon stops on an internal error", exc_info=task.exception())
+
+    async def shutdown(self) -> None:
+        """Take no more work and let running shards finish; the exit stack closes the rest."""
+        assert self._runner is not None
+        self._runner.stop()
+        await self._end_tasks()
+        self._drained = await self._drain(self._runner)
+
+    # --- pieces of the stack ----------------------------------------------------------------------
+
+    async def _end_tasks(self) -> None:
+        """The watcher is cancelled, the runner's loop stops (its shards are drained separately)."""
+        if self._runner is not None:
+            self._runner.stop()
+        for task in self._tasks[:1]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _close_server(self, server: ProgressServer) -> None:
+        await server.close(self._reason)
+
+    async def _close_executor(self, executor: Executor) -> None:
+        await executor.close(kill=not self._drained)
+
+    def _worker_restarted(self, reason: str) -> None:
+        self._restarts += 1
+        if self._server is not None:
+            self._server.publish(msg.WorkerRestarted(reason=reason))
+
+    async def _unless_stopped(self, step: Awaitable[T]) -> T:
+        """Await one slow start-up step; a signal meanwhile cancels it and raises StopRequested."""
+        work = asyncio.ensure_future(step)
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait([work, stopped], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not work.done():
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+        if work.cancelled():
+            raise StopRequested()
+        return work.result()
 
     async def _drain(self, runner: Runner) -> bool:
         """Running shards finish within the stop timeout, or until a second signal forces the stop."""
@@ -198,6 +261,8 @@ class Daemon:
         raise CommandError("the daemon is starting (its workers are loading the models); try again when "
                            "`aud status` says ready (`aud tail` shows daemon_ready)")
 
+    # --- signals ----------------------------------------------------------------------------------
+
     def stop(self, reason: str = "stop requested") -> None:
         """Stop gracefully; asked a second time, stop at once."""
         if self._stop.is_set():
@@ -208,16 +273,16 @@ class Daemon:
             self._reason = f"{reason}: finishing running shards, then exiting"
         self._stop.set()
 
-    def _capture_signals(self) -> Callable[[], None]:
-        """SIGTERM and SIGINT call ``stop``; returns what restores the previous handlers."""
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """SIGTERM and SIGINT call ``stop`` while the daemon lives; the previous handlers come back after."""
         loop = asyncio.get_running_loop()
         previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
         for sig in SIGNALS:
             loop.add_signal_handler(sig, self.stop, sig.name)
-
-        def restore() -> None:
+        try:
+            yield
+        finally:
             for sig, handler in previous.items():
                 loop.remove_signal_handler(sig)
                 signal.signal(sig, handler)
-
-        return restore

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ class Commands:
 
     async def _reply(self, command: msg.Command) -> msgspec.Struct:
         if isinstance(command, msg.Status):
-            return self.status()
+            return await self.status()
         if isinstance(command, msg.Submit):
             job, outcome = await self.intake.submit(Path(command.path), force=command.force)
             return msg.SubmitReply(job=job.id, file=job.name, state=str(job.state), outcome=outcome)
@@ -46,7 +47,7 @@ class Commands:
         raise CommandError(f"unsupported command {type(command).__name__}")
 
     async def cancel(self, job_id: int) -> msg.CancelReply:
-        job = self.runner.store.get(job_id)
+        job = await asyncio.to_thread(self.runner.store.get, job_id)
         if job is None:
             raise CommandError(f"no job {job_id}")
         if job.state not in (JobState.QUEUED, JobState.RUNNING, JobState.CANCELLED):
@@ -55,14 +56,17 @@ class Commands:
             job = await self.runner.cancel(job_id)
         return msg.CancelReply(job=job_id, state=str(job.state))
 
-    def status(self) -> msg.StatusReply:
+    async def status(self) -> msg.StatusReply:
+        """The daemon's state; the store is read in a thread (SQLite never runs on the loop)."""
         store, runner = self.runner.store, self.runner
+        queued, failures, counts = await asyncio.to_thread(
+            lambda: (store.jobs([JobState.QUEUED]), store.recent_failures(), store.counts()))
         workers = self.executor.workers()
         providers = runner.providers
         return msg.StatusReply(
             state="ready",
             paused=runner.paused,
-            queued=[msg.JobLine(job=j.id, file=j.name) for j in store.jobs([JobState.QUEUED])],
+            queued=[msg.JobLine(job=j.id, file=j.name) for j in queued],
             running=[msg.RunningJob(job=a.job.id, file=a.job.name, frames_done=a.frames_seen,
                                     frames_total=a.frames_total, fps=round(a.fps, 3), eta_s=a.eta_s,
                                     waiting=a.waiting) for a in runner.active.values()],
@@ -70,7 +74,7 @@ class Commands:
                                      fails_in_s=None if w.fails_in_s is None else round(w.fails_in_s, 1))
                      for w in self.intake.waiting()],
             duplicates=list(self.intake.duplicates),
-            recent_failures=[msg.FailedJob(job=j.id, file=j.name, reason=j.reason) for j in store.recent_failures()],
+            recent_failures=[msg.FailedJob(job=j.id, file=j.name, reason=j.reason) for j in failures],
             workers=msg.Workers(
                 count=len(workers) or self.settings.workers,
                 provider=providers.get("landmarks") or providers.get("detector", "?"),
@@ -80,7 +84,7 @@ class Commands:
                 workers=[msg.WorkerLine(name=w.name, provider=w.provider, threads=w.threads,
                                         tasks_done=w.tasks_done, busy=w.busy, memory_mb=w.memory_mb)
                          for w in workers]),
-            counts=store.counts(),
+            counts=counts,
             versions=package_versions(),
             inbox=str(self.settings.inbox),
             outbox=str(self.settings.outbox),

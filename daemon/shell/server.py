@@ -2,7 +2,10 @@
 
 Each connection runs as two tasks: the connection task reads and answers commands, a writer task
 drains that client's bounded send queue. ``publish`` only appends to those queues, so a slow or
-stuck subscriber can stall nothing but its own writer task.
+stuck subscriber can stall nothing but its own writer task. A client that floods commands stalls
+nothing either: the connection task yields to the loop after every command, and each client gets
+at most ``command_rate`` commands a second (after a burst of ``command_burst``); beyond that its
+own reading waits, nobody else's. Malformed lines and refused connections are logged, rate-limited.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import select
 import socket
 import stat
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -36,6 +40,14 @@ FLUSH_TIMEOUT = 1.0
 """How long a closing connection (or close()) waits for queued messages to go out."""
 PROBE_TIMEOUT = 1.0
 """How long start() waits when probing an existing socket for a live daemon."""
+COMMAND_RATE = 200.0
+"""Commands per second one client is answered at, once its burst is spent (``aud`` sends one or two)."""
+COMMAND_BURST = 100
+"""Commands one client may send at once before the rate applies."""
+LOG_EVERY = 60.0
+"""Seconds between two log lines about malformed lines (or refused connections); the rest are counted."""
+LISTEN_BACKLOG = 100
+"""Connections the kernel queues before the server accepts them (asyncio's own default)."""
 WRITE_BATCH = 64 * 1024
 """Bytes handed to the transport per write."""
 
@@ -150,6 +162,51 @@ class SendQueue:
             del self._latest[slot.job]
 
 
+class CommandBudget:
+    """A token bucket: ``burst`` commands at once, then ``rate`` a second; ``spend`` waits when empty."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+
+    def wait_seconds(self) -> float:
+        """Take one command's token; how long to wait before answering it (0: now)."""
+        now = self._clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        self._tokens -= 1.0
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    async def spend(self) -> None:
+        """Always yields to the loop (other clients' commands, the runner), sleeping when over budget."""
+        await asyncio.sleep(self.wait_seconds())
+
+
+class RateLimitedLog:
+    """One log line per ``every`` seconds for a recurring condition, saying how many were not logged."""
+
+    def __init__(self, logger: logging.Logger, every: float = LOG_EVERY,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.every = every
+        self._clock = clock
+        self._last: float | None = None
+        self.suppressed = 0
+
+    def __call__(self, level: int, message: str, *args: Any) -> None:
+        now = self._clock()
+        if self._last is not None and now - self._last < self.every:
+            self.suppressed += 1
+            return
+        if self.suppressed:
+            message += f" ({self.suppressed} more like this in the last {now - self._last:.0f} s)"  # type: ignore[operator]
+        self._last, self.suppressed = now, 0
+        self.logger.log(level, message, *args)
+
+
 class ClientConnection:
     """One connected client: its stream pair, send queue and writer task."""
 
@@ -258,6 +315,8 @@ class ProgressServer:
         *,
         client_queue_size: int = 256,
         max_clients: int = 256,
+        command_rate: float = COMMAND_RATE,
+        command_burst: int = COMMAND_BURST,
     ) -> None:
         self.path = Path(path)
         self._handler = handler
@@ -268,6 +327,10 @@ class ProgressServer:
         self._subscribers: set[ClientConnection] = set()
         self._socket_id: tuple[int, int] | None = None
         self._closing = False
+        self._command_rate = command_rate
+        self._command_burst = command_burst
+        self._log_malformed = RateLimitedLog(log)
+        self._log_refused = RateLimitedLog(log)
 
     # ------------------------------------------------------------------ public API
 
@@ -365,17 +428,28 @@ class ProgressServer:
             os.unlink(self.path)
 
     def _bind(self) -> socket.socket:
-        """Bind, then chmod 0600 before listen(): nobody can connect while the mode is wider."""
+        """Bind a private name, chmod 0600 and listen, then link it to ``path``: the socket appears
+        only once it accepts (a client that sees the file can connect), never with a wider mode, and
+        never over someone else's (link refuses an existing name)."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        staging = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staging)
         try:
-            sock.bind(os.fspath(self.path))
-            os.chmod(self.path, 0o600)
+            sock.bind(os.fspath(staging))
+            try:
+                os.chmod(staging, 0o600)
+                sock.listen(LISTEN_BACKLOG)
+                os.link(staging, self.path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(staging)
             st = os.stat(self.path)
             self._socket_id = (st.st_dev, st.st_ino)
             sock.setblocking(False)
         except OSError as exc:
             sock.close()
-            if exc.errno == errno.EADDRINUSE:
+            if exc.errno in (errno.EADDRINUSE, errno.EEXIST):
                 raise RuntimeError(f"another aud daemon is listening on {self.path}") from exc
             raise RuntimeError(f"cannot create the control socket {self.path}: {exc}") from exc
         return sock
@@ -412,7 +486,9 @@ class ProgressServer:
             await client.close()
 
     async def _refuse(self, client: ClientConnection) -> None:
-        log.warning("refusing control-socket client: %d clients connected", len(self._clients))
+        if not self._closing:
+            self._log_refused(logging.WARNING, "refusing a control-socket client: %d clients connected (max %d)",
+                              len(self._clients), self._max_clients)
         error = "daemon is stopping" if self._closing else f"too many clients (max {self._max_clients})"
         client.writer.write(protocol.encode(Reply(ok=False, error=error)))
         client.writer.close()
@@ -422,10 +498,13 @@ class ProgressServer:
 
     async def _read_commands(self, client: ClientConnection) -> bool:
         """Answer commands until EOF (True) or a protocol violation / lost connection (False)."""
+        budget = CommandBudget(self._command_rate, self._command_burst)
         while True:
             try:
                 line = await client.reader.readline()
             except ValueError:  # the StreamReader limit (MAX_LINE) was overrun
+                self._log_malformed(logging.INFO, "control socket: a line longer than %d bytes; client dropped",
+                                    MAX_LINE)
                 client.send(protocol.encode(Reply(ok=False, error=f"line too long (max {MAX_LINE} bytes)")))
                 return False
             except (ConnectionError, OSError):
@@ -437,11 +516,13 @@ class ProgressServer:
             reply = await self._answer(client, line)
             if not client.send(_encode_reply(reply)):
                 return False
+            await budget.spend()  # yield between commands; a flooding client waits, alone
 
     async def _answer(self, client: ClientConnection, line: bytes) -> Reply:
         try:
             command = protocol.decode_command(line)
         except ProtocolError as exc:
+            self._log_malformed(logging.INFO, "control socket: a malformed line: %s", exc)
             return Reply(id=protocol.salvage_id(line), ok=False, error=str(exc))
         if isinstance(command, Subscribe):
             client.subscribed = True  # the reply is queued before any event: no await in between

@@ -1,5 +1,5 @@
 """The ``aud models fetch`` and ``aud models export`` commands: arguments in, exit status out.
-``daemon/cli.py`` only registers the flags and calls :func:`fetch_command` / :func:`export_command`."""
+``daemon/cli/main.py`` only registers the flags and calls :func:`fetch_command` / :func:`export_command`."""
 
 from __future__ import annotations
 

@@ -11,8 +11,7 @@ from daemon.core.models import load_model_set
 from daemon.core.pipeline import Pipeline
 from daemon.core.results import FaceRows
 from daemon.core.video import read_range
-from daemon.jobs.plan import plan_shards
-from daemon.jobs.runner import TimeSelection
+from daemon.jobs.plan import TimeSelection, plan_shards
 from daemon.jobs.spec import job_key, output_settings
 from tests import tinymodels
 from tests.core.test_follow_pipeline import SQUARE_FACE, template_star

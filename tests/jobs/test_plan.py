@@ -83,3 +83,16 @@ def test_plan_of_a_selection_covers_exactly_the_selected_frames(total, selection
     assert measured == list(selection.frames(total))
     assert all(start in selection.frames(total) for start, _ in ranges)  # each shard starts on a selected frame
     assert all(len(range(start, stop, selection.step)) <= 16 for start, stop in ranges)
+
+
+def test_a_time_selection_becomes_frames_of_the_video():
+    from types import SimpleNamespace
+
+    from daemon.jobs.plan import TimeSelection
+
+    info = SimpleNamespace(timestamps=[i / 25 for i in range(50)])  # 25 fps, 2 s
+    assert TimeSelection().frames(info) == FrameSelection(0, None, 1)
+    # frames 5 .. 17: from the first at or after 0.2 s to the last before 0.7 s
+    assert TimeSelection(start_s=0.2, end_s=0.7, every=2).frames(info) == FrameSelection(5, 18, 2)
+    assert TimeSelection(start_s=0.21).frames(info).start == 6  # the first frame at or after the time
+    assert TimeSelection(end_s=9.0).frames(info).stop == 50

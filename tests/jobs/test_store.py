@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.jobs.store import JOB_STATES, SCHEMA_VERSION, Job, JobStore, StoreError
+from daemon.jobs.store import JOB_STATES, SCHEMA_VERSION, Job, JobStore, Shard, StoreError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RANGES = [(0, 10), (10, 20), (20, 30), (30, 35)]
@@ -42,6 +42,11 @@ def _running(store: JobStore, fp: str = "fp-1") -> Job:
     job = _add(store, fp)
     store.set_plan(job.id, 35, '{"fps": 30}', RANGES)
     return store.start(job.id)
+
+
+def pending(store: JobStore, job_id: int) -> list[Shard]:
+    """The job's shards still to be computed, by index."""
+    return [s for s in store.shards(job_id) if not s.done]
 
 
 def _run_child(script: str, *args: str) -> subprocess.CompletedProcess:
@@ -152,10 +157,10 @@ def test_full_lifecycle(store: JobStore) -> None:
 
     running = store.start(job.id)
     assert running.state == "running" and running.started_at >= job.created_at
-    for shard in store.pending_shards(job.id):
+    for shard in pending(store, job.id):
         assert store.mark_dispatched(job.id, shard.index) == 1
         store.shard_done(job.id, shard.index, f"/tmp/part-{shard.index}.npy".encode(), 2)
-    assert store.pending_shards(job.id) == []
+    assert pending(store, job.id) == []
     assert store.shard_results(job.id) == [f"/tmp/part-{i}.npy".encode() for i in range(4)]
     assert [s.format for s in store.shards(job.id)] == [2] * 4
 
@@ -196,7 +201,7 @@ def test_set_plan_is_idempotent_and_keeps_done_shards(store: JobStore) -> None:
     store.set_plan(job.id, 35, '{"fps": 30}', RANGES)
     assert store.shards(job.id) == before
     assert before[1].state == "done" and before[1].attempts == 1
-    assert [s.index for s in store.pending_shards(job.id)] == [0, 2, 3]
+    assert [s.index for s in pending(store, job.id)] == [0, 2, 3]
 
 
 def test_replan_with_other_ranges(store: JobStore) -> None:
@@ -242,6 +247,19 @@ def test_attempts_counting(store: JobStore) -> None:
     ]
 
 
+def test_a_dispatch_that_ran_nothing_is_taken_back(store: JobStore) -> None:
+    job = _running(store)
+    assert [store.mark_dispatched(job.id, 1) for _ in range(2)] == [1, 2]
+    assert store.undo_dispatch(job.id, 1) == 1
+    assert store.undo_dispatch(job.id, 1) == 0
+    assert store.undo_dispatch(job.id, 1) == 0  # never below 0
+    assert [s.attempts for s in store.shards(job.id)] == [0, 0, 0, 0]
+    store.mark_dispatched(job.id, 1)
+    store.close()
+    with JobStore(store.path) as again:  # durable
+        assert [s.attempts for s in again.shards(job.id)] == [0, 1, 0, 0]
+
+
 def test_shard_done_twice(store: JobStore) -> None:
     job = _running(store)
     store.shard_done(job.id, 0, b"rows", 2)
@@ -256,7 +274,7 @@ def test_requeue_keeps_done_shards(store: JobStore) -> None:
     store.cancel(job.id)
     queued = store.requeue(job.id)
     assert queued.state == "queued" and queued.reason is None and queued.finished_at is None
-    assert [s.index for s in store.pending_shards(job.id)] == [1, 2, 3]
+    assert [s.index for s in pending(store, job.id)] == [1, 2, 3]
 
 
 def test_cancel(store: JobStore) -> None:
@@ -378,7 +396,7 @@ def test_recover_after_sigkill(db_path: Path) -> None:
         assert store.recover() == []
         # resume: only the unfinished shards are redone
         store.start(job.id)
-        assert [s.index for s in store.pending_shards(job.id)] == [1, 3]
+        assert [s.index for s in pending(store, job.id)] == [1, 3]
         for index in (1, 3):
             store.mark_dispatched(job.id, index)
             store.shard_done(job.id, index, f"/tmp/r{index}".encode(), 2)
@@ -429,18 +447,18 @@ def test_kill_at_an_arbitrary_instant_loses_nothing_committed(db_path: Path) -> 
     with JobStore(db_path) as store:
         job = store.find("fp-loop")
         assert job.state == "running"
-        pending = store.pending_shards(job.id)
-        first_pending = pending[0].index
+        left = pending(store, job.id)
+        first_pending = left[0].index
         # every reported shard is durable; at most one more committed before its report
         assert first_pending in (len(reported), len(reported) + 1)
         done = store.shards(job.id)[:first_pending]
         assert all(s.state == "done" and s.attempts == 1 for s in done)
         assert store.shard_results(job.id) == [f"/tmp/r{s.index}".encode() for s in done]
         # the shard in flight is dispatched at most once and not half-done; the rest untouched
-        assert pending[0].attempts in (0, 1) and pending[0].format is None
-        assert all(s.attempts == 0 for s in pending[1:])
+        assert left[0].attempts in (0, 1) and left[0].format is None
+        assert all(s.attempts == 0 for s in left[1:])
         assert [j.id for j in store.recover()] == [job.id]
-        assert store.pending_shards(job.id)[0].index == first_pending
+        assert pending(store, job.id)[0].index == first_pending
 
 
 CHILD_OPEN_TRANSACTION = """
@@ -574,10 +592,10 @@ def test_results_by_value_redo_rekey_and_release(store: JobStore) -> None:
     store.shard_done(job.id, 0, b"zero", 2)
     store.shard_done(job.id, 2, b"two", 2)
     store.redo_shards(job.id, [2])
-    assert store.shard_results(job.id) == [b"zero"] and [s.index for s in store.pending_shards(job.id)] == [1, 2, 3]
+    assert store.shard_results(job.id) == [b"zero"] and [s.index for s in pending(store, job.id)] == [1, 2, 3]
     store.fail(job.id, "a reason")
     store.release_results(job.id)  # a failed job keeps nothing: a re-drop computes every shard again
-    assert store.shard_results(job.id) == [] and len(store.pending_shards(job.id)) == 4
+    assert store.shard_results(job.id) == [] and len(pending(store, job.id)) == 4
     store.requeue(job.id)
     store.rekey(job.id, "new-key")
     rekeyed = store.get(job.id)

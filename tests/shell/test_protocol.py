@@ -147,3 +147,22 @@ def test_event_decoder_rejects_commands_and_unknown_events() -> None:
 )
 def test_salvage_id(line: bytes, expected: object) -> None:
     assert p.salvage_id(line) == expected
+
+
+@pytest.mark.parametrize("line, words", [
+    (b'{"type": "bogus"} x', "invalid JSON"),  # the typed decoder stops early; the junk is still found
+    (b'{"type": "status"} {"type": "status"}', "invalid JSON"),
+    (b"[" * 30_000 + b"]" * 30_000, "nested too deeply"),
+    (b'{"type": "cancel", "job": 18446744073709551616}', "<= 9223372036854775807"),
+    (b'{"type": "cancel", "job": -1}', ">= 1"),
+    (b'{"type": "status", "id": 18446744073709551616}', "<= 9223372036854775807"),
+])
+def test_hostile_lines_are_protocol_errors(line: bytes, words: str) -> None:
+    with pytest.raises(p.ProtocolError, match=words):
+        p.decode_command(line)
+    assert p.salvage_id(line) is None
+
+
+def test_largest_ids_still_decode() -> None:
+    assert p.decode_command(b'{"type": "cancel", "job": 9223372036854775807, "id": -9223372036854775808}') == \
+        p.Cancel(job=2**63 - 1, id=-(2**63))

@@ -690,3 +690,107 @@ def test_close_sends_daemon_stopping_and_removes_socket(loop: str) -> None:
                 await Conn.open(server.path)
 
     run(main(), loop)
+
+
+# --------------------------------------------------------------------------- hostile lines, floods
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_junk_deep_nesting_and_huge_ids_get_clean_replies_without_a_traceback(
+        loop: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Each used to drop the connection (or make an internal error) with a traceback in the log."""
+    seen: list[p.Command] = []
+
+    async def handler(command: p.Command) -> dict[str, Any]:
+        seen.append(command)
+        return {}
+
+    lines = {
+        b'{"type": "bogus"} trailing junk\n': "invalid JSON",
+        b'{"type": "status"} {"type": "status"}\n': "invalid JSON",
+        b"[" * 30_000 + b"]" * 30_000 + b"\n": "nested too deeply",
+        b'{"type": "cancel", "job": 1180591620717411303424, "id": 3}\n': "<= 9223372036854775807",
+        b'{"type": "status", "id": 1180591620717411303424}\n': "<= 9223372036854775807",
+        b'{"type": "cancel", "job": 0}\n': ">= 1",
+    }
+
+    async def main() -> None:
+        async with serving(handler) as server:
+            conn = await Conn.open(server.path)
+            for line, words in lines.items():
+                reply = await conn.ask(line)
+                assert reply["ok"] is False and words in reply["error"], (line[:40], reply)
+            assert (await conn.ask(p.Status(id=1)))["ok"]  # the same connection still answers
+            await conn.close()
+
+    with caplog.at_level(logging.DEBUG):
+        run(main(), loop)
+    assert seen == [p.Status(id=1)]  # none of them reached a command handler
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+def test_malformed_lines_and_refused_clients_are_logged_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        async with serving(max_clients=1) as server:
+            conn = await Conn.open(server.path)
+            for _ in range(50):
+                assert (await conn.ask(b"not json\n"))["ok"] is False
+            for _ in range(20):
+                extra = await Conn.open(server.path)
+                assert "too many clients" in (await extra.recv())["error"]
+                await extra.close()
+            await conn.close()
+
+    with caplog.at_level(logging.INFO, logger=server_mod.log.name):
+        run(main())
+    malformed = [r for r in caplog.records if "malformed" in r.getMessage()]
+    refused = [r for r in caplog.records if "refusing" in r.getMessage()]
+    assert len(malformed) == 1 and len(refused) == 1  # one line a minute each, the rest counted
+
+
+def test_command_budget_allows_a_burst_then_the_rate() -> None:
+    now = [0.0]
+    budget = server_mod.CommandBudget(rate=100.0, burst=10, clock=lambda: now[0])
+    assert [budget.wait_seconds() for _ in range(10)] == [0.0] * 10
+    assert budget.wait_seconds() == pytest.approx(0.01)  # the 11th waits one token's time
+    assert budget.wait_seconds() == pytest.approx(0.02)
+    now[0] += 1.0  # a quiet second refills the bucket (up to the burst)
+    assert budget.wait_seconds() == 0.0
+
+
+def test_rate_limited_log_counts_what_it_did_not_log(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    logger = logging.getLogger("aud.test.ratelimit")
+    limited = server_mod.RateLimitedLog(logger, every=60.0, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        for _ in range(5):
+            limited(logging.INFO, "bad line %s", "x")
+        now[0] = 61.0
+        limited(logging.INFO, "bad line %s", "y")
+    assert [r.getMessage() for r in caplog.records] == ["bad line x", "bad line y (4 more like this in the last 61 s)"]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_flooding_client_does_not_hold_up_another(loop: str) -> None:
+    """One client writes 4,000 commands at once; another's command is answered after a bounded number
+    of them (the flooder gets its burst, then its rate; the connection task yields after each), not
+    after all 4,000 as when buffered lines were answered without yielding. Counted, not timed."""
+    handled: list[str] = []
+
+    async def handler(command: p.Command) -> dict[str, Any]:
+        handled.append(str(command.id))
+        return {}
+
+    async def main() -> None:
+        async with serving(handler, command_rate=200.0, command_burst=100) as server:
+            flooder, other = await Conn.open(server.path), await Conn.open(server.path)
+            flooder.writer.write(b"".join(p.encode(p.Status(id=f"f{i}")) for i in range(4000)))
+            await wait_until(lambda: len(handled) > 0)
+            reply = await other.ask(p.Status(id="other"))
+            assert reply["ok"]
+            before = handled.index("other")
+            assert before < 300, f"{before} flood commands were answered first"  # burst 100 + <1 s at 200/s
+            flooder.writer.transport.abort()
+            await other.close()
+
+    run(main(), loop)

@@ -6,16 +6,18 @@ import argparse
 import logging
 import os
 import shlex
+import shutil
 import sys
 from collections.abc import Coroutine
+from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.markup import escape
 
-from .config import ConfigError, Settings, load_settings
-from .tools import commands as model_tools  # fetch/export: torch only when run
+from ..config import DAEMON, MODEL, RUN, ConfigError, Settings, load_settings, options
+from ..tools import commands as model_tools  # fetch/export: torch only when run
 
 T = TypeVar("T")
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)  # messages hold [N,98,2]
@@ -24,51 +26,33 @@ out = Console(highlight=False, soft_wrap=True)
 
 # --- shared flags ---------------------------------------------------------------------------------
 
+def add_options(p: argparse.ArgumentParser, *groups: str) -> None:
+    """The options of ``groups``, each as its ``Settings`` field declares it (``config.OPTIONS``)."""
+    for o in options(*groups):
+        if o.action == "value":
+            typed: dict[str, Any] = {"type": o.type} if o.type is not None else {}
+            p.add_argument(o.flag, dest=o.name, choices=o.choices, metavar=o.metavar, help=o.help, **typed)
+        else:
+            p.add_argument(o.flag, dest=o.name, action="store_const", const=o.action == "on", help=o.help)
+
+
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML configuration file")
-    p.add_argument("--models", type=Path, help="directory holding the model set")
-    p.add_argument("--provider", help="auto (default), coreml, cuda or cpu")
+    add_options(p, MODEL)
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
     add_model_flags(p)
-    p.add_argument("--workers", type=int, help="worker processes (default: the machine's cores)")
-    p.add_argument("--no-au45", dest="au45", action="store_const", const=False,
-                   help="skip STAR landmarks and AU45 (much faster)")
-    p.add_argument("--detect-max-side", type=int,
-                   help="detect faces on a frame scaled to this many pixels (0 = full resolution)")
-    p.add_argument("--detect-every", type=int, metavar="N",
-                   help="detect faces on every N-th frame only and follow them with their landmarks in between "
-                        "(1 = every frame, the default; needs AU45: refused with --no-au45)")
-    p.add_argument("--batch-size", type=int, help="frames per MTL batch")
-    p.add_argument("--threads-per-worker", type=int,
-                   help="ONNX Runtime threads per worker (default: the machine's cores / workers)")
-    p.add_argument("--faces", choices=("primary", "best", "all"),
-                   help="primary (default): the person tracked longest, one row a frame; best: the best face of each "
-                        "frame (OpenFace 3.0's choice); all: every face, with ids that follow each person")
-    p.add_argument("--mirror", action="store_const", const=True,
-                   help="hemi-face analysis: left- and right-mirrored CSVs beside the main one")
-    p.add_argument("--mirror-videos", action="store_const", const=True,
-                   help="with --mirror: inspection videos of the mirrored faces and the midline")
-    p.add_argument("--csv-style", choices=("aud", "openface2"),
-                   help="CSV column names and formatting: aud's (default) or OpenFace 2.2's")
-    p.add_argument("--no-plots", dest="plots", action="store_const", const=False,
-                   help="no PNG plot beside each CSV")
-    p.add_argument("--executor", choices=("process", "dask"),
-                   help="where shards run: local worker processes (default) or a Dask cluster")
-    p.add_argument("--dask-scheduler", help="with --executor dask: the scheduler, tcp://host:8786")
+    add_options(p, RUN)
 
 
-RUN_SETTINGS = ("models", "provider", "workers", "au45", "detect_max_side", "detect_every", "batch_size",
-                "threads_per_worker",
-                "faces", "mirror", "mirror_videos", "csv_style", "plots", "executor", "dask_scheduler")
+RUN_SETTINGS = tuple(o.name for o in options(MODEL, RUN))
+DAEMON_SETTINGS = tuple(o.name for o in options(DAEMON))
 
 
 def add_daemon_flags(p: argparse.ArgumentParser) -> None:
     """The daemon's folders (``aud run`` and the services that run it)."""
-    p.add_argument("--inbox", type=Path, help="the folder to watch")
-    p.add_argument("--outbox", type=Path, help="where CSVs go")
-    p.add_argument("--state", type=Path, help="state directory (job database, socket, logs)")
+    add_options(p, DAEMON)
 
 
 def add_socket_flags(p: argparse.ArgumentParser) -> None:
@@ -91,12 +75,16 @@ def socket_path(args: argparse.Namespace) -> Path:
 # --- commands -------------------------------------------------------------------------------------
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from .core.models import ModelError
-    from .core.providers import ProviderError
-    from .core.video import VideoError
-    from .jobs.extract import expand, extract
-    from .jobs.runner import TimeSelection
+    from ..core.models import ModelError
+    from ..core.providers import ProviderError
+    from ..core.video import VideoError
+    from ..jobs.extract import expand, extract
+    from ..jobs.plan import TimeSelection
 
+    problem = selection_problem(args.start, args.end, args.every)
+    if problem:
+        err.print(f"aud extract: {problem}")
+        return 2
     settings = settings_from(args, *RUN_SETTINGS)
     videos = expand([Path(v) for v in args.videos])
     if not videos:
@@ -106,7 +94,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     last: dict[int, int] = {}
 
     def progress(event) -> None:
-        from . import protocol as msg
+        from .. import protocol as msg
 
         if isinstance(event, msg.JobProgress) and event.frames_done != last.get(event.job):
             last[event.job] = event.frames_done
@@ -129,9 +117,21 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def selection_problem(start: float | None, end: float | None, every: int | None) -> str | None:
+    """Why ``--start``/``--end``/``--every`` select nothing (or nothing sensible), before any video is read."""
+    if every is not None and every < 1:
+        return f"--every {every}: must be 1 (every frame) or more"
+    if start is not None and start < 0:
+        return f"--start {start:g}: must be 0 or more (seconds from the beginning)"
+    if end is not None and end <= (start or 0.0):
+        return (f"--start {start or 0:g} is at or after --end {end:g}: no frames lie between them "
+                "(--end is the second to stop at, not a duration)")
+    return None
+
+
 def cmd_models_check(args: argparse.Namespace) -> int:
-    from .core.models import ROLES, ModelError, load_model_set
-    from .core.providers import ProviderError, choose
+    from ..core.models import ROLES, ModelError, load_model_set
+    from ..core.providers import ProviderError, choose
 
     settings = settings_from(args, "models", "provider")
     try:
@@ -157,8 +157,8 @@ def cmd_models_check(args: argparse.Namespace) -> int:
 def check_openface2(models_dir: Path, openface3_complete: bool) -> int:
     """The OpenFace 2.2 part of ``aud models check``: its files with their hashes, and which family is
     complete; 2 when its files are there but not whole."""
-    from .tools.openface2_files import OPENFACE2_DIR
-    from .tools.openface2_set import State, fetch_hint, inspect
+    from ..tools.openface2_files import OPENFACE2_DIR
+    from ..tools.openface2_set import State, fetch_hint, inspect
 
     status = inspect(models_dir)
     if status.state is not State.ABSENT:
@@ -179,8 +179,8 @@ def check_openface2(models_dir: Path, openface3_complete: bool) -> int:
 
 
 def cmd_models_quantize(args: argparse.Namespace) -> int:
-    from .core.models import ModelError
-    from .tools.quantize import QuantizeError, quantize_model_set, usage_hint
+    from ..core.models import ModelError
+    from ..tools.quantize import QuantizeError, quantize_model_set, usage_hint
 
     settings = settings_from(args, "models")
     method = args.method or ("static" if args.calibration else "dynamic")
@@ -202,13 +202,13 @@ def cmd_models_quantize(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .core.models import ModelError
-    from .core.providers import ProviderError
-    from .jobs.executor import ExecutorError
-    from .jobs.store import StoreError
-    from .shell.app import AlreadyRunning, Daemon
+    from ..core.models import ModelError
+    from ..core.providers import ProviderError
+    from ..jobs.executor import ExecutorError
+    from ..jobs.store import StoreError
+    from ..shell.app import AlreadyRunning, Daemon
 
-    settings = settings_from(args, "inbox", "outbox", "state", *RUN_SETTINGS)
+    settings = settings_from(args, *DAEMON_SETTINGS, *RUN_SETTINGS)
     logging.getLogger().setLevel(getattr(logging, settings.log_level.upper(), logging.INFO)
                                  if not args.verbose else logging.DEBUG)
     try:
@@ -230,7 +230,7 @@ def run_loop(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _client_call(args: argparse.Namespace, command) -> dict[str, Any]:
-    from .shell.client import ClientError, request
+    from .client import ClientError, request
 
     reply = run_loop(request(socket_path(args), command))
     if not reply.ok:
@@ -241,8 +241,8 @@ def _client_call(args: argparse.Namespace, command) -> dict[str, Any]:
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    from . import protocol
-    from .shell.client import render_status
+    from .. import protocol
+    from .client import render_status
 
     data = _client_call(args, protocol.Status()) or {}
     if args.json:
@@ -253,14 +253,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from .shell.client import tail
+    from .client import tail
 
     run_loop(tail(socket_path(args), out, as_json=args.json))
     return 0
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from . import protocol
+    from .. import protocol
 
     for path in args.paths:
         data = _client_call(args, protocol.Submit(path=str(Path(path).expanduser().resolve()), force=args.force))
@@ -273,7 +273,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from . import protocol
+    from .. import protocol
 
     data = _client_call(args, protocol.Cancel(job=args.job))
     out.print(f"job {data['job']}: {data['state']}")
@@ -286,35 +286,31 @@ def add_service_run_flags(p: argparse.ArgumentParser) -> None:
     add_daemon_flags(p)
 
 
+SERVICE_GROUPS = (MODEL, RUN, DAEMON)
+
+
 def service_run_args(args: argparse.Namespace) -> list[str]:
-    """The ``aud run`` flags given to ``aud launchd|systemd``, as the service's command line (paths
+    """The ``aud run`` options given to ``aud launchd|systemd``, as the service's command line (paths
     absolute: a service does not start in this directory)."""
-    flags = argparse.ArgumentParser(add_help=False)
-    add_service_run_flags(flags)
     argv: list[str] = []
-    for action in flags._actions:  # argparse keeps the actions a builder added only here
-        value = getattr(args, action.dest, None)
-        if value is None or not action.option_strings:
-            continue
-        option = next(o for o in action.option_strings if o.startswith("--"))
-        if action.nargs == 0:  # store_const, e.g. --no-au45
-            argv.append(option)
-        else:
-            argv += [option, str(Path(os.path.abspath(value.expanduser())) if isinstance(value, Path) else value)]
+    if getattr(args, "config", None) is not None:
+        argv += ["--config", os.path.abspath(args.config.expanduser())]
+    for o in options(*SERVICE_GROUPS):
+        value = getattr(args, o.name, None)
+        if value is not None:
+            argv += o.argv(value)
     return argv
 
 
 def service_settings(args: argparse.Namespace) -> Settings:
     """The settings the service will run with (the same flags, config file and AUD_* variables)."""
-    flags = argparse.ArgumentParser(add_help=False)
-    add_service_run_flags(flags)
-    return settings_from(args, *(a.dest for a in flags._actions if a.option_strings and a.dest != "config"))
+    return settings_from(args, *(o.name for o in options(*SERVICE_GROUPS)))
 
 
 def _service_spec(args: argparse.Namespace):
     import platformdirs
 
-    from .shell.service import check_settings, default_spec
+    from .service import check_settings, default_spec
 
     if args.action != "uninstall":
         check_settings(service_settings(args))
@@ -322,9 +318,21 @@ def _service_spec(args: argparse.Namespace):
     return default_spec(service_run_args(args), log_dir)
 
 
-def _service_command(args: argparse.Namespace, runner, render, install, uninstall) -> int:
-    from .shell import service
+SERVICE_TOOLS = {"launchd": "launchctl", "systemd": "systemctl"}
+"""The manager's own command that install and uninstall drive."""
 
+
+def _service_command(args: argparse.Namespace, runner, render, install, uninstall) -> int:
+    from . import service
+
+    tool = SERVICE_TOOLS[args.command]
+    if args.action != "print" and runner is None and shutil.which(tool) is None:  # refuse before writing
+        other = "systemd" if args.command == "launchd" else "launchd"
+        err.print(f"aud {args.command} {args.action}: {tool} is not on this system ({args.command} is "
+                  f"{'macOS' if args.command == 'launchd' else 'Linux'}'s service manager); nothing was written. "
+                  f"`aud {other} {args.action}` is this system's, if it has {SERVICE_TOOLS[other]}; "
+                  f"`aud {args.command} print` shows the file anyway")
+        return 2
     try:
         spec = _service_spec(args)
     except service.ServiceSetupError as exc:
@@ -344,7 +352,7 @@ def _service_command(args: argparse.Namespace, runner, render, install, uninstal
 
 def cmd_launchd(args: argparse.Namespace, runner=None) -> int:
     """``runner``: the CommandRunner that drives launchctl (tests pass a fake)."""
-    from .shell import service
+    from . import service
 
     return _service_command(args, runner, lambda spec: service.launchd_plist(spec).decode(),
                             service.install_launchd, service.uninstall_launchd)
@@ -352,7 +360,7 @@ def cmd_launchd(args: argparse.Namespace, runner=None) -> int:
 
 def cmd_systemd(args: argparse.Namespace, runner=None) -> int:
     """``runner``: the CommandRunner that drives systemctl (tests pass a fake)."""
-    from .shell import service
+    from . import service
 
     return _service_command(args, runner, service.systemd_unit, service.install_systemd,
                             service.uninstall_systemd)
@@ -360,7 +368,7 @@ def cmd_systemd(args: argparse.Namespace, runner=None) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """``aud plot CSV [-o PNG]``: the picture of one result (its hemi-face CSVs are found beside it)."""
-    from .output.plot import PlotError, plot_csv
+    from ..output.plot import PlotError, plot_csv
 
     try:
         png = plot_csv(Path(args.csv), Path(args.output) if args.output else None)
@@ -380,9 +388,18 @@ def add_plot_parser(sub) -> None:
 
 # --- parser ---------------------------------------------------------------------------------------
 
+def aud_version() -> str:
+    """The installed distribution's version (the project's own when run from a checkout)."""
+    try:
+        return metadata.version("au-daemon")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aud", description="Facial Action Unit extraction (OpenFace 3.0).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"aud {aud_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("extract", help="extract videos to CSVs (one-shot)")

@@ -21,9 +21,9 @@ from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
 from daemon import cli, protocol
-from daemon.shell import service
-from daemon.shell.client import request
-from daemon.shell.service import (
+from daemon.cli import service
+from daemon.cli.client import request
+from daemon.cli.service import (
     LABEL,
     ServiceError,
     ServiceSpec,
@@ -37,27 +37,10 @@ from daemon.shell.service import (
     uninstall_launchd,
     uninstall_systemd,
 )
+from daemon.config import DAEMON, MODEL, RUN, OptionSpec, options
 from tests.conftest import PROJECT, require_shared
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "launchd" / "org.aud.daemon.plist"
 UID = os.getuid()
-
-
-def example_spec() -> ServiceSpec:
-    """The spec behind launchd/org.aud.daemon.plist (placeholder paths)."""
-    return ServiceSpec(
-        program=[
-            "/Users/you/.local/share/aud/venv/bin/python",
-            "-m",
-            "daemon",
-            "run",
-            "--config",
-            "/Users/you/Library/Application Support/aud/config.toml",
-        ],
-        log_dir=Path("/Users/you/Library/Logs/aud"),
-        environment={"PATH": "/opt/homebrew/bin:/usr/local/bin:/usr/bin:/bin", "PYTHONUNBUFFERED": "1"},
-        working_dir=Path("/Users/you"),
-    )
 
 
 def make_spec(tmp_path: Path, *args: str) -> ServiceSpec:
@@ -196,13 +179,6 @@ def test_plist_follows_spec_values(tmp_path: Path) -> None:
     assert (plist["Label"], plist["ThrottleInterval"], plist["ExitTimeOut"]) == (
         "org.example.other", 3, 45)
     assert plist["EnvironmentVariables"] == {}
-
-
-def test_committed_template_matches_generator() -> None:
-    committed = plistlib.loads(TEMPLATE.read_bytes())
-    generated = plistlib.loads(launchd_plist(example_spec()))
-    assert set(committed) == set(generated)
-    assert committed == generated, "regenerate with: python tests/shell/test_service.py"
 
 
 # --------------------------------------------------------------------------- systemd unit
@@ -507,16 +483,28 @@ def run_cli(argv: list[str], runner: FakeRunner | None = None) -> int:
     return args.func(args, runner=runner) if runner is not None else args.func(args)
 
 
-def test_service_commands_take_every_flag_of_aud_run(tmp_path: Path) -> None:
-    """The same builders: each option `aud run` has, `aud launchd|systemd` has (plus --log-dir)."""
-    parser = cli.build_parser()
-    commands = parser._subparsers._group_actions[0].choices  # argparse has no public accessor
+def sample(option: OptionSpec) -> list[str]:
+    """The option as a user types it, with a value its type takes."""
+    if option.action != "value":
+        return [option.flag]
+    if option.choices:
+        return [option.flag, option.choices[-1]]
+    if option.type is Path:
+        return [option.flag, f"/abs/{option.name}"]
+    return [option.flag, "tcp://h:1" if option.type is None and option.name == "dask_scheduler" else
+            "cpu" if option.type is None else "3"]
 
-    def options(name: str) -> set[str]:
-        return {o for a in commands[name]._actions for o in a.option_strings}
 
+@pytest.mark.parametrize("option", options(MODEL, RUN, DAEMON), ids=lambda o: o.flag)
+def test_every_run_option_reaches_the_service_command_line(option: OptionSpec) -> None:
+    """The one option table: each `aud run` option parses the same under `aud launchd|systemd` and comes
+    back out as the service's command line, unchanged."""
+    argv = sample(option)
+    run_args = cli.build_parser().parse_args(["run", *argv])
     for manager in ("launchd", "systemd"):
-        assert options(manager) - {"--log-dir"} == options("run")
+        service_args = cli.build_parser().parse_args([manager, "print", *argv])
+        assert getattr(service_args, option.name) == getattr(run_args, option.name) is not None
+        assert cli.service_run_args(service_args) == argv
 
 
 def test_print_shows_the_command_line_with_the_run_flags(service_home: Path, tiny_models: Path,
@@ -681,8 +669,3 @@ def test_the_installed_service_starts_and_reaches_ready(manager: str, service_ho
     assert reply.ok and reply.data["state"] == "ready" and reply.data["workers"]["count"] == 1, reply
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(120) == 0, (service_home / "daemon.log").read_text()
-
-
-if __name__ == "__main__":  # regenerate the committed example plist
-    TEMPLATE.write_bytes(launchd_plist(example_spec()))
-    print(f"wrote {TEMPLATE}")

@@ -17,7 +17,7 @@ import pytest
 from rich.console import Console
 
 from daemon import protocol as p
-from daemon.shell.client import ClientError, render_status, request, subscribe, tail
+from daemon.cli.client import ClientError, render_status, request, subscribe, tail
 from daemon.shell.server import CommandError, ProgressServer
 from tests.shell.test_server import short_dir
 

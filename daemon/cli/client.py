@@ -308,35 +308,44 @@ def render_status(data: dict[str, Any], console: Console) -> None:
         console.print(_queued_table(queued))
     waiting = data.get("waiting") or []
     if waiting:
-        console.print(_waiting_table(waiting))
+        console.print(_waiting_table(waiting, data.get("inbox")))
     duplicates = data.get("duplicates") or []
     if duplicates:
-        console.print(_duplicates_table(duplicates))
+        console.print(_duplicates_table(duplicates, data.get("inbox")))
     if failures:
         console.print(_failures_table(failures))
 
 
-def _waiting_table(waiting: list[dict[str, Any]]) -> Table:
+def _shown_path(path: Any, inbox: str | None) -> Text:
+    """A path as status shows it: below the inbox relative to it (shorter), never cut (a narrow
+    terminal folds it: the distinguishing tail of two long names stays visible)."""
+    text = str(path or "")
+    if inbox and text.startswith(inbox.rstrip("/") + "/"):
+        text = text[len(inbox.rstrip("/")) + 1:]
+    return Text(text, overflow="fold")
+
+
+def _waiting_table(waiting: list[dict[str, Any]], inbox: str | None = None) -> Table:
     """Files in the inbox that are not jobs yet: still copying, or not openable (with the time left)."""
     table = Table(title=f"waiting in the inbox ({len(waiting)})", title_justify="left")
-    table.add_column("file")
-    table.add_column("why")
+    table.add_column("file", overflow="fold")
+    table.add_column("why", overflow="fold")
     table.add_column("fails in", justify="right")
     for item in waiting[:MAX_QUEUED_SHOWN]:
         left = item.get("fails_in_s")
-        table.add_row(Text(str(item.get("file", ""))), Text(str(item.get("reason", ""))),
+        table.add_row(_shown_path(item.get("file"), inbox), Text(str(item.get("reason", ""))),
                       _duration(left) if left is not None else "")
     return table
 
 
-def _duplicates_table(duplicates: list[dict[str, Any]]) -> Table:
+def _duplicates_table(duplicates: list[dict[str, Any]], inbox: str | None = None) -> Table:
     table = Table(title="set aside as duplicates (aud submit --force runs them again)", title_justify="left")
-    table.add_column("file")
+    table.add_column("file", overflow="fold")
     table.add_column("same as job", justify="right")
-    table.add_column("moved to")
+    table.add_column("moved to", overflow="fold")
     for item in duplicates[-MAX_QUEUED_SHOWN:]:
-        table.add_row(Text(str(item.get("file", ""))), f"{item.get('job')} ({item.get('state')})",
-                      Text(str(item.get("moved_to") or "")))
+        table.add_row(_shown_path(item.get("file"), inbox), f"{item.get('job')} ({item.get('state')})",
+                      _shown_path(item.get("moved_to"), inbox))
     return table
 
 
@@ -374,7 +383,7 @@ def _running_table(running: list[dict[str, Any]]) -> Table:
     table = Table(title="running", title_justify="left", expand=False)
     for name, justify in (("job", "right"), ("file", "left"), ("progress", "left"), ("frames", "right"),
                           ("fps", "right"), ("eta", "right")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, overflow="fold" if name == "file" else "ellipsis")  # type: ignore[arg-type]
     for job in running:
         done, total = job.get("frames_done") or 0, job.get("frames_total")
         fps, eta = job.get("fps"), job.get("eta_s")
@@ -406,7 +415,7 @@ def _workers_table(workers: list[dict[str, Any]]) -> Table:
 def _queued_table(queued: list[Any]) -> Group | Table:
     table = Table(title=f"queued ({len(queued)})", title_justify="left")
     table.add_column("job", justify="right")
-    table.add_column("file")
+    table.add_column("file", overflow="fold")
     for item in queued[:MAX_QUEUED_SHOWN]:
         if isinstance(item, dict):
             table.add_row(str(item.get("job", "")), Text(str(item.get("file", ""))))
@@ -420,8 +429,8 @@ def _queued_table(queued: list[Any]) -> Group | Table:
 def _failures_table(failures: list[dict[str, Any]]) -> Table:
     table = Table(title="recent failures", title_justify="left")
     table.add_column("job", justify="right")
-    table.add_column("file")
-    table.add_column("reason", style="red")
+    table.add_column("file", overflow="fold")
+    table.add_column("reason", style="red", overflow="fold")
     for item in failures:
         job, file, reason = (str(item.get(key, "")) for key in ("job", "file", "reason"))
         table.add_row(job, Text(file), Text(reason))

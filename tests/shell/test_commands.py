@@ -1,0 +1,152 @@
+"""``shell/commands.py`` in process: the socket's commands on a real store, runner (in-process
+executor, not running) and intake; no daemon, no socket."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from daemon import protocol as msg
+from daemon.core.models import load_model_set
+from daemon.jobs import spec
+from daemon.jobs.inline import InlineExecutor
+from daemon.jobs.inputs import fingerprint
+from daemon.jobs.runner import Runner
+from daemon.jobs.spec import runner_config
+from daemon.jobs.store import JobState, JobStore
+from daemon.shell.commands import Commands
+from daemon.shell.errors import CommandError
+from daemon.shell.intake import Intake
+from daemon.shell.outbox import Outbox
+from tests.conftest import frame_pattern
+from tests.shell.daemonkit import fake_compute, settings_for
+
+pytestmark = pytest.mark.usefixtures("isolated_config")
+
+
+class Setup:
+    def __init__(self, tmp_path: Path, models: Path):
+        self.settings = s = settings_for(tmp_path, models)
+        for folder in (s.inbox, s.outbox, s.state):
+            folder.mkdir(parents=True)
+        self.store = JobStore(s.database_path)
+        self.events: list[msg.Event] = []
+        config = runner_config(s, load_model_set(models, signatures=False), {"detector": "CPUExecutionProvider"})
+        self.key = config.key
+        self.executor = InlineExecutor(fake_compute)
+        self.outbox = Outbox(s)
+        self.runner = Runner(self.store, self.executor, config, self.outbox, publish=self.events.append)
+        self.runner.providers = {"detector": "CPUExecutionProvider"}
+        self.intake = Intake(s, self.store, self.outbox, config.key, self.events.append, self.runner.wake)
+        self.commands = Commands(s, self.runner, self.intake, self.executor, lambda: 3)
+
+    def ask(self, command: msg.Command):
+        return asyncio.run(self.commands.handle(command))
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_models):
+    made = Setup(tmp_path, tiny_models)
+    yield made
+    made.runner.close()
+    made.store.close()
+
+
+def video(synthetic_video, name: str, shift: int = 0) -> Path:
+    return synthetic_video(frames=4, width=32, height=32, name=name,
+                           pattern=lambda i, w, h: frame_pattern(i + shift, w, h))
+
+
+def test_status_reports_the_store_the_runner_and_the_workers(setup, synthetic_video):
+    a = video(synthetic_video, "a.mp4")
+    queued, _ = setup.store.add_job(fingerprint(a), a, "", "a.mp4", setup.key)
+    b = video(synthetic_video, "b.mp4", 9)
+    failed, _ = setup.store.add_job(fingerprint(b), b, "", "b.mp4", setup.key)
+    setup.store.start(failed.id)
+    setup.store.fail(failed.id, "cannot decode")
+    setup.runner.paused = True
+    data = setup.ask(msg.Status())
+    assert data["state"] == "ready" and data["paused"] is True
+    assert data["queued"] == [{"job": queued.id, "file": "a.mp4"}]
+    assert data["recent_failures"] == [{"job": failed.id, "file": "b.mp4", "reason": "cannot decode"}]
+    assert data["counts"]["queued"] == 1 and data["counts"]["failed"] == 1
+    assert data["workers"]["restarts"] == 3 and data["workers"]["state"] == "ok"
+    assert data["workers"]["provider"] == "CPUExecutionProvider"
+    assert data["versions"] == spec.package_versions() and "numpy" in data["versions"]
+    assert data["inbox"] == str(setup.settings.inbox)
+    assert msgspec.convert(data, msg.StatusReply).workers.count == 1  # the typed reply, whole
+
+
+def test_status_reads_the_store_off_the_event_loop(setup, monkeypatch):
+    loop_thread = threading.current_thread()
+    threads: dict[str, threading.Thread] = {}
+    for name in ("jobs", "recent_failures", "counts"):
+        real = getattr(setup.store, name)
+
+        def recorded(*args, _real=real, _name=name, **kwargs):
+            threads[_name] = threading.current_thread()
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(setup.store, name, recorded)
+    setup.ask(msg.Status())
+    assert set(threads) == {"jobs", "recent_failures", "counts"}
+    assert all(t is not loop_thread for t in threads.values())
+
+
+def test_package_versions_are_looked_up_once(monkeypatch):
+    spec._installed_versions.cache_clear()
+    calls = []
+    real = spec.metadata.version
+    monkeypatch.setattr(spec.metadata, "version", lambda name: calls.append(name) or real(name))
+    first = spec.package_versions()
+    first["numpy"] = "changed by a caller"
+    assert spec.package_versions()["numpy"] != "changed by a caller"  # each call gets its own dict
+    assert len(calls) == len(spec.PACKAGES)  # the second call looked nothing up
+    spec._installed_versions.cache_clear()
+
+
+def test_submit_queues_then_reports_a_duplicate(setup, synthetic_video):
+    a = video(synthetic_video, "a.mp4")
+    first = setup.ask(msg.Submit(path=str(a)))
+    assert first["outcome"] == "queued" and first["file"] == "a.mp4" and first["state"] == "queued"
+    copy = a.with_name("copy.mp4")
+    copy.write_bytes(a.read_bytes())
+    again = setup.ask(msg.Submit(path=str(copy)))
+    assert again["outcome"] == "duplicate" and again["job"] == first["job"]
+    forced = setup.ask(msg.Submit(path=str(copy), force=True))
+    assert forced["outcome"] == "queued" and forced["job"] != first["job"]
+
+
+def test_submit_of_no_file_is_a_refusal(setup, tmp_path):
+    with pytest.raises(CommandError, match="no such file"):
+        setup.ask(msg.Submit(path=str(tmp_path / "absent.mp4")))
+
+
+def test_cancel_refuses_unknown_and_finished_jobs_and_cancels_a_queued_one(setup, synthetic_video):
+    with pytest.raises(CommandError, match="no job 99"):
+        setup.ask(msg.Cancel(job=99))
+    a = video(synthetic_video, "a.mp4")
+    job, _ = setup.store.add_job(fingerprint(a), a, "", "a.mp4", setup.key)
+    assert setup.ask(msg.Cancel(job=job.id)) == {"job": job.id, "state": "cancelled"}
+    assert setup.ask(msg.Cancel(job=job.id)) == {"job": job.id, "state": "cancelled"}  # idempotent
+    b = video(synthetic_video, "b.mp4", 5)
+    done, _ = setup.store.add_job(fingerprint(b), b, "", "b.mp4", setup.key)
+    setup.store.start(done.id)
+    setup.store.fail(done.id, "x")
+    with pytest.raises(CommandError, match="is failed; only queued or running jobs can be cancelled"):
+        setup.ask(msg.Cancel(job=done.id))
+    assert setup.store.get(job.id).state == JobState.CANCELLED
+
+
+def test_pause_and_resume(setup):
+    assert setup.ask(msg.Pause()) == {"paused": True} and setup.runner.paused
+    assert setup.ask(msg.Resume()) == {"paused": False} and not setup.runner.paused
+
+
+def test_an_unknown_command_is_a_refusal(setup):
+    with pytest.raises(CommandError, match="unsupported command Subscribe"):
+        setup.ask(msg.Subscribe())
