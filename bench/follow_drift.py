@@ -7,9 +7,10 @@
 Prints, over the frames where both runs measured the same face (box IoU >= 0.5): the box IoU, the AU (raw)
 and AU45 differences, the landmark distance in pixels (mean over the 98 points; median / 95th percentile /
 max over frames),
-and how many frames the followed run detected. The CSV has no "detected" column: a row counts as followed
-when its box is the landmark box (``follow.LANDMARK_BOX``) of the previous frame's landmarks, to 0.01 px;
-every other row was detected (the detector's boxes never fall on that by chance).
+and how many frames the followed run detected: its CSV's ``face_detected`` column (written with
+``--detect-every`` > 1); for a CSV written before that column, a row counts as followed when its box is the
+landmark box (``follow.LANDMARK_BOX``) of the previous frame's landmarks, to 0.01 px (the detector's boxes never
+fall on that by chance).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
 from daemon.core.follow import LANDMARK_BOX
-from daemon.core.schema import AUS_R, BOX, N_LANDMARKS
+from daemon.core.schema import AUS_R, BOX, FACE_DETECTED, N_LANDMARKS
 from daemon.core.tracking import iou
 from daemon.output import read_csv
 
@@ -33,11 +34,22 @@ def columns(path: Path) -> dict[str, np.ndarray]:
     rows = read_csv(path)
     names = ["frame", "success", "confidence", *BOX, *AUS_R, "AU45_r",
              *(f"x_{i}" for i in range(N_LANDMARKS)), *(f"y_{i}" for i in range(N_LANDMARKS))]
+    names += [FACE_DETECTED] if rows and FACE_DETECTED in rows[0] else []
     return {n: np.array([float(r[n]) if r[n] != "" else np.nan for r in rows]) for n in names}
 
 
 def stats(values: np.ndarray) -> str:
     return f"median {np.median(values):.3f}, 95th pct {np.percentile(values, 95):.3f}, max {values.max():.3f}"
+
+
+def landmark_boxes(success: np.ndarray, box: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Rows whose box is the landmark box of the previous row's landmarks: followed (a CSV without
+    ``face_detected``)."""
+    followed = np.zeros(len(box), bool)
+    for r in range(1, len(box)):
+        if success[r] == 1 and success[r - 1] == 1:
+            followed[r] = np.abs(LANDMARK_BOX.box(points[r - 1]) - box[r]).max() < 0.01
+    return followed
 
 
 def main() -> None:
@@ -52,10 +64,7 @@ def main() -> None:
     box_a, box_b = (np.column_stack([c[n] for n in BOX]) for c in (a, b))
     points_b = np.stack([np.column_stack([b[f"x_{i}"], b[f"y_{i}"]]) for i in range(N_LANDMARKS)], axis=1)
     points_a = np.stack([np.column_stack([a[f"x_{i}"], a[f"y_{i}"]]) for i in range(N_LANDMARKS)], axis=1)
-    followed = np.zeros(len(box_b), bool)
-    for r in range(1, len(box_b)):
-        if b["success"][r] == 1 and b["success"][r - 1] == 1:
-            followed[r] = np.abs(LANDMARK_BOX.box(points_b[r - 1]) - box_b[r]).max() < 0.01
+    followed = b[FACE_DETECTED] == 0 if FACE_DETECTED in b else landmark_boxes(b["success"], box_b, points_b)
     overlap = np.zeros(len(box_b))
     overlap[both] = [iou(box_a[r][None], box_b[r][None])[0, 0] for r in np.flatnonzero(both)]
     same = both & (overlap >= 0.5)  # IoU < 0.5: the runs measured different faces (the clip has several)

@@ -94,8 +94,9 @@ class Settings(BaseSettings):
     batch_size: int = option(4, "frames per MTL batch", RUN, ge=1)  # 4: fastest, half the memory of 8
     threads_per_worker: int = option(0, "ONNX Runtime threads per worker (default: the machine's cores / workers)",
                                      RUN, ge=0)
-    faces: Literal["primary", "all"] = option(
-        "primary", "measure the primary face (default) or every face, with ids that follow each person", RUN)
+    faces: Literal["primary", "best", "all"] = option(
+        "primary", "primary (default): the person tracked longest, one row a frame; best: the best face of each "
+                   "frame (OpenFace 3.0's choice); all: every face, with ids that follow each person", RUN)
     mirror: bool = option(False, "hemi-face analysis: left- and right-mirrored CSVs beside the main one", RUN)
     mirror_videos: bool = option(False, "with --mirror: inspection videos of the mirrored faces and the midline",
                                  RUN)
@@ -113,7 +114,7 @@ class Settings(BaseSettings):
     shard_frames: int = Field(32, ge=1)  # largest shard handed to one worker (shards shrink towards the end)
     shard_retries: int = Field(2, ge=0)  # extra attempts for a shard whose worker died or that timed out
     shard_timeout_seconds: float = Field(1800.0, gt=0)  # a shard running longer: its worker is replaced
-    track_gap_frames: int = Field(30, ge=0)  # faces = "all": frames a face may be missing and keep its id
+    track_gap_frames: int = Field(30, ge=0)  # faces "all"/"primary": frames a face may be missing and keep its id
     camera_fx: float | None = Field(None, gt=0)  # camera intrinsics for head pose (pixels); default
     camera_fy: float | None = Field(None, gt=0)  # as OpenFace 2.2: from the frame size
     camera_cx: float | None = None
@@ -209,7 +210,7 @@ class Settings(BaseSettings):
 
         return OutputOptions(faces=FacesMode(self.faces), csv_style=CsvStyle(self.csv_style), plots=self.plots,
                              mirror=self.mirror, mirror_videos=self.mirror_videos,
-                             track_gap_frames=self.track_gap_frames,
+                             track_gap_frames=self.track_gap_frames, detect_every=self.detect_every,
                              camera=(self.camera_fx, self.camera_fy, self.camera_cx, self.camera_cy))
 
 

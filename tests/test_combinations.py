@@ -1,11 +1,11 @@
 """Every run option with every other (issue 26 item 1): ``aud extract`` as a user runs it, one real subprocess
-per combination of faces (primary, all) × mirror (off, on) × csv-style (aud, openface2) × detect-every (1, 3) ×
+per combination of faces (primary, best, all) × mirror (off, on) × csv-style (aud, openface2) × detect-every (1, 3) ×
 AU45 (on, off). Each either writes all its files — the CSV, the sidecar, the plot, and with ``--mirror`` the two
 hemi-face CSVs — with the header of its style and the rows the sidecar reports, or is refused up front (exit 2,
 a message naming the options that clash, nothing written).
 
 Cheap by construction: the tiny stand-in models of ``tests/tinymodels.py`` (two faces, so ``--faces all`` has
-two ids to follow), a 3-frame 96×64 video, one worker; the 32 runs go two at a time (CPU-bound start-up
+two ids to follow), a 3-frame 96×64 video, one worker; the 48 runs go two at a time (CPU-bound start-up
 imports dominate each run).
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.core.schema import COLUMNS, MIRROR_COLUMNS, SIDES
+from daemon.core.schema import FOLLOWING, MIRROR_COLUMNS, SIDES, columns
 from daemon.output import openface2
 from tests import tinymodels
 from tests.conftest import PROJECT, frame_pattern
@@ -59,8 +59,8 @@ class Combination:
         return (("mirror",) if self.mirror else ()) + (("detect_every",) if self.detect_every > 1 else ())
 
 
-COMBINATIONS = [Combination(*c) for c in itertools.product(("primary", "all"), (False, True), ("aud", "openface2"),
-                                                            (1, 3), (True, False))]
+COMBINATIONS = [Combination(*c) for c in itertools.product(("primary", "best", "all"), (False, True),
+                                                            ("aud", "openface2"), (1, 3), (True, False))]
 
 
 @dataclass(frozen=True)
@@ -125,14 +125,16 @@ def test_combination_writes_all_its_files_or_is_refused_up_front(runs, c: Combin
     assert sorted(p.name for p in run.folder.iterdir()) == expected
     assert (run.folder / "clip.png").read_bytes()[:8] == PNG_MAGIC
 
-    main_header = list(COLUMNS) if c.style == "aud" else list(openface2.COLUMNS)
+    following = c.detect_every > 1  # the face_detected column: after the identity (aud), at the end (openface2)
+    main_header = list(columns(following)) if c.style == "aud" else \
+        [*openface2.COLUMNS, *(FOLLOWING if following else ())]
     side_header = list(MIRROR_COLUMNS) if c.style == "aud" else list(openface2.HEMI_COLUMNS)
     assert _header(main) == main_header
     rows = _rows(main)
     frames = sorted({int(r["frame"]) for r in rows})
     assert frames == list(range(1, FRAMES + 1))
     faces = {r["face_id"].strip() for r in rows}
-    assert faces == ({"0"} if c.faces == "primary" else {"0", "1"})
+    assert faces == ({"0", "1"} if c.faces == "all" else {"0"})
     for side in sides:
         assert _header(side) == side_header
         assert len(_rows(side)) == len(rows)  # one hemi-face row per main row

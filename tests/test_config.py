@@ -91,7 +91,7 @@ def test_the_option_table_reads_each_field_once():
     assert [o.name for o in options(DAEMON)] == ["inbox", "outbox", "state"]
     assert OPTIONS["au45"].flag == "--no-au45" and OPTIONS["au45"].action == "off"
     assert OPTIONS["mirror"].flag == "--mirror" and OPTIONS["mirror"].action == "on"
-    assert OPTIONS["faces"].choices == ("primary", "all")
+    assert OPTIONS["faces"].choices == ("primary", "best", "all")
     assert OPTIONS["detect_every"].type is int and OPTIONS["detect_every"].metavar == "N"
     assert OPTIONS["inbox"].argv(Path("~/in")) == ["--inbox", str(Path("~/in").expanduser())]
     for o in options(MODEL, RUN, DAEMON):

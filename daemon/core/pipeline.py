@@ -1,9 +1,9 @@
 """The inference pipeline of one process: ONNX Runtime sessions for the three models, frames in, rows out.
 
-For each frame: RetinaFace on the whole frame; the faces to measure (the primary face, or every face
-with ``faces = "all"``); then, batched across frames, MTL on each face's 224x224 crop and STAR on its
-256x256 affine crop; AU45's eye openness from STAR's landmarks; with ``mirror``, MTL on each face's two
-hemi-face (mirrored) crops.
+For each frame: RetinaFace on the whole frame; the faces to measure (every face reaching the face
+threshold, or with ``faces = "best"`` the best detection only); then, batched across frames, MTL on each
+face's 224x224 crop and STAR on its 256x256 affine crop; AU45's eye openness from STAR's landmarks; with
+``mirror``, MTL on each face's two hemi-face (mirrored) crops.
 
 With ``detect_every`` > 1 most frames are not detected: each face is followed from the previous frame's
 STAR landmarks (``follow.py``), so STAR runs frame by frame as the boxes are found, before the batch's MTL.
@@ -33,7 +33,10 @@ log = logging.getLogger("aud.pipeline")
 
 
 class FacesMode(StrEnum):
-    PRIMARY = "primary"  # the best detection, if it reaches the face threshold: one row per frame
+    # the person followed: every face is measured here; the output keeps the longest-tracked one
+    # (``tracking.follow_person``): one row per frame
+    PRIMARY = "primary"
+    BEST = "best"  # the best detection, if it reaches the face threshold (OpenFace 3.0's choice): one row per frame
     ALL = "all"  # every detection reaching the face threshold: one row per face per frame
 
 
@@ -46,7 +49,7 @@ class PipelineOptions:
     au45: bool = True  # run STAR
     detect_max_side: int = 0  # 0 = full resolution
     batch_size: int = 4  # frames per batch (MTL runs batched; STAR runs one face at a time)
-    faces: FacesMode = FacesMode.PRIMARY
+    faces: FacesMode = FacesMode.BEST  # a pipeline alone measures frames: the per-frame choice by default
     mirror: bool = False  # hemi-face analysis (needs STAR's landmarks)
     detect_every: int = 1  # detect every N-th frame, follow faces by their landmarks in between (needs STAR)
     au_models: str = "openface3"  # "openface3" | "openface2" | "both": "openface2"/"both" add OpenFace 2.2's AUs
@@ -158,7 +161,8 @@ class Pipeline:
 
         follower = follow.Follower(self.options.detect_every) if self.options.detect_every > 1 else None
         self._of2_median = {} if self.of2 is not None else None
-        self._of2_segments = Segments() if self.of2 is not None and self.options.faces == FacesMode.ALL else None
+        # several faces a frame (all, and primary before its person is chosen): per-face segments in the shard
+        self._of2_segments = Segments() if self.of2 is not None and self.options.faces != FacesMode.BEST else None
         try:
             for frame in frames:
                 batch.append(frame)
@@ -176,10 +180,12 @@ class Pipeline:
             self._of2_segments = None
 
     def faces_of(self, found: list[detection.Detection]) -> list[detection.Detection]:
-        if self.options.faces == FacesMode.ALL:
-            return [d for d in found if d.score >= detection.FACE_THRESHOLD]
-        face = detection.primary_face(found)
-        return [] if face is None else [face]
+        """The faces to measure: the best detection (``best``), or every face (``all``, and ``primary``,
+        whose person is chosen over the whole video when the rows are assembled)."""
+        if self.options.faces == FacesMode.BEST:
+            face = detection.primary_face(found)
+            return [] if face is None else [face]
+        return [d for d in found if d.score >= detection.FACE_THRESHOLD]
 
     def run_batch(self, frames: list[Frame], advance: Callable[[int], None] = lambda n: None,
                   follower: follow.Follower | None = None) -> FaceRows:

@@ -112,8 +112,12 @@ AU45_R, AU45_C = au_name(45, "r"), au_name(45, "c")
 AUS = (*AUS_R, AU45_R, *AUS_C)
 EYE_OPEN_RIGHT, EYE_OPEN_LEFT = EYES = ("eye_open_right", "eye_open_left")  # subject's right, left
 LANDMARKS = (*(landmark_x(i) for i in range(N_LANDMARKS)), *(landmark_y(i) for i in range(N_LANDMARKS)))
+# with detect_every > 1 only (``columns``): 1 where the row's box is the detector's, 0 where it was followed
+# from the previous frame's landmarks (the ``detected`` field)
+FACE_DETECTED = "face_detected"
+FOLLOWING = (FACE_DETECTED,)
 TEXT_COLUMNS = frozenset({EMOTION_LABEL})  # every other column is a number
-INTEGER_COLUMNS = frozenset({FRAME, FACE_ID, SUCCESS, *AUS_C})  # written without decimals
+INTEGER_COLUMNS = frozenset({FRAME, FACE_ID, SUCCESS, FACE_DETECTED, *AUS_C})  # written without decimals
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "identity": IDENTITY,
@@ -126,6 +130,14 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "landmarks": LANDMARKS,
 }
 COLUMNS: tuple[str, ...] = tuple(c for group in GROUPS.values() for c in group)
+
+
+def columns(following: bool) -> tuple[str, ...]:
+    """The main CSV's columns: ``COLUMNS``, with ``FOLLOWING`` after the identity group when faces are
+    followed between detections (detect_every > 1), so that every other CSV keeps its columns."""
+    if not following:
+        return COLUMNS
+    return (*IDENTITY, *FOLLOWING, *COLUMNS[len(IDENTITY):])
 
 # a hemi-face CSV: the main CSV's identity, then that side's measurements and its kept eye
 EYE_OPEN = "eye_open"

@@ -1,4 +1,5 @@
-"""Face ids that follow the person across a whole video (``faces = "all"``).
+"""Face ids that follow the person across a whole video (``faces = "all"``), and the one person
+``faces = "primary"`` writes.
 
 Faces are linked frame to frame by box overlap: in each frame, the faces found are matched to the
 tracks seen in the last ``gap + 1`` frames by an optimal assignment (SciPy's ``linear_sum_assignment``)
@@ -6,6 +7,11 @@ that maximises the summed IoU between each track's last box and the face's box; 
 with IoU ≥ ``MIN_IOU``. A face left unmatched starts a new track with the next unused id, so ids are
 0, 1, 2 … in order of first appearance. A track not seen for more than ``gap`` frames is closed: its
 id is never reused. Linking runs over the assembled video, so shard boundaries never break an id.
+
+``faces = "primary"`` follows one person (``follow_person``): the faces are linked into tracks as above,
+and the track with the most frames with a face is the person (ties: the one seen first, the smaller id);
+each frame gets that person's row, or a row without a face (``success`` false, ``confidence`` the frame's
+best detection score) where the person is not found.
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+
+from .results import FaceRows
+from .schema import FIELD_NAMES
 
 MIN_IOU = 0.3  # boxes of the same face one frame apart overlap far more; two people side by side far less
 DEFAULT_GAP = 30  # frames a face may be missing (turned away, occluded, a missed detection) and keep its id
@@ -65,6 +74,37 @@ def assign_ids(frame: np.ndarray, success: np.ndarray, box: np.ndarray, gap: int
             track.box, track.last_frame = box[row], current
             ids[row] = track.id
     return ids
+
+
+def longest_track(ids: np.ndarray) -> int | None:
+    """The id with the most rows (one a frame per id), ties to the smallest (the first seen); None: no face."""
+    valid = ids[np.isfinite(ids)].astype(np.int64)
+    return int(np.argmax(np.bincount(valid))) if valid.size else None  # argmax: the first of equal counts
+
+
+def follow_person(rows: FaceRows, gap: int = DEFAULT_GAP) -> FaceRows:
+    """One row per frame for the person ``faces = "primary"`` follows (``longest_track`` of ``assign_ids``):
+    the person's row (``detection`` 0: the face written), or a row without a face carrying the frame's
+    timestamp, whether it was detected, and its best detection score. Rows must be ordered by frame; the
+    result, linked again, gives the same person (their track has no gap longer than ``gap``)."""
+    if len(rows) == 0:
+        return rows
+    frames, first = np.unique(rows.frame, return_index=True)
+    out = FaceRows.empty(len(frames))
+    # the OpenFace 2.2 person-median counts, by face segment: the person's rows name theirs
+    out.of2_stats = dict(rows.of2_stats)
+    out.frame[:], out.timestamp[:], out.detected[:] = frames, rows.timestamp[first], rows.detected[first]
+    out.confidence[:] = np.maximum.reduceat(rows.confidence, first)
+    ids = assign_ids(rows.frame, rows.success, rows.box, gap)
+    person = longest_track(ids)
+    if person is None:
+        return out
+    theirs = np.flatnonzero(ids == person)
+    at = np.searchsorted(frames, rows.frame[theirs])
+    for name in FIELD_NAMES:
+        out[name][at] = rows[name][theirs]
+    out.detection[at] = 0
+    return out
 
 
 def id_switches(frame: np.ndarray, ids: np.ndarray, box: np.ndarray, min_iou: float = 0.5) -> int:

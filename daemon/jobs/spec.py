@@ -49,7 +49,7 @@ def output_settings(settings: Settings, selection: TimeSelection) -> dict:
         "au45": settings.au45,
         "detect_max_side": settings.detect_max_side,
         "faces": settings.faces,
-        "track_gap_frames": settings.track_gap_frames if settings.faces == "all" else None,
+        "track_gap_frames": settings.track_gap_frames if settings.faces in ("all", "primary") else None,
         "mirror": settings.mirror,
         "mirror_videos": settings.mirror_videos,
         "csv_style": settings.csv_style,

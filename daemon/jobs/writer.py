@@ -134,6 +134,7 @@ class ResultsWriter:
 
     def _files(self, active: ActiveJob, rows: FaceRows, csv: Path) -> None:
         job, info = active.job, active.info
+        rows = output.written_rows(rows, self.options)  # faces = "primary": the person followed only
         tables = output.build_tables(rows, self.options, info.width, info.height)
         if self.openface2_dir is not None:
             from ..core.openface2au.finish import add_columns

@@ -31,6 +31,9 @@ left–right differences of a few thousandths matter), so they keep aud's full p
   ``AUxx_r`` ≥ ``schema.AU_THRESHOLD``) and ``AU45_c`` (1 when ``AU45_r`` ≥ ``schema.BLINK_AU45``: the eyes at
   most half as open as the video's usual open eye).
 
+After OpenFace 2.2's columns, aud's own ``face_detected`` when faces are followed between detections
+(``--detect-every`` > 1; ``text.table_text`` adds it): 1 for a detected box, 0 for a followed one.
+
 **Hemi-face CSVs** (``--mirror``; ``HEMI_COLUMNS``): the same header less what a hemi-face table does not
 have — pose and landmarks belong to the whole face, so they are in the main CSV only.
 
@@ -56,7 +59,9 @@ from ..core.schema import (
     AU_THRESHOLD,
     BLINK_AU45,
     CONFIDENCE,
+    FACE_DETECTED,
     FACE_ID,
+    FOLLOWING,
     FRAME,
     GAZE_PITCH,
     GAZE_YAW,
@@ -117,6 +122,7 @@ def _source_columns() -> dict[str, tuple[str, Callable[[float], str]]]:
         TIMESTAMP: (TIMESTAMP, _fixed(3)),
         CONFIDENCE: (CONFIDENCE, _fixed(2)),
         SUCCESS: (SUCCESS, _integer),
+        FACE_DETECTED: (FACE_DETECTED, _integer),  # aud's, written after OpenFace 2.2's columns (text.py)
         "gaze_angle_x": (GAZE_YAW, _fixed(3)),
         "gaze_angle_y": (GAZE_PITCH, _fixed(3)),
     }
@@ -190,13 +196,15 @@ def _sources(table: Mapping[str, np.ndarray | Sequence]) -> Mapping[str, tuple[s
 def header_for(table: Mapping[str, np.ndarray | Sequence], hemi: bool = False) -> tuple[str, ...]:
     """The columns to write for ``table``: with OpenFace 2.2's AUs in it (``of2_*``), theirs under OpenFace
     2.2's names, then OpenFace 3.0's (``of3_*``, left out with au_models = "openface2") and aud's AU45;
-    else ``COLUMNS``; a hemi-face table's (``hemi``) less pose and landmarks."""
+    else ``COLUMNS``; a hemi-face table's (``hemi``) less pose and landmarks. aud's own columns OpenFace 2.2
+    does not have (``schema.FOLLOWING``: ``face_detected``) come last, in the main table."""
+    following = () if hemi else tuple(c for c in FOLLOWING if c in table)
     if f"{OF2_SOURCE_PREFIX}AU01_r" not in table:
-        return HEMI_COLUMNS if hemi else COLUMNS
+        return (*(HEMI_COLUMNS if hemi else COLUMNS), *following)
     names = HEMI_COLUMNS_WITH_OF2 if hemi else COLUMNS_WITH_OF2
     if au_name(AU_NUMBERS[0], "r") not in table:  # au_models = "openface2": no OpenFace 3.0 AUs
         names = tuple(n for n in names if not n.startswith(OF3_PREFIX))
-    return names
+    return (*names, *following)
 
 
 class TableError(ValueError):

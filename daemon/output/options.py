@@ -21,5 +21,6 @@ class OutputOptions:
     plots: bool = True
     mirror: bool = False
     mirror_videos: bool = False  # with mirror: the inspection videos beside the CSVs
-    track_gap_frames: int = tracking.DEFAULT_GAP
+    track_gap_frames: int = tracking.DEFAULT_GAP  # faces "all" and "primary": frames a face may be missing
+    detect_every: int = 1  # > 1: faces followed between detections; the CSV says which boxes were (schema.FOLLOWING)
     camera: tuple[float | None, float | None, float | None, float | None] = (None, None, None, None)  # fx fy cx cy

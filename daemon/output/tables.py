@@ -1,6 +1,7 @@
 """From a video's measured rows to tables: column name -> one value per row, the columns of ``schema.GROUPS``
 (and ``schema.MIRROR_GROUPS`` for each hemi-face): face ids, AU45 against each face's own baseline, emotion
-probabilities, AU occurrence, head pose."""
+probabilities, AU occurrence, head pose. With ``faces = "primary"`` the rows are first reduced to the one
+person followed (``written_rows``, ``tracking.follow_person``)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from ..core.schema import (
     AUS_C,
     AUS_R,
     BOX,
-    COLUMNS,
     CONFIDENCE,
     EMOTION_LABEL,
     EMOTION_PROBS,
@@ -23,6 +23,7 @@ from ..core.schema import (
     EYE_OPEN,
     EYE_OPEN_LEFT,
     EYE_OPEN_RIGHT,
+    FACE_DETECTED,
     FACE_ID,
     FRAME,
     GAZE,
@@ -32,6 +33,7 @@ from ..core.schema import (
     SIDES,
     SUCCESS,
     TIMESTAMP,
+    columns,
 )
 from .options import OutputOptions
 
@@ -44,9 +46,19 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def face_ids(rows: FaceRows, options: OutputOptions) -> np.ndarray:
-    """0 on every row (primary face), or ids that follow each person (all faces; NaN: no face)."""
+def written_rows(rows: FaceRows, options: OutputOptions) -> FaceRows:
+    """The rows a result writes: with ``faces = "primary"`` one per frame for the person followed (the
+    longest-tracked face, ``tracking.follow_person``), otherwise the rows as measured. Applying it to rows it
+    returned gives them back unchanged."""
     if options.faces == FacesMode.PRIMARY:
+        return tracking.follow_person(rows, options.track_gap_frames)
+    return rows
+
+
+def face_ids(rows: FaceRows, options: OutputOptions) -> np.ndarray:
+    """0 on every row (one face per frame: primary, best), or ids that follow each person (all faces; NaN:
+    no face)."""
+    if options.faces != FacesMode.ALL:
         return np.zeros(len(rows))
     return tracking.assign_ids(rows.frame, rows.success, rows.box, options.track_gap_frames)
 
@@ -80,7 +92,10 @@ def _measurements(table: Table, ok: np.ndarray, box, gaze, emotion, au, au45) ->
 
 def build_tables(rows: FaceRows, options: OutputOptions, width: int, height: int) -> dict[str, Table]:
     """``{"main": table}`` plus ``"left_mirrored"`` and ``"right_mirrored"`` with ``mirror``; rows ordered by
-    frame, then face id (assembled rows come by detector rank, which is not the id)."""
+    frame, then face id (assembled rows come by detector rank, which is not the id). With ``faces = "primary"``
+    the rows of the person followed only (``written_rows``); with ``detect_every`` > 1 a ``face_detected``
+    column after the identity group."""
+    rows = written_rows(rows, options)
     ids = face_ids(rows, options)
     order = np.lexsort((np.nan_to_num(ids, nan=-1.0), rows.frame))
     rows, ids = rows.take(order), ids[order]
@@ -91,6 +106,7 @@ def build_tables(rows: FaceRows, options: OutputOptions, width: int, height: int
         TIMESTAMP: rows.timestamp.astype(np.float64),
         CONFIDENCE: rows.confidence.astype(np.float64),
         SUCCESS: ok.astype(np.float64),
+        FACE_DETECTED: rows.detected.astype(np.float64),
     }
     right, left = rows.eye_open[:, 0], rows.eye_open[:, 1]
     main: Table = dict(identity)
@@ -104,7 +120,7 @@ def build_tables(rows: FaceRows, options: OutputOptions, width: int, height: int
     points = np.concatenate([rows.landmarks[:, :, 0], rows.landmarks[:, :, 1]], axis=1)
     for i, name in enumerate(LANDMARKS):
         main[name] = np.where(ok, points[:, i], np.nan)
-    tables = {"main": {c: main[c] for c in COLUMNS}}
+    tables = {"main": {c: main[c] for c in columns(options.detect_every > 1)}}
     if options.mirror:
         kept_eye = {"left_mirrored": left, "right_mirrored": right}  # each side keeps the subject's own eye
         for s, side in enumerate(SIDES):

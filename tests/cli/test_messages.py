@@ -40,7 +40,7 @@ def test_a_bad_value_from_the_environment_or_the_file_names_where_it_came_from(v
     config = tmp_path / "aud.toml"
     config.write_text('faces = "everyone"\n')
     code, _, err = run(["extract", str(video), "--config", str(config)], capsys)
-    assert code == 2 and "faces = 'everyone' in" in err and "input should be 'primary' or 'all'" in err
+    assert code == 2 and "faces = 'everyone' in" in err and "input should be 'primary', 'best' or 'all'" in err
 
 
 def test_every_zero_is_refused(video, tiny_models, capsys):

@@ -252,16 +252,21 @@ def test_a_frame_without_faces_is_one_row_with_the_best_score(gated_models, tmp_
     assert out.confidence[2] == pytest.approx(0.1, abs=1e-6)  # the gated score: seen, below 0.5
 
 
-def test_primary_mode_equals_the_best_row_of_all_faces(tmp_path):
+def test_best_mode_equals_the_best_row_of_all_faces_and_primary_measures_them_all(tmp_path):
+    """``best`` (a pipeline's default) measures the best detection only; ``primary`` measures every face, as
+    ``all`` does (its person is chosen over the whole video by the output, ``tracking.follow_person``)."""
     from daemon.core.pipeline import FacesMode
 
     models = two_face_models(tmp_path)
     fr = frames(4)
-    primary = Pipeline(options(models, tmp_path)).run(fr)
+    measured = Pipeline(options(models, tmp_path)).run(fr)
     every = Pipeline(options(models, tmp_path, faces=FacesMode.ALL)).run(fr)
+    primary = Pipeline(options(models, tmp_path, faces=FacesMode.PRIMARY)).run(fr)
     best = every.take(every.detection == 0)
-    for name, arr in primary.items():
+    assert len(every) > len(best)
+    for name, arr in measured.items():
         np.testing.assert_array_equal(arr, best[name], err_msg=name)
+        np.testing.assert_array_equal(primary[name], every[name], err_msg=name)
 
 
 def test_warming_up_runs_the_detector_and_changes_no_result(tiny_models, tmp_path):

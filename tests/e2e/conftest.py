@@ -17,12 +17,13 @@ MODELS = "models/openface3"
 
 @pytest.fixture(scope="session")
 def full_clip_extract(tmp_path_factory):
-    """The CSV `aud extract` writes for the whole shared clip (2 workers, CPU)."""
+    """The CSV `aud extract --faces best` writes for the whole shared clip (2 workers, CPU): the best face of each
+    frame, OpenFace 3.0's own choice, which the parity test holds against the reference."""
     require_shared(CLIP, f"{MODELS}/retinaface.onnx", f"{MODELS}/mtl.onnx", f"{MODELS}/star.onnx")
     out = tmp_path_factory.mktemp("extract") / "hamilton.csv"
     proc = subprocess.run(
         [sys.executable, "-m", "daemon", "extract", str(SHARED / CLIP), "-o", str(out),
-         "--models", str(SHARED / MODELS), "--workers", "2", "--provider", "cpu"],
+         "--models", str(SHARED / MODELS), "--workers", "2", "--provider", "cpu", "--faces", "best"],
         capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     return out

@@ -56,7 +56,7 @@ def assert_same_csv(ours: Path, theirs: Path) -> None:
 
 def test_full_clip_copied_slowly_streams_events_and_matches_extract(daemon, full_clip_extract):
     require_shared("media/hamilton_clip.mp4", "models/openface3/star.onnx")
-    d = daemon().start()
+    d = daemon(faces="best").start()  # as full_clip_extract
     sub = d.subscribe()
     copy_slowly(CLIP, d.inbox / "hamilton clip.mp4", chunks=8, pause=0.4)
     queued = sub.wait_for(lambda e: e["type"] == "job_queued", 60)

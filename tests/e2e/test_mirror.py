@@ -4,7 +4,8 @@ The cut holds frames 8-31 of ``hamilton_clip.mp4`` (faces 23 to 176 pixels wide,
 between them) with one frame replaced by a colour gradient (no face), and is re-encoded as mp4v; the test
 decodes the cut itself, so it sees exactly the pixels ``aud`` sees.
 
-- ``aud extract --mirror --mirror-videos`` writes the main CSV and the two side CSVs, row for row;
+- ``aud extract --mirror --mirror-videos --faces best`` (the best face of each frame, per frame as the
+  reference) writes the main CSV and the two side CSVs, row for row;
   each side's AUs, emotion and gaze are what the shared MTL gives on that side's mirrored frame and box,
   recomputed from the main CSV's own landmarks by ``tests/e2e/mirror_reference.py`` (no production code);
   each side's AU45 is its own eye against its own baseline; the three inspection videos have the
@@ -78,7 +79,7 @@ def extracted(cut, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("extract") / "cut.csv"
     proc = subprocess.run(
         [sys.executable, "-m", "daemon", "extract", str(cut), "-o", str(out), "--models", str(MODELS),
-         "--workers", "2", "--provider", "cpu", "--mirror", "--mirror-videos"],
+         "--workers", "2", "--provider", "cpu", "--mirror", "--mirror-videos", "--faces", "best"],
         check=False, capture_output=True, text=True, timeout=900,
         env={**os.environ, "AUD_SHARD_FRAMES": str(SHARD_FRAMES)})
     assert proc.returncode == 0, proc.stderr
@@ -231,7 +232,7 @@ def test_inspection_videos_have_the_inputs_frames_and_rate_and_show_the_mirrored
 
 def test_sigkill_mid_job_then_restart_writes_the_three_csvs_once_and_no_mirror_writes_one(
         daemon, cut, extracted):
-    d = daemon(mirror="true").start()
+    d = daemon(mirror="true", faces="best").start()
     sub = d.subscribe()
     drop(cut, d.inbox, "cut.mp4")
     # every committed shard is announced by a progress event; kill at the first one that follows a commit
@@ -242,7 +243,7 @@ def test_sigkill_mid_job_then_restart_writes_the_three_csvs_once_and_no_mirror_w
     assert job.state == "running" and 0 < len(before) < len(observe.shards(d.state)), (job, before)
     assert not list(d.outbox.rglob("*.csv"))
 
-    again = daemon(root=d.root, mirror="true").start()
+    again = daemon(root=d.root, mirror="true", faces="best").start()
     sub = again.subscribe()
     done = sub.wait_for(lambda e: e["type"] in ("job_done", "job_failed"), 600)
     assert done["type"] == "job_done" and done["job"] == job.id, done
@@ -255,7 +256,7 @@ def test_sigkill_mid_job_then_restart_writes_the_three_csvs_once_and_no_mirror_w
     again.stop()
     assert [e["type"] for e in observe.all_events(sub)].count("job_done") == 1
 
-    plain = daemon(root=d.root).start()  # mirror off
+    plain = daemon(root=d.root, faces="best").start()  # mirror off
     sub = plain.subscribe()
     drop(cut, plain.inbox, "cut again.mp4")
     done = sub.wait_for(lambda e: e["type"] in ("job_done", "job_failed"), 600)

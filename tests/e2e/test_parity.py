@@ -1,4 +1,5 @@
-"""`aud extract` on the shared clip, held to what the OpenFace 3.0 reference classes computed.
+"""`aud extract --faces best` (the best face of each frame, as OpenFace 3.0's demo chooses) on the shared clip,
+held to what the OpenFace 3.0 reference classes computed.
 
 The reference (../shared/reference/hamilton_clip.reference.json) ran openface-test 0.1.26's own pre- and
 post-processing with ONNX Runtime forward passes on the same model files; frames are 0-based there.

@@ -13,6 +13,7 @@ import pytest
 
 from daemon import output
 from daemon.core import atomic, blink
+from daemon.core.pipeline import FacesMode
 from daemon.core.results import FaceRows
 from daemon.core.schema import AUS_R, COLUMNS, EMOTIONS
 from daemon.output import OutputOptions, tables
@@ -28,7 +29,8 @@ EXPECTED_HEAD = [
     "eye_open_right", "eye_open_left",
 ]
 HEAD = len(EXPECTED_HEAD)
-NO_PLOTS = OutputOptions(plots=False)
+# the rows made here are one a frame with random boxes: written as measured ("best"), not followed ("primary")
+NO_PLOTS = OutputOptions(faces=FacesMode.BEST, plots=False)
 
 
 def main_table(r: FaceRows, options: OutputOptions = NO_PLOTS) -> dict:
@@ -249,7 +251,7 @@ def test_mirror_in_openface2_style_writes_every_file(tmp_path):
     from daemon.output import CsvStyle
     from daemon.output.openface2 import HEMI_COLUMNS
 
-    options = OutputOptions(mirror=True, csv_style=CsvStyle.OPENFACE2, plots=False)
+    options = OutputOptions(faces=FacesMode.BEST, mirror=True, csv_style=CsvStyle.OPENFACE2, plots=False)
     tables = output.build_tables(make_results(), options, 640, 360)
     out = tmp_path / "video.csv"
     paths = output.write_outputs(out, tables, {}, options)
@@ -267,7 +269,7 @@ def test_a_table_the_style_cannot_write_leaves_no_file(tmp_path):
     from daemon.output import CsvStyle
     from daemon.output.openface2 import TableError
 
-    options = OutputOptions(csv_style=CsvStyle.OPENFACE2, plots=False)
+    options = OutputOptions(faces=FacesMode.BEST, csv_style=CsvStyle.OPENFACE2, plots=False)
     tables = output.build_tables(make_results(), options, 640, 360)
     del tables["main"]["pose_Tx"]
     with pytest.raises(TableError):
