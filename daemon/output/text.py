@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..core.schema import FOLLOWING, INTEGER_COLUMNS, TEXT_COLUMNS, TIMESTAMP
+from ..core.schema import INTEGER_COLUMNS, TEXT_COLUMNS, TIMESTAMP
 from .options import CsvStyle
 
 

@@ -9,7 +9,7 @@ from daemon import cli
 from daemon.config import ConfigError, load_settings
 from daemon.core.models import load_model_set
 from daemon.core.pipeline import FacesMode
-from daemon.jobs.runner import TimeSelection
+from daemon.jobs.plan import TimeSelection
 from daemon.jobs.spec import job_key, output_settings
 from daemon.output import read_csv
 from tests import tinymodels

@@ -10,7 +10,7 @@ import pytest
 
 from daemon.config import Settings
 from daemon.core.openface2au.options import AuModelsError
-from daemon.core.output import read_csv
+from daemon.output import read_csv
 from daemon.core.pipeline import Pipeline
 from daemon.core.schema import COLUMNS, OF2_AUS, OF2_AUS_C, OF2_AUS_R
 from daemon.core.shard import run_shard
@@ -77,7 +77,7 @@ def test_refusals_say_why(tiny_models, of2_models, tmp_path):
 
 
 def test_the_openface2_files_are_part_of_the_job_key(of2_models, tmp_path):
-    from daemon.jobs.runner import TimeSelection
+    from daemon.jobs.plan import TimeSelection
     from daemon.jobs.spec import output_settings
 
     s = settings(of2_models, tmp_path, au_models="both")
@@ -92,7 +92,7 @@ def test_the_openface2_files_are_part_of_the_job_key(of2_models, tmp_path):
 
 
 def test_hemi_face_csvs_carry_their_own_openface2_aus(of2_models, synthetic_video, tmp_path):
-    from daemon.core.output import side_path
+    from daemon.output import side_path
     from daemon.core.schema import MIRROR_COLUMNS, SIDES
 
     video = synthetic_video(frames=11, width=W, height=H)
@@ -118,7 +118,7 @@ def test_hemi_face_csvs_carry_their_own_openface2_aus(of2_models, synthetic_vide
 def test_every_face_gets_its_own_person_median(tmp_path, synthetic_video, mirror):
     """Two faces a frame (faces = "all"): per face id (and side), the same CSVs whatever the shard plan; the two
     persons' AUs differ."""
-    from daemon.core.output import side_path
+    from daemon.output import side_path
     from daemon.core.schema import SIDES
     from tests import tinymodels
 
@@ -186,7 +186,7 @@ def test_openface2_csv_style_writes_openface2s_au_columns_in_its_order(of2_model
 
 
 def test_the_plot_shows_the_openface2_intensities(of2_models, synthetic_video, tmp_path):
-    from daemon import plot
+    from daemon.output import plot
 
     video = synthetic_video(frames=6, width=W, height=H)
     out = tmp_path / "p.csv"
