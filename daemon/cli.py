@@ -68,6 +68,7 @@ def add_daemon_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inbox", type=Path, help="the folder to watch")
     p.add_argument("--outbox", type=Path, help="where CSVs go")
     p.add_argument("--state", type=Path, help="state directory (job database, socket, logs)")
+    p.add_argument("--web-port", type=int, help="the live page's port on 127.0.0.1 (0: no page; default 8765)")
 
 
 def add_socket_flags(p: argparse.ArgumentParser) -> None:
@@ -182,7 +183,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .jobs.store import StoreError
     from .shell.app import AlreadyRunning, Daemon
 
-    settings = settings_from(args, "inbox", "outbox", "state", *RUN_SETTINGS)
+    settings = settings_from(args, "inbox", "outbox", "state", "web_port", *RUN_SETTINGS)
     logging.getLogger().setLevel(getattr(logging, settings.log_level.upper(), logging.INFO)
                                  if not args.verbose else logging.DEBUG)
     try:
@@ -252,6 +253,14 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     data = _client_call(args, protocol.Cancel(job=args.job))
     out.print(f"job {data['job']}: {data['state']}")
     return 0
+
+
+def cmd_open(args: argparse.Namespace) -> int:
+    """``aud open``: the live page's address with its token, opened in the default browser."""
+    from .shell.web import open_page
+
+    return open_page(settings_from(args, "state", "outbox"), socket_path(args), out, err,
+                     browse=not args.print_only)
 
 
 def add_service_run_flags(p: argparse.ArgumentParser) -> None:
@@ -418,6 +427,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_socket_flags(p)
     p.add_argument("job", type=int)
     p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("open", help="open the live page in the browser (prints its address with the token)")
+    add_socket_flags(p)
+    p.add_argument("--outbox", type=Path, help="the outbox (its index.html opens when the daemon is not running)")
+    p.add_argument("--print-only", action="store_true", help="print the address, do not open a browser")
+    p.set_defaults(func=cmd_open)
 
     for name, func in (("launchd", cmd_launchd), ("systemd", cmd_systemd)):
         p = sub.add_parser(name, help=f"the {name} service: install, uninstall or print",

@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     follow_symlinks: bool = False
     after_done: Literal["move", "keep"] = "move"  # what happens to a finished input
     log_level: str = "INFO"
+    web_port: int = Field(8765, ge=0, le=65535)  # the live page on 127.0.0.1 (`aud open`); 0 = no page
 
     @field_validator("extensions", mode="before")
     @classmethod

@@ -41,6 +41,8 @@ from .errors import CommandError
 from .intake import Intake
 from .outbox import Outbox
 from .server import ProgressServer
+from .view import MorningView  # web (issue 25)
+from .web import start_page  # web (issue 25)
 
 log = logging.getLogger("aud.daemon")
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -151,6 +153,12 @@ class Daemon:
         loop = asyncio.get_running_loop()
         outbox.forget = lambda path: void(loop.call_soon_threadsafe(intake.forget, path))  # moves: in threads
         self.commands = Commands(s, runner, intake, executor, lambda: restarts)
+        # web (issue 25): the morning view, fed by the socket's events: the live page and the outbox's index.html
+        view = MorningView(s, store, self._handle)
+        server.listeners.append(view.publish)
+        await view.seed()
+        page = await start_page(view, s, self._handle, store)
+        self.commands.web_url = view.url
         watcher = intake.watch()
         restore = self._capture_signals()
         tasks = [asyncio.create_task(watcher.run(), name="watcher"), asyncio.create_task(runner.run(), name="runner")]
@@ -171,6 +179,9 @@ class Daemon:
             await asyncio.gather(*tasks, return_exceptions=True)
             finished = await self._drain(runner)
             runner.close()
+            if page is not None:  # web (issue 25)
+                await page.close()
+            await view.close()  # web (issue 25): the last index.html is written
             await server.close(self._reason)
             await executor.close(kill=not finished)
         finally:

@@ -268,6 +268,7 @@ class ProgressServer:
         self._subscribers: set[ClientConnection] = set()
         self._socket_id: tuple[int, int] | None = None
         self._closing = False
+        self.listeners: list[Callable[[Event], None]] = []  # in-process subscribers (the page's view)
 
     # ------------------------------------------------------------------ public API
 
@@ -298,6 +299,8 @@ class ProgressServer:
 
     def publish(self, event: Event) -> None:
         """Queue ``event`` for every subscriber; never blocks, never raises for a bad client."""
+        for listen in self.listeners:
+            listen(event)
         if self._closing or not self._subscribers:
             return
         self._fan_out(event)
