@@ -84,7 +84,11 @@ class MorningView:
             self.progress[event.job] = data
             self._notify("progress", data)
             return
-        if isinstance(event, msg.JobDone):
+        if isinstance(event, msg.JobStarted):  # published before the runner lists it as running
+            self.progress[event.job] = {"job": event.job, "file": event.file, "frames_done": 0,
+                                        "frames_total": event.frames_total or 0, "fps": 0.0, "eta_s": None,
+                                        "ts": event.ts}
+        elif isinstance(event, msg.JobDone):
             self.progress.pop(event.job, None)
             self._spawn(self._add_result(Path(event.csv)))
         elif isinstance(event, (msg.JobFailed, msg.JobCancelled)):
@@ -144,17 +148,14 @@ class MorningView:
             self.status = await self.handler(msg.Status()) or {}
         except Exception as exc:  # the daemon is stopping, or starting: keep the last reply
             log.debug("status for the page: %s", exc)
-        running = {r["job"] for r in self.status.get("running", [])}
-        self.progress = {job: p for job, p in self.progress.items() if job in running}
         self._notify("state", self.state())
 
     def state(self) -> dict[str, Any]:
         """Everything the page shows but the results (those are paged): a JSON-ready dict."""
         s = self.status
-        running = []
-        for line in s.get("running", []):
-            live = self.progress.get(line["job"])
-            running.append({**line, **(live or {})})
+        lines = {line["job"]: line for line in s.get("running", [])}
+        running = [{**lines.get(job, {}), **self.progress.get(job, {})}  # the newest progress wins
+                   for job in sorted(lines.keys() | self.progress.keys())]
         return {
             "state": "stopping" if self.stopping else s.get("state", "starting"),
             "stopping": self.stopping,

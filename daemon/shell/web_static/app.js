@@ -105,7 +105,11 @@
 
   function onProgress(p) {
     const card = document.querySelector('#running .job[data-job="' + p.job + '"]');
-    if (card) updateJob(card, p);
+    if (card) { updateJob(card, p); return; }
+    const box = $("running");
+    box.querySelector(".empty")?.remove();
+    box.append(jobCard(p));
+    $("running-count").textContent = box.querySelectorAll(".job").length;
   }
 
   // ------------------------------------------------------------------ the rest of the state
