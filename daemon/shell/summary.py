@@ -177,9 +177,12 @@ def render(results: list[Result], failures: Iterable[Failure], runs: dict[str, R
         "<title>aud results</title>",
         f"<style>{stylesheet()}</style>",
         '</head><body class="static">',
-        '<header class="top"><h1>aud <span class="sub">results</span></h1>',
-        f'<p class="meta">{len(results)} results, {len(failures)} failures · written {_e(stamp)} '
-        "· the live page: <code>aud open</code></p></header>",
+        '<header class="top"><div class="brand"><h1>aud <span class="sub">results</span></h1></div>',
+        f'<div class="tiles"><div class="tile done"><b>{len(results)}</b><span>results</span></div>'
+        f'<div class="tile failed"><b>{sum(f.state == "failed" for f in failures)}</b><span>failed</span></div>'
+        f'<div class="tile"><b>{sum(f.state == "cancelled" for f in failures)}</b><span>cancelled</span></div></div>',
+        f'<p class="meta">written {_e(stamp)} by aud after its last job · while the daemon runs, '
+        "<code>aud open</code> shows the live page</p></header>",
         "<main>",
         _failures_section(failures),
         _results_section(results),
@@ -218,7 +221,7 @@ def _result_card(r: Result) -> str:
     return (f'<article class="card result" data-job="{r.job}">{thumb}<div class="body">'
             f'<h3 title="{_e(r.video)}">{_e(r.name)}</h3>'
             f'<p class="facts">job {r.job} · {" · ".join(_e(f) for f in facts)}</p>'
-            f'<p class="when">{_e(r.finished_at)} · run <code>{_e(r.key)}</code></p>'
+            f'<p class="when">{_e(r.finished_at.replace("T", " ")[:16])} · run <code>{_e(r.key)}</code></p>'
             f'<p class="links">{" ".join(links)}</p></div></article>')
 
 
@@ -226,8 +229,8 @@ def _failures_section(failures: list[Failure]) -> str:
     if not failures:
         return ""
     rows = "\n".join(
-        f'<article class="failure {_e(f.state)}" data-job="{f.job}"><h3>{_e(f.file)} '
-        f'<span class="tag">{_e(f.state)}</span></h3><p class="facts">job {f.job}</p>'
+        f'<article class="failure {_e(f.state)}" data-job="{f.job}"><div class="head"><h3>{_e(f.file)} '
+        f'<span class="tag">{_e(f.state)}</span></h3><p class="facts">job {f.job} · {_e(_when(f.at))}</p></div>'
         f'<p class="reason">{_e(f.reason)}</p>'
         + (f"<details><summary>error text</summary><pre>{_e(f.error)}</pre></details>" if f.error else "")
         + "</article>" for f in failures)
@@ -252,6 +255,10 @@ def _runs_section(runs: dict[str, Run], results: list[Result]) -> str:
                       f'{" · " + _e(providers) if providers else ""}</summary>'
                       f'<table class="kv"><tbody>{models}{options}</tbody></table></details>')
     return '<section id="runs"><h2>Settings and models</h2>' + "\n".join(blocks) + "</section>"
+
+
+def _when(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds))
 
 
 def _show(value: Any) -> str:

@@ -32,6 +32,8 @@ Watcher = Callable[[str, dict[str, Any]], None]
 MAX_FAILURES = 500
 """Failures kept in memory (newest first); the store keeps them all."""
 ERROR_TEXT_MAX = 8 * 1024
+PROGRESS_REFRESH_S = 2.0
+"""While jobs run, a progress event takes a new status reply (workers, counts) at most this often."""
 
 
 class MorningView:
@@ -48,6 +50,7 @@ class MorningView:
         self.stopping: str | None = None
         self._watchers: set[Watcher] = set()
         self._refresh_due = False
+        self._refreshed = 0.0
         self._summary_due = False
         self._summary_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -83,6 +86,8 @@ class MorningView:
                     "frames_total": event.frames_total, "fps": event.fps, "eta_s": event.eta_s, "ts": event.ts}
             self.progress[event.job] = data
             self._notify("progress", data)
+            if event.ts - self._refreshed >= PROGRESS_REFRESH_S:  # the workers' lines move on too
+                self._schedule_refresh()
             return
         if isinstance(event, msg.JobStarted):  # published before the runner lists it as running
             self.progress[event.job] = {"job": event.job, "file": event.file, "frames_done": 0,
@@ -144,6 +149,7 @@ class MorningView:
 
     async def _refresh(self) -> None:
         self._refresh_due = False
+        self._refreshed = time.time()
         try:
             self.status = await self.handler(msg.Status()) or {}
         except Exception as exc:  # the daemon is stopping, or starting: keep the last reply

@@ -67,9 +67,9 @@ def aud_open(d: DaemonProcess) -> str:
     return proc.stdout.strip()
 
 
-def shot(page, name: str) -> None:
+def shot(page, name: str, full_page: bool = False) -> None:
     if SHOTS:
-        page.screenshot(path=str(Path(SHOTS) / f"web_{name}.png"), full_page=False)
+        page.screenshot(path=str(Path(SHOTS) / f"web_{name}.png"), full_page=full_page)
 
 
 def test_status_and_aud_open_say_where_the_page_is(setup):
@@ -112,8 +112,8 @@ def test_progress_moves_then_the_thumbnail_and_csv_link(setup):
         return img && img.complete && img.naturalWidth > 0; }""", timeout=WAIT_MS)
     csv_href = card.locator("a.csv").get_attribute("href")
     assert csv_href.endswith("short.csv")
-    response = page.request.get(csv_href)  # the browser's cookie, not the token in the address
-    assert response.ok and response.text().startswith("frame,")
+    fetched = page.evaluate("h => fetch(h).then(async r => [r.status, await r.text()])", csv_href)  # the cookie
+    assert fetched[0] == 200 and fetched[1].startswith("frame,")
     assert card.locator("a.sidecar").get_attribute("href").endswith("short.json")
     assert card.locator("a.png").get_attribute("href").endswith("short.png")
 
@@ -138,6 +138,9 @@ def test_cancel_from_the_page_cancels_the_job(setup):
     page.wait_for_function("""() => { const c = [...document.querySelectorAll('#running .job')]
         .find(c => c.textContent.includes('long.mp4')); return c && Number(c.dataset.done) > 0; }""",
                            timeout=WAIT_MS)
+    if SHOTS:  # a picture with the bar well under way
+        page.wait_for_function("""() => [...document.querySelectorAll('#running .job')]
+            .some(c => Number(c.dataset.done) >= 16)""", timeout=WAIT_MS)
     shot(page, "running")
     page.once("dialog", lambda dialog: dialog.accept())
     job.locator("button.cancel").click()
@@ -147,7 +150,7 @@ def test_cancel_from_the_page_cancels_the_job(setup):
     states = {j["job"] for j in d.status()["running"]}
     assert cancelled["job"] not in states
     sub.close()
-    shot(page, "ended")
+    shot(page, "ended", full_page=True)
 
 
 def test_the_static_index_opens_from_file_and_lists_the_same_results(setup):

@@ -32,6 +32,11 @@
     return m + " min " + String(s % 60).padStart(2, "0") + " s";
   }
 
+  function when(seconds) {
+    const d = new Date(seconds * 1000), p = (n) => String(n).padStart(2, "0");
+    return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + " " + p(d.getHours()) + ":" + p(d.getMinutes());
+  }
+
   function fileHref(rel) {
     return "/files/" + rel.split("/").map(encodeURIComponent).join("/");
   }
@@ -125,7 +130,7 @@
     const box = $("workers");
     box.replaceChildren();
     if (!w || !w.count) { box.append(el("p", { class: "empty" }, "Workers are starting.")); return; }
-    box.append(el("div", { class: "worker" }, w.count + " workers · " + (w.providers || []).join(", ") +
+    box.append(el("div", { class: "worker summary" }, w.count + " workers · " + (w.providers || []).join(", ") +
       " · executor " + w.executor + (w.restarts ? " · " + w.restarts + " restarts" : "")));
     if (w.state !== "ok") box.append(el("div", { class: "worker" }, "unavailable: " + (w.reason || w.state)));
     for (const one of w.workers || []) {
@@ -137,11 +142,11 @@
 
   function failureCard(f) {
     const card = el("article", { class: "failure " + f.state, "data-job": f.job },
-      el("h3", null, f.file, el("span", { class: "tag" }, f.state)),
-      el("p", { class: "facts" }, "job " + f.job + (f.at ? " · " + new Date(f.at * 1000).toLocaleString() : "")),
+      el("div", { class: "head" }, el("h3", null, f.file, el("span", { class: "tag" }, f.state)),
+        el("p", { class: "facts" }, "job " + f.job + (f.at ? " · " + when(f.at) : "")),
+        el("button", { type: "button", class: "rerun", title: "run this video again (aud submit --force)" }, "Run again")),
       el("p", { class: "reason" }, f.reason),
-      f.error ? el("details", null, el("summary", null, "error text"), el("pre", null, f.error)) : null,
-      el("div", { class: "actions" }, el("button", { type: "button", class: "rerun" }, "Run again")));
+      f.error ? el("details", null, el("summary", null, "error text"), el("pre", null, f.error)) : null);
     card.querySelector(".rerun").addEventListener("click", (ev) => post("/api/jobs/" + f.job + "/rerun", ev.target));
     return card;
   }
@@ -173,8 +178,9 @@
     pill.textContent = { ready: "running", running: "running", starting: "starting: loading models", paused: "paused",
       stopping: "stopping", executor_unavailable: "workers unavailable" }[label] || label;
     const c = s.counts || {};
-    $("counts").replaceChildren(...["done", "failed", "queued", "running", "cancelled"].filter((k) => c[k]).map(
-      (k) => el("span", { class: "stat" }, el("b", null, c[k]), " " + k)));
+    $("tiles").replaceChildren(...["done", "failed", "running", "queued", "cancelled"].filter(
+      (k) => c[k] || k === "done" || k === "failed").map(
+      (k) => el("div", { class: "tile " + k }, el("b", null, c[k] || 0), el("span", null, k))));
     renderRunning(s.running || []);
     renderList("queued", s.queued || [], "The queue is empty.",
       (j) => el("li", null, el("span", { class: "job-id" }, "job " + j.job + " · "), j.file));
@@ -209,7 +215,7 @@
     links.querySelector(".rerun").addEventListener("click", (ev) => post("/api/jobs/" + r.job + "/rerun", ev.target));
     return el("article", { class: "card result", "data-job": r.job, "data-csv": r.csv }, thumb,
       el("div", { class: "body" }, el("h3", { title: r.video }, r.name), el("p", { class: "facts" }, facts.join(" · ")),
-        el("p", { class: "when" }, r.finished_at + " · run " + r.key), links));
+        el("p", { class: "when" }, r.finished_at.replace("T", " ").slice(0, 16) + " · run " + r.key), links));
   }
 
   async function loadResults(reset) {
