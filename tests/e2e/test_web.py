@@ -94,7 +94,7 @@ def test_progress_moves_then_the_thumbnail_and_csv_link(setup):
     d, page = setup["d"], setup["page"]
     page.goto(aud_open(d))
     assert "token=" not in page.url  # the token became a cookie; the address is clean
-    page.wait_for_function("document.getElementById('pill').dataset.state === 'ready'", timeout=WAIT_MS)
+    page.wait_for_function("() => document.getElementById('pill').dataset.state === 'ready'", timeout=WAIT_MS)
     # every frames_done value the running job's card shows, recorded as the DOM changes
     page.evaluate("""() => { window.seen = new Set(); window.eta = [];
         new MutationObserver(() => document.querySelectorAll('#running .job').forEach(c => {
@@ -105,7 +105,7 @@ def test_progress_moves_then_the_thumbnail_and_csv_link(setup):
     drop(setup["short"], d.inbox, "short.mp4")
     page.wait_for_function("""() => { const v = [...window.seen].map(s => s.split('/').map(Number));
         return v.filter(([done, total]) => done > 0 && done < total).length >= 2; }""", timeout=WAIT_MS)
-    assert page.evaluate("window.eta.length") > 0  # the time left, shown while it ran
+    assert page.evaluate("() => window.eta.length") > 0  # the time left, shown while it ran
     card = page.locator("#results .result", has_text="short.mp4")
     card.locator("img").wait_for(timeout=WAIT_MS)
     page.wait_for_function("""() => { const img = document.querySelector('#results .result img');
@@ -178,7 +178,7 @@ def test_phone_width(setup):
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(aud_open(d))
     page.locator("#results .result img").first.wait_for(timeout=WAIT_MS)
-    width = page.evaluate("document.documentElement.scrollWidth")
+    width = page.evaluate("() => document.documentElement.scrollWidth")
     assert width <= 390, f"the page is {width} px wide at a phone's 390 px: it scrolls sideways"
     shot(page, "phone")
     page.set_viewport_size({"width": 1280, "height": 800})
