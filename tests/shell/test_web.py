@@ -328,3 +328,36 @@ def test_index_html_lists_results_relatively_and_escapes_names(tmp_path: Path) -
     assert str(outbox) not in text.replace(str(outbox / ""), "")  # links are relative
     assert "not a video &lt;script&gt;" in text and "detector" in text and "csv_style" in text
     assert not list(outbox.glob(".*.tmp"))
+
+
+# --------------------------------------------------------------------------- aud open, aud status
+
+
+class Printed:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def print(self, text: object = "", **_: object) -> None:
+        self.lines.append(str(text))
+
+
+def test_aud_open_without_a_daemon_offers_the_static_summary(tmp_path: Path) -> None:
+    settings = Settings(inbox=tmp_path / "inbox", outbox=tmp_path / "outbox", state=tmp_path / "state")
+    settings.ensure_dirs()
+    out, err = Printed(), Printed()
+    assert web.open_page(settings, settings.socket_path, out, err, browse=False) == 1
+    assert "not running" in err.lines[-1]
+    summary.write(settings.outbox, [], [], {})
+    assert web.open_page(settings, settings.socket_path, out, err, browse=False) == 0
+    assert (settings.outbox / summary.INDEX_NAME).as_uri() in err.lines[-1] and not out.lines
+
+
+def test_aud_status_says_where_the_page_is() -> None:
+    from rich.console import Console
+
+    from daemon.shell.client import render_status
+
+    console = Console(record=True, width=200)
+    render_status({"state": "ready", "web": "http://127.0.0.1:8765", "counts": {}}, console)
+    text = console.export_text()
+    assert "page    http://127.0.0.1:8765" in text
