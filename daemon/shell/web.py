@@ -119,7 +119,7 @@ class WebPage:
     async def start(self) -> str | None:
         runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, HOST, self.port, reuse_address=False)
+        site = web.TCPSite(runner, HOST, self.port)  # (SO_REUSEADDR: a restart binds past TIME_WAIT)
         try:
             await site.start()
         except OSError as exc:
