@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     outbox: Path = option(help="where CSVs go", group=DAEMON, default_factory=default_outbox)
     state: Path = option(help="state directory (job database, socket, logs)", group=DAEMON,
                          default_factory=default_state_dir)
+    web_port: int = option(8765, "the live page's port on 127.0.0.1 (`aud open`; 0: no page)", DAEMON, ge=0,
+                           le=65535)
     models: Path = option(help="directory holding the model set", group=MODEL, default_factory=default_models_dir)
     provider: str = option("auto", "auto (default), coreml, cuda or cpu (or a full ONNX Runtime provider name)",
                            MODEL)

@@ -325,6 +325,7 @@ class StatusReply(msgspec.Struct, kw_only=True):
     versions: dict[str, str]
     inbox: str
     outbox: str
+    web: str | None = None  # the live page's address (without its token: `aud open` adds it)
 
 
 class SubmitReply(JobLine, kw_only=True):

@@ -376,6 +376,8 @@ def _summary(data: dict[str, Any]) -> Table:
     counts = data.get("counts") or {}
     if counts:
         grid.add_row("counts", Text(", ".join(f"{k} {v}" for k, v in counts.items())))
+    if data.get("web"):  # web (issue 25): where the live page is
+        grid.add_row("page", Text(f"{data['web']}  (`aud open` opens it with its token)"))
     return grid
 
 

@@ -280,6 +280,14 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_open(args: argparse.Namespace) -> int:
+    """``aud open``: the live page's address with its token, opened in the default browser."""
+    from ..shell.web import open_page
+
+    return open_page(settings_from(args, "state", "outbox"), socket_path(args), out, err,
+                     browse=not args.print_only)
+
+
 def add_service_run_flags(p: argparse.ArgumentParser) -> None:
     """What a service passes to ``aud run``: the same flag builders."""
     add_run_flags(p)
@@ -461,6 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_socket_flags(p)
     p.add_argument("job", type=int)
     p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("open", help="open the live page in the browser (prints its address with the token)")
+    add_socket_flags(p)
+    p.add_argument("--outbox", type=Path, help="the outbox (its index.html opens when the daemon is not running)")
+    p.add_argument("--print-only", action="store_true", help="print the address, do not open a browser")
+    p.set_defaults(func=cmd_open)
 
     for name, func in (("launchd", cmd_launchd), ("systemd", cmd_systemd)):
         p = sub.add_parser(name, help=f"the {name} service: install, uninstall or print",

@@ -46,6 +46,8 @@ from .errors import CommandError
 from .intake import Intake
 from .outbox import Outbox
 from .server import ProgressServer
+from .view import MorningView  # web (issue 25)
+from .web import start_page  # web (issue 25)
 
 log = logging.getLogger("aud.daemon")
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -179,6 +181,15 @@ class Daemon:
         intake = Intake(s, store, outbox, config.key, server.publish, runner.wake)
         watcher = intake.watch()
         self.commands = Commands(s, runner, intake, executor, lambda: self._restarts)
+        # the morning view, fed by the socket's events: the live page and the outbox's index.html (issue 25)
+        view = MorningView(s, store, self._handle)
+        server.listeners.append(view.publish)
+        stack.push_async_callback(view.close)  # the last index.html is written
+        await view.seed()
+        page = await start_page(view, s, self._handle, store)
+        if page is not None:
+            stack.push_async_callback(page.close)
+        self.commands.web_url = view.url
         stack.push_async_callback(self._end_tasks)
         self._tasks = [asyncio.create_task(watcher.run(), name="watcher"),
                        asyncio.create_task(runner.run(), name="runner")]

@@ -27,6 +27,7 @@ class Commands:
         self.intake = intake
         self.executor = executor
         self.restarts = restarts
+        self.web_url: str | None = None  # the live page (web.py), when it listens
 
     async def handle(self, command: msg.Command) -> dict[str, Any] | None:
         reply = await self._reply(command)
@@ -88,4 +89,5 @@ class Commands:
             versions=package_versions(),
             inbox=str(self.settings.inbox),
             outbox=str(self.settings.outbox),
+            web=self.web_url,
         )

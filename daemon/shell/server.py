@@ -331,6 +331,7 @@ class ProgressServer:
         self._command_burst = command_burst
         self._log_malformed = RateLimitedLog(log)
         self._log_refused = RateLimitedLog(log)
+        self.listeners: list[Callable[[Event], None]] = []  # in-process subscribers (the page's view)
 
     # ------------------------------------------------------------------ public API
 
@@ -361,6 +362,8 @@ class ProgressServer:
 
     def publish(self, event: Event) -> None:
         """Queue ``event`` for every subscriber; never blocks, never raises for a bad client."""
+        for listen in self.listeners:
+            listen(event)
         if self._closing or not self._subscribers:
             return
         self._fan_out(event)

@@ -144,7 +144,15 @@ class DaemonProcess:
                 self.kill_hard()
 
     def outbox_files(self) -> list[str]:
-        return sorted(p.relative_to(self.outbox).as_posix() for p in self.outbox.rglob("*") if p.is_file())
+        return sorted(p.relative_to(self.outbox).as_posix() for p in self.outbox.rglob("*")
+                      if p.is_file() and not is_summary(p, self.outbox))
+
+
+def is_summary(path: Path, outbox: Path) -> bool:
+    """The outbox's index.html (the static summary, rewritten after each job) or its temp file."""
+    from daemon.shell.summary import INDEX_NAME
+
+    return path.parent == outbox and path.name in (INDEX_NAME, f".{INDEX_NAME}.tmp")
 
 
 def request(socket_path: Path, command: dict, timeout: float = 10.0) -> dict:

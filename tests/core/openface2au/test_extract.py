@@ -10,12 +10,12 @@ import pytest
 
 from daemon.config import Settings
 from daemon.core.openface2au.options import AuModelsError
-from daemon.output import read_csv
 from daemon.core.pipeline import Pipeline
 from daemon.core.schema import COLUMNS, OF2_AUS, OF2_AUS_C, OF2_AUS_R
 from daemon.core.shard import run_shard
 from daemon.jobs.extract import extract
 from daemon.jobs.inline import InlineExecutor
+from daemon.output import read_csv
 
 from . import standins
 
@@ -92,8 +92,8 @@ def test_the_openface2_files_are_part_of_the_job_key(of2_models, tmp_path):
 
 
 def test_hemi_face_csvs_carry_their_own_openface2_aus(of2_models, synthetic_video, tmp_path):
-    from daemon.output import side_path
     from daemon.core.schema import MIRROR_COLUMNS, SIDES
+    from daemon.output import side_path
 
     video = synthetic_video(frames=11, width=W, height=H)
     texts = []
@@ -118,8 +118,8 @@ def test_hemi_face_csvs_carry_their_own_openface2_aus(of2_models, synthetic_vide
 def test_every_face_gets_its_own_person_median(tmp_path, synthetic_video, mirror):
     """Two faces a frame (faces = "all"): per face id (and side), the same CSVs whatever the shard plan; the two
     persons' AUs differ."""
-    from daemon.output import side_path
     from daemon.core.schema import SIDES
+    from daemon.output import side_path
     from tests import tinymodels
 
     det = tinymodels.detector([tinymodels.Face((0.05, 0.1, 0.45, 0.9), 0.95),
