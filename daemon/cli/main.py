@@ -282,7 +282,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_open(args: argparse.Namespace) -> int:
     """``aud open``: the live page's address with its token, opened in the default browser."""
-    from ..shell.web import open_page
+    from .open import open_page
 
     return open_page(settings_from(args, "state", "outbox"), socket_path(args), out, err,
                      browse=not args.print_only)

@@ -17,6 +17,7 @@ import msgspec
 import pytest
 
 from daemon import protocol as msg
+from daemon.cli.open import open_page
 from daemon.config import Settings
 from daemon.jobs.store import JobStore
 from daemon.shell import summary, web
@@ -345,10 +346,10 @@ def test_aud_open_without_a_daemon_offers_the_static_summary(tmp_path: Path) -> 
     settings = Settings(inbox=tmp_path / "inbox", outbox=tmp_path / "outbox", state=tmp_path / "state")
     settings.ensure_dirs()
     out, err = Printed(), Printed()
-    assert web.open_page(settings, settings.socket_path, out, err, browse=False) == 1
+    assert open_page(settings, settings.socket_path, out, err, browse=False) == 1
     assert "not running" in err.lines[-1]
     summary.write(settings.outbox, [], [], {})
-    assert web.open_page(settings, settings.socket_path, out, err, browse=False) == 0
+    assert open_page(settings, settings.socket_path, out, err, browse=False) == 0
     assert (settings.outbox / summary.INDEX_NAME).as_uri() in err.lines[-1] and not out.lines
 
 
