@@ -88,7 +88,7 @@ def test_combinations_that_cannot_work_are_refused():
 
 def test_the_option_table_reads_each_field_once():
     assert [o.name for o in options(MODEL)] == ["models", "provider"]
-    assert [o.name for o in options(DAEMON)] == ["inbox", "outbox", "state"]
+    assert [o.name for o in options(DAEMON)] == ["inbox", "outbox", "state", "web_port"]
     assert OPTIONS["au45"].flag == "--no-au45" and OPTIONS["au45"].action == "off"
     assert OPTIONS["mirror"].flag == "--mirror" and OPTIONS["mirror"].action == "on"
     assert OPTIONS["faces"].choices == ("primary", "best", "all")

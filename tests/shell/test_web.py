@@ -29,6 +29,12 @@ pytestmark = pytest.mark.usefixtures("isolated_config")
 TIMEOUT = 20.0
 
 
+def make_folders(settings: Settings) -> None:
+    """The daemon's folders, as ``aud run`` makes them at start-up."""
+    for folder in (settings.inbox, settings.outbox, settings.state):
+        folder.mkdir(parents=True, exist_ok=True)
+
+
 class FakeDaemon:
     """The commands a page may send, answered like the daemon's Commands (recorded for the test)."""
 
@@ -58,7 +64,7 @@ class FakeDaemon:
 def run_page(tmp_path: Path, body: Callable[..., Awaitable[Any]], results: int = 0) -> Any:
     """Start a view and its page on a free port around ``body(page, view, daemon, session, base)``."""
     settings = Settings(inbox=tmp_path / "inbox", outbox=tmp_path / "outbox", state=tmp_path / "state")
-    settings.ensure_dirs()
+    make_folders(settings)
     if results:
         fake_results(settings.outbox, results)
 
@@ -292,7 +298,7 @@ def test_a_busy_port_is_logged_and_the_page_stays_off(tmp_path: Path, caplog) ->
         taken.listen()
         port = taken.getsockname()[1]
         settings = Settings(inbox=tmp_path / "i", outbox=tmp_path / "o", state=tmp_path / "s", web_port=port)
-        settings.ensure_dirs()
+        make_folders(settings)
 
         async def main() -> None:
             store = JobStore(settings.database_path)
@@ -344,7 +350,7 @@ class Printed:
 
 def test_aud_open_without_a_daemon_offers_the_static_summary(tmp_path: Path) -> None:
     settings = Settings(inbox=tmp_path / "inbox", outbox=tmp_path / "outbox", state=tmp_path / "state")
-    settings.ensure_dirs()
+    make_folders(settings)
     out, err = Printed(), Printed()
     assert open_page(settings, settings.socket_path, out, err, browse=False) == 1
     assert "not running" in err.lines[-1]
@@ -354,7 +360,7 @@ def test_aud_open_without_a_daemon_offers_the_static_summary(tmp_path: Path) -> 
 
 
 def test_aud_status_says_where_the_page_is() -> None:
-    from daemon.shell.client import render_status
+    from daemon.cli.client import render_status
     from rich.console import Console
 
     console = Console(record=True, width=200)
