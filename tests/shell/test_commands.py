@@ -71,7 +71,8 @@ def test_status_reports_the_store_the_runner_and_the_workers(setup, synthetic_vi
     setup.runner.paused = True
     data = setup.ask(msg.Status())
     assert data["state"] == "ready" and data["paused"] is True
-    assert data["queued"] == [{"job": queued.id, "file": "a.mp4"}]
+    assert data["queued"] == [{"job": queued.id, "file": "a.mp4", "frames_total": None, "eta_s": None}]
+    assert data["queue_eta_s"] is None and data["queue_eta_unknown"] == 1  # not probed, and no job done yet
     assert data["recent_failures"] == [{"job": failed.id, "file": "b.mp4", "reason": "cannot decode"}]
     assert data["counts"]["queued"] == 1 and data["counts"]["failed"] == 1
     assert data["workers"]["restarts"] == 3 and data["workers"]["state"] == "ok"
@@ -84,7 +85,7 @@ def test_status_reports_the_store_the_runner_and_the_workers(setup, synthetic_vi
 def test_status_reads_the_store_off_the_event_loop(setup, monkeypatch):
     loop_thread = threading.current_thread()
     threads: dict[str, threading.Thread] = {}
-    for name in ("jobs", "recent_failures", "counts"):
+    for name in ("jobs", "recent_failures", "counts", "recent_rates"):
         real = getattr(setup.store, name)
 
         def recorded(*args, _real=real, _name=name, **kwargs):
@@ -93,7 +94,7 @@ def test_status_reads_the_store_off_the_event_loop(setup, monkeypatch):
 
         monkeypatch.setattr(setup.store, name, recorded)
     setup.ask(msg.Status())
-    assert set(threads) == {"jobs", "recent_failures", "counts"}
+    assert set(threads) == {"jobs", "recent_failures", "counts", "recent_rates"}
     assert all(t is not loop_thread for t in threads.values())
 
 
