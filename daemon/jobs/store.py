@@ -68,6 +68,7 @@ CREATE TABLE jobs (
 )""",
     "CREATE INDEX jobs_by_state ON jobs (state)",
     "CREATE INDEX jobs_by_content ON jobs (fingerprint, key)",
+    "CREATE INDEX jobs_by_identity ON jobs (identity)",
     """
 CREATE TABLE shards (
     job_id      INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
@@ -227,6 +228,14 @@ class JobStore:
             conn.execute("UPDATE jobs SET source = ?, name = ?, subdir = ?, identity = ?, updated_at = ? WHERE id = ?",
                          (os.fspath(Path(source).absolute()), name or job.name,
                           job.subdir if subdir is None else subdir, identity or job.identity, time.time(), job_id))
+
+    def fingerprint_of(self, identity: str) -> str | None:
+        """The content fingerprint recorded with this file identity (by the newest job that has it), or
+        None: a file whose identity is known need not be hashed again."""
+        with self._read() as conn:
+            row = conn.execute("SELECT fingerprint FROM jobs WHERE identity = ? ORDER BY id DESC LIMIT 1",
+                               (identity,)).fetchone()
+        return None if row is None else str(row[0])
 
     def set_identity(self, job_id: int, identity: str) -> None:
         """The identity of the job's input, hashed again and found to be the job's content."""
@@ -579,6 +588,7 @@ def _migrate_from_2(conn: sqlite3.Connection) -> None:
     (a job without an identity has its input hashed again at its start, as version 2 did)."""
     conn.execute("ALTER TABLE jobs ADD COLUMN identity TEXT")
     conn.execute("ALTER TABLE jobs ADD COLUMN fps REAL")
+    conn.execute("CREATE INDEX jobs_by_identity ON jobs (identity)")
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 

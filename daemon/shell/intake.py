@@ -137,7 +137,8 @@ class Intake:
     async def accept(self, path: Path, force: bool = False) -> tuple[Job, str]:
         """The job for a complete file, and what became of the file ("queued", "requeued", "duplicate")."""
         identity = identity_text(await asyncio.to_thread(file_identity, path))  # before it is read
-        content = await fingerprint_async(path)
+        # a file seen before and unchanged since (same device, inode, size, mtime) is not hashed again
+        content = await asyncio.to_thread(self.store.fingerprint_of, identity) or await fingerprint_async(path)
         job, created = await asyncio.to_thread(self.store.add_job, content, path, self._subdir(path), path.name,
                                                self.key, force, identity)
         if created:

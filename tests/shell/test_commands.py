@@ -18,6 +18,7 @@ from daemon.jobs.inputs import fingerprint
 from daemon.jobs.runner import Runner
 from daemon.jobs.spec import runner_config
 from daemon.jobs.store import JobState, JobStore
+from daemon.shell import intake as intake_module
 from daemon.shell.commands import Commands
 from daemon.shell.errors import CommandError
 from daemon.shell.intake import Intake
@@ -218,3 +219,24 @@ def test_a_submitted_job_is_hashed_once_and_status_estimates_it_from_its_start(s
 
 def submitted_id(setup) -> int:
     return max(j.id for j in setup.store.jobs())
+
+
+def test_a_resubmitted_unchanged_file_is_not_hashed_again_a_changed_one_is(setup, synthetic_video, monkeypatch):
+    hashes: list[str] = []
+    real = intake_module.fingerprint_async
+
+    async def counted(path, *args):
+        hashes.append(str(path))
+        return await real(path, *args)
+
+    monkeypatch.setattr(intake_module, "fingerprint_async", counted)
+    a = video(synthetic_video, "a.mp4")
+    first = setup.ask(msg.Submit(path=str(a)))
+    again = setup.ask(msg.Submit(path=str(a)))  # its job is queued: the same file seen again
+    assert (again["job"], again["outcome"]) == (first["job"], "queued") and hashes == [str(a)]
+    forced = setup.ask(msg.Submit(path=str(a), force=True))  # a new job of the same content, still not hashed
+    assert forced["job"] != first["job"] and hashes == [str(a)]
+    video(synthetic_video, "a.mp4", shift=5)  # other content under the same name: its identity changed
+    changed = setup.ask(msg.Submit(path=str(a)))
+    assert hashes == [str(a), str(a)] and changed["job"] not in (first["job"], forced["job"])
+    assert setup.store.get(changed["job"]).fingerprint == fingerprint(a)
