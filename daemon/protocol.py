@@ -55,6 +55,7 @@ class JobProgress(Event, tag="progress"):
     frames_saved: int = 0  # of those, the frames whose results are committed (kept across a crash)
     eta_basis: str | None = None  # "job" (its own rate) or "recent_jobs" (the recent jobs' rate, before its own)
     queue_eta_s: float | None = None  # until every running and queued job is done (see StatusReply)
+    queue_eta_unknown: int = 0  # jobs left out of queue_eta_s (see StatusReply)
 
 
 class JobDone(Event, tag="job_done"):

@@ -225,7 +225,7 @@ class _TailView:
                 self._line(event)
             case JobProgress():
                 self._bar(event.job, event.file, event.frames_done, event.frames_total, event.fps,
-                          _eta(event.eta_s, event.eta_basis, event.queue_eta_s))
+                          _eta(event.eta_s, event.eta_basis, event.queue_eta_s, event.queue_eta_unknown))
             case JobDone():
                 self._end(event.job)
                 summary = f" ({event.frames} frames, {event.fps:.1f} fps)"
@@ -260,7 +260,7 @@ class _TailView:
         if not final and now - self.last_line.get(event.job, -PLAIN_PROGRESS_SECONDS) < PLAIN_PROGRESS_SECONDS:
             return
         self.last_line[event.job] = now
-        eta = _eta(event.eta_s, event.eta_basis, event.queue_eta_s)
+        eta = _eta(event.eta_s, event.eta_basis, event.queue_eta_s, event.queue_eta_unknown)
         eta = f", {eta}" if eta else ""
         self._print(Text(f"progress {event.file} (job {event.job}): {event.frames_done}/{event.frames_total} "
                          f"frames, {event.fps:.1f} fps{eta}"))
@@ -295,12 +295,13 @@ class _TailView:
         self.progress.console.print(text)
 
 
-def _eta(eta_s: float | None, basis: str | None, queue_eta_s: float | None = None) -> str:
+def _eta(eta_s: float | None, basis: str | None, queue_eta_s: float | None = None, unknown: int = 0) -> str:
     """"ETA 3m05s", marked "~" when it rests on the recent jobs' rate (the job has none of its own yet),
-    and the queue's when it ends later than the job."""
+    and the queue's when it ends later than the job ("+ N jobs" it leaves out: not probed yet)."""
     text = f"ETA {'~' if basis == RECENT_JOBS else ''}{_duration(eta_s)}" if eta_s is not None else ""
-    if queue_eta_s is not None and (eta_s is None or queue_eta_s > eta_s + 0.5):
+    if queue_eta_s is not None and (eta_s is None or queue_eta_s > eta_s + 0.5 or unknown):
         text += f"{', ' if text else ''}queue {_duration(queue_eta_s)}"
+        text += f" + {unknown} job{'s' if unknown != 1 else ''} not estimated" if unknown else ""
     return text
 
 

@@ -160,7 +160,7 @@ class Runner:
         """A job's progress, with the time left of the queue (its running jobs, and the queued jobs as
         the runner last read them)."""
         ahead = estimate.queue([a.running() for a in self.active.values()], self._waiting_jobs, active.recent_fps)
-        return msgspec.structs.replace(active.progress(), queue_eta_s=ahead.eta_s)
+        return msgspec.structs.replace(active.progress(), queue_eta_s=ahead.eta_s, queue_eta_unknown=ahead.unknown)
 
     def _spawn(self, work: Awaitable[None], active: ActiveJob) -> None:
         """A job's work; an exception nobody handled fails the job with its reason."""

@@ -365,10 +365,13 @@ def test_tail_shows_the_estimate_its_basis_and_the_queue() -> None:
                                          eta_basis="recent_jobs", queue_eta_s=300.0))
             server.publish(p.JobProgress(job=2, file="b.mp4", frames_done=5, frames_total=275, fps=2.0, eta_s=70.0,
                                          eta_basis="job", queue_eta_s=70.0))
+            server.publish(p.JobProgress(job=3, file="c.mp4", frames_done=5, frames_total=275, fps=2.0, eta_s=70.0,
+                                         eta_basis="job", queue_eta_s=70.0, queue_eta_unknown=2))
             await server.close("bye")
             await task
         lines = [line for line in output(console).splitlines() if line.startswith("progress")]
         assert lines == ["progress a.mp4 (job 1): 0/275 frames, 0.0 fps, ETA ~1m10s, queue 5m00s",
-                         "progress b.mp4 (job 2): 5/275 frames, 2.0 fps, ETA 1m10s"]
+                         "progress b.mp4 (job 2): 5/275 frames, 2.0 fps, ETA 1m10s",
+                         "progress c.mp4 (job 3): 5/275 frames, 2.0 fps, ETA 1m10s, queue 1m10s + 2 jobs not estimated"]
 
     run(main())
