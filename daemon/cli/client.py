@@ -408,7 +408,9 @@ def _queue_eta(data: dict[str, Any]) -> Text:
 
 
 def _running_table(running: list[dict[str, Any]]) -> Table:
-    table = Table(title="running", title_justify="left", expand=False)
+    table = Table(title="running", title_justify="left", expand=False,
+                  caption="~: at the recent jobs' rate (no shard of the job saved yet)"
+                  if any(job.get("eta_basis") == RECENT_JOBS for job in running) else None, caption_justify="left")
     for name, justify in (("job", "right"), ("file", "left"), ("progress", "left"), ("frames", "right"),
                           ("fps", "right"), ("eta", "right")):
         table.add_column(name, justify=justify, overflow="fold" if name == "file" else "ellipsis")  # type: ignore[arg-type]
