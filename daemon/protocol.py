@@ -51,8 +51,11 @@ class JobProgress(Event, tag="progress"):
     frames_done: int  # measured so far, including the shards still running
     frames_total: int
     fps: float
-    eta_s: float | None = None
+    eta_s: float | None = None  # time left, estimated from eta_basis's rate
     frames_saved: int = 0  # of those, the frames whose results are committed (kept across a crash)
+    eta_basis: str | None = None  # "job" (its own rate) or "recent_jobs" (the recent jobs' rate, before its own)
+    queue_eta_s: float | None = None  # until every running and queued job is done (see StatusReply)
+    queue_eta_unknown: int = 0  # jobs left out of queue_eta_s (see StatusReply)
 
 
 class JobDone(Event, tag="job_done"):
@@ -274,12 +277,18 @@ class JobLine(msgspec.Struct, kw_only=True):
     file: str
 
 
+class QueuedJob(JobLine, kw_only=True):
+    frames_total: int | None = None  # known once the video has been probed (the job was started before)
+    eta_s: float | None = None  # its run at the recent jobs' rate (None: not probed, or no job done yet)
+
+
 class RunningJob(JobLine, kw_only=True):
     frames_done: int
     frames_total: int
     fps: float
-    eta_s: float | None = None
+    eta_s: float | None = None  # time left, estimated from eta_basis's rate
     waiting: str | None = None  # finished, but the result cannot be written yet (e.g. the disk is full)
+    eta_basis: str | None = None  # "job" (its own rate) or "recent_jobs" (the recent jobs' rate, before its own)
 
 
 class FailedJob(JobLine, kw_only=True):
@@ -315,7 +324,7 @@ class Workers(msgspec.Struct, kw_only=True):
 class StatusReply(msgspec.Struct, kw_only=True):
     state: str  # "starting" (the workers are loading the models) or "ready"
     paused: bool
-    queued: list[JobLine]
+    queued: list[QueuedJob]
     running: list[RunningJob]
     waiting: list[WaitingFile]
     duplicates: list[FileDuplicate]
@@ -326,6 +335,9 @@ class StatusReply(msgspec.Struct, kw_only=True):
     inbox: str
     outbox: str
     web: str | None = None  # the live page's address (without its token: `aud open` adds it)
+    queue_eta_s: float | None = None  # until every running and queued job is done, of those with an estimate
+    queue_eta_unknown: int = 0  # jobs left out of queue_eta_s: queued ones not probed yet, or no rate known
+    recent_fps: float | None = None  # the recent done jobs' median frames/s (the estimates' stand-in rate)
 
 
 class SubmitReply(JobLine, kw_only=True):

@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import protocol
+from ..jobs.estimate import Basis
 from ..protocol import (
     Command,
     DaemonReady,
@@ -46,6 +47,7 @@ from ..protocol import (
 MAX_SERVER_LINE = 16 * 1024 * 1024
 """Longest line accepted from the daemon (a status reply with a long queue can exceed MAX_LINE)."""
 MAX_QUEUED_SHOWN = 20
+RECENT_JOBS = str(Basis.RECENT_JOBS)  # an estimate's basis: the recent jobs' rate, before the job has its own
 
 
 class ClientError(RuntimeError):
@@ -222,7 +224,8 @@ class _TailView:
             case JobProgress() if self.plain:
                 self._line(event)
             case JobProgress():
-                self._bar(event.job, event.file, event.frames_done, event.frames_total, event.fps, event.eta_s)
+                self._bar(event.job, event.file, event.frames_done, event.frames_total, event.fps,
+                          _eta(event.eta_s, event.eta_basis, event.queue_eta_s, event.queue_eta_unknown))
             case JobDone():
                 self._end(event.job)
                 summary = f" ({event.frames} frames, {event.fps:.1f} fps)"
@@ -257,7 +260,8 @@ class _TailView:
         if not final and now - self.last_line.get(event.job, -PLAIN_PROGRESS_SECONDS) < PLAIN_PROGRESS_SECONDS:
             return
         self.last_line[event.job] = now
-        eta = f", ETA {_duration(event.eta_s)}" if event.eta_s is not None else ""
+        eta = _eta(event.eta_s, event.eta_basis, event.queue_eta_s, event.queue_eta_unknown)
+        eta = f", {eta}" if eta else ""
         self._print(Text(f"progress {event.file} (job {event.job}): {event.frames_done}/{event.frames_total} "
                          f"frames, {event.fps:.1f} fps{eta}"))
 
@@ -268,13 +272,13 @@ class _TailView:
         done: int,
         total: int | None,
         fps: float | None = None,
-        eta: float | None = None,
+        eta: str = "",
     ) -> None:
         """Add or update the bar of one running job."""
         fields: dict[str, Any] = {
             "frames": f"{done}/{total if total is not None else '?'} frames",
             "speed": f"{fps:.1f} fps" if fps is not None else "",
-            "eta": f"ETA {_duration(eta)}" if eta is not None else "",
+            "eta": eta,
         }
         task = self.tasks.get(job)
         if task is None:
@@ -289,6 +293,16 @@ class _TailView:
 
     def _print(self, text: Text) -> None:
         self.progress.console.print(text)
+
+
+def _eta(eta_s: float | None, basis: str | None, queue_eta_s: float | None = None, unknown: int = 0) -> str:
+    """"ETA 3m05s", marked "~" when it rests on the recent jobs' rate (the job has none of its own yet),
+    and the queue's when it ends later than the job ("+ N jobs" it leaves out: not probed yet)."""
+    text = f"ETA {'~' if basis == RECENT_JOBS else ''}{_duration(eta_s)}" if eta_s is not None else ""
+    if queue_eta_s is not None and (eta_s is None or queue_eta_s > eta_s + 0.5 or unknown):
+        text += f"{', ' if text else ''}queue {_duration(queue_eta_s)}"
+        text += f" + {unknown} job{'s' if unknown != 1 else ''} not estimated" if unknown else ""
+    return text
 
 
 # --------------------------------------------------------------------------- aud status
@@ -376,13 +390,29 @@ def _summary(data: dict[str, Any]) -> Table:
     counts = data.get("counts") or {}
     if counts:
         grid.add_row("counts", Text(", ".join(f"{k} {v}" for k, v in counts.items())))
+    if data.get("running") or data.get("queued"):
+        grid.add_row("queue", _queue_eta(data))
     if data.get("web"):  # web (issue 25): where the live page is
         grid.add_row("page", Text(f"{data['web']}  (`aud open` opens it with its token)"))
     return grid
 
 
+def _queue_eta(data: dict[str, Any]) -> Text:
+    """When the running and queued jobs will be done, and which jobs that leaves out."""
+    eta, unknown, recent = data.get("queue_eta_s"), data.get("queue_eta_unknown") or 0, data.get("recent_fps")
+    text = Text(f"done in {_duration(eta)}" if eta is not None else "no estimate yet")
+    if unknown:
+        text.append(f" (+ {unknown} job{'s' if unknown != 1 else ''} without an estimate: not probed yet"
+                    f"{'' if recent else ', or no job done yet'})", style="dim")
+    if recent:
+        text.append(f"  recent jobs: {recent:.1f} fps", style="dim")
+    return text
+
+
 def _running_table(running: list[dict[str, Any]]) -> Table:
-    table = Table(title="running", title_justify="left", expand=False)
+    table = Table(title="running", title_justify="left", expand=False,
+                  caption="~: at the recent jobs' rate (no shard of the job saved yet)"
+                  if any(job.get("eta_basis") == RECENT_JOBS for job in running) else None, caption_justify="left")
     for name, justify in (("job", "right"), ("file", "left"), ("progress", "left"), ("frames", "right"),
                           ("fps", "right"), ("eta", "right")):
         table.add_column(name, justify=justify, overflow="fold" if name == "file" else "ellipsis")  # type: ignore[arg-type]
@@ -395,7 +425,7 @@ def _running_table(running: list[dict[str, Any]]) -> Table:
             ProgressBar(total=total, completed=done, width=24) if total else Text("starting", style="dim"),
             f"{done}/{total if total else '?'}",
             f"{fps:.1f}" if fps is not None else "",
-            _duration(eta) if eta is not None else "",
+            (("~" if job.get("eta_basis") == RECENT_JOBS else "") + _duration(eta)) if eta is not None else "",
         )
         if job.get("waiting"):  # finished, but the outbox cannot take the CSV yet
             table.add_row("", Text(f"waiting: {job['waiting']}", style="yellow"), "", "", "", "")
@@ -418,11 +448,16 @@ def _queued_table(queued: list[Any]) -> Group | Table:
     table = Table(title=f"queued ({len(queued)})", title_justify="left")
     table.add_column("job", justify="right")
     table.add_column("file", overflow="fold")
+    table.add_column("frames", justify="right")
+    table.add_column("takes", justify="right")
     for item in queued[:MAX_QUEUED_SHOWN]:
         if isinstance(item, dict):
-            table.add_row(str(item.get("job", "")), Text(str(item.get("file", ""))))
+            frames, eta = item.get("frames_total"), item.get("eta_s")
+            table.add_row(str(item.get("job", "")), Text(str(item.get("file", ""))),
+                          str(frames) if frames is not None else Text("not probed", style="dim"),
+                          "~" + _duration(eta) if eta is not None else "")
         else:
-            table.add_row("", Text(str(item)))
+            table.add_row("", Text(str(item)), "", "")
     if len(queued) <= MAX_QUEUED_SHOWN:
         return table
     return Group(table, Text(f"… and {len(queued) - MAX_QUEUED_SHOWN} more", style="dim"))

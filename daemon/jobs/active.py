@@ -20,7 +20,7 @@ from .. import protocol as msg
 from ..core.schema import SHARD_FORMAT
 from ..core.shard import ShardTask
 from ..core.video import VideoError, VideoInfo
-from . import inputs
+from . import estimate, inputs
 from .plan import TimeSelection, plan_selection
 from .store import Job, JobStore
 
@@ -52,6 +52,7 @@ class ActiveJob:
     frames_this_run: int = 0
     waiting: str | None = None  # why the job cannot go on now (its result cannot be written or committed yet)
     finishing: bool = False
+    recent_fps: float | None = None  # the recent done jobs' rate: this job's estimate until it has its own
 
     @property
     def frames_total(self) -> int:
@@ -68,14 +69,28 @@ class ActiveJob:
         return seen / elapsed if elapsed > 0 else 0.0
 
     @property
+    def rate(self) -> estimate.Rate | None:
+        """What the time left is estimated from (``estimate.job_rate``)."""
+        return estimate.job_rate(self.frames_this_run, self.fps, self.recent_fps)
+
+    @property
     def eta_s(self) -> float | None:
-        fps = self.fps
-        return round((self.frames_total - self.frames_seen) / fps, 1) if fps > 0 else None
+        return estimate.seconds(self.frames_total - self.frames_seen, self.rate)
+
+    @property
+    def eta_basis(self) -> str | None:
+        rate = self.rate
+        return None if rate is None else str(rate.basis)
+
+    def running(self) -> estimate.Running:
+        return estimate.Running(self.frames_total - self.frames_seen, self.rate)
 
     def progress(self) -> msg.JobProgress:
+        rate = self.rate
         return msg.JobProgress(job=self.job.id, file=self.job.name, frames_done=self.frames_seen,
-                               frames_total=self.frames_total, fps=round(self.fps, 3), eta_s=self.eta_s,
-                               frames_saved=self.frames_done)
+                               frames_total=self.frames_total, fps=round(self.fps, 3),
+                               eta_s=estimate.seconds(self.frames_total - self.frames_seen, rate),
+                               eta_basis=None if rate is None else str(rate.basis), frames_saved=self.frames_done)
 
     def committed(self, index: int, frames: int) -> None:
         """A shard's rows are in the job store: its frames count as saved."""
@@ -102,14 +117,17 @@ class ActiveJob:
 
 def prepare(store: JobStore, job: Job, selection: TimeSelection, shard_frames: int, workers: int,
             probe_video: Callable[[Path], VideoInfo]) -> ActiveJob:
-    """Check the input is still this job's content, probe it and plan (or resume) its shards; raises
-    JobFailure with the reason it cannot run."""
+    """Check the input is still this job's content (hashed again only when the file's identity is not
+    the one recorded when it was hashed), probe it and plan (or resume) its shards; raises JobFailure
+    with the reason it cannot run."""
     path = Path(job.source)
     try:
         identity = inputs.identity(path)
-        if inputs.fingerprint(path) != job.fingerprint:
-            raise JobFailure(f"{path} was replaced by different content before it was processed; "
-                             f"the new content is a job of its own", set_aside=False)
+        if inputs.identity_text(identity) != job.identity:  # unknown, or the file changed since it was hashed
+            if inputs.fingerprint(path) != job.fingerprint:
+                raise JobFailure(f"{path} was replaced by different content before it was processed; "
+                                 f"the new content is a job of its own", set_aside=False)
+            store.set_identity(job.id, inputs.identity_text(identity))
         info = probe_video(path)
     except FileNotFoundError:
         raise JobFailure(f"{path} was moved or deleted before it was processed") from None
@@ -138,7 +156,8 @@ def prepare(store: JobStore, job: Job, selection: TimeSelection, shard_frames: i
     done = sum(len(range(s.start, s.stop, frames.step)) for s in shards if s.done)
     return ActiveJob(job=store.get(job.id) or job, path=path, info=info,
                      ranges={s.index: (s.start, s.stop) for s in shards}, expected=expected,
-                     frames_done=done, identity=identity, every=selection.every)
+                     frames_done=done, identity=identity, every=selection.every,
+                     recent_fps=estimate.recent_rate(store.recent_rates(estimate.RECENT_JOBS)))
 
 
 def pending(store: JobStore, job_id: int) -> list[int]:

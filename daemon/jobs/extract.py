@@ -127,7 +127,7 @@ async def extract(videos: list[Path], output: Path | None, settings: Settings,
     try:
         warm = asyncio.create_task(executor.start())
         models = await asyncio.to_thread(load_model_set, settings.models, roles_for(settings.au45), False)
-        contents = await asyncio.to_thread(lambda: [inputs.fingerprint(v) for v in videos])
+        contents = await asyncio.to_thread(lambda: [_hashed(v) for v in videos])
         report.providers = await warm
         report.first_frame_seconds = time.perf_counter() - began
         config = runner_config(settings, models, report.providers, selection)
@@ -135,8 +135,9 @@ async def extract(videos: list[Path], output: Path | None, settings: Settings,
         with tempfile.TemporaryDirectory(prefix="aud-extract-") as tmp, open_store(Path(tmp) / "jobs.sqlite3") as store:
             destination = ExtractDestination()
             jobs = []
-            for video, content, target in zip(videos, contents, targets):
-                job, _ = store.add_job(content, video.resolve(), "", video.name, config.key, force=True)
+            for video, (content, identity), target in zip(videos, contents, targets):
+                job, _ = store.add_job(content, video.resolve(), "", video.name, config.key, force=True,
+                                       identity=identity)
                 destination.paths[job.id] = target
                 jobs.append(job)
             finished: dict[int, msg.JobDone] = {}
@@ -171,6 +172,13 @@ async def extract(videos: list[Path], output: Path | None, settings: Settings,
                        for i, v in enumerate(every)]
     report.wall_seconds = time.perf_counter() - began
     return report
+
+
+def _hashed(video: Path) -> tuple[str, str]:
+    """The video's content fingerprint and its identity as it was before it was read (so a file that
+    changes while it is hashed is hashed again at its job's start): the one hash of an unchanged file."""
+    identity = inputs.identity_text(inputs.identity(video))
+    return inputs.fingerprint(video), identity
 
 
 def _reason(store: JobStore, job_id: int) -> str:

@@ -35,3 +35,8 @@ def identity(path: Path) -> tuple[int, int, int, int]:
     """``(device, inode, size, mtime_ns)``: changes when the file is replaced or rewritten."""
     st = os.stat(path)
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def identity_text(identity: tuple[int, int, int, int]) -> str:
+    """An identity as the job store keeps it: ``device:inode:size:mtime_ns``."""
+    return ":".join(str(part) for part in identity)

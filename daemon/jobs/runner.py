@@ -33,11 +33,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import msgspec
+
 from .. import output
 from .. import protocol as msg
 from ..core.schema import SHARD_FORMAT
 from ..core.shard import ShardResult
 from ..core.video import VideoInfo, probe
+from . import estimate
 from .active import ActiveJob, JobFailure, pending, prepare
 from .attempt import attempt
 from .availability import Availability
@@ -100,6 +103,7 @@ class Runner:
         self.transitions = Transitions(store, destination, self.call, publish)
         self._wake = asyncio.Event()
         self._running_shards = 0
+        self._waiting_jobs: list[Job] = []  # the queued jobs as last read (for the queue's estimate)
 
     @property
     def unavailable(self) -> str | None:
@@ -152,7 +156,14 @@ class Runner:
             return
 
     async def _queued(self) -> list[Job]:
-        return await self.call(None, "read the queue", self.store.jobs, [JobState.QUEUED])
+        self._waiting_jobs = await self.call(None, "read the queue", self.store.jobs, [JobState.QUEUED])
+        return self._waiting_jobs
+
+    def _progress(self, active: ActiveJob) -> msg.JobProgress:
+        """A job's progress, with the time left of the queue (its running jobs, and the queued jobs as
+        the runner last read them)."""
+        ahead = estimate.queue([a.running() for a in self.active.values()], self._waiting_jobs, active.recent_fps)
+        return msgspec.structs.replace(active.progress(), queue_eta_s=ahead.eta_s, queue_eta_unknown=ahead.unknown)
 
     def _spawn(self, work: Awaitable[None], active: ActiveJob) -> None:
         """A job's work; an exception nobody handled fails the job with its reason."""
@@ -181,7 +192,9 @@ class Runner:
                 log.error("job %s could not start", job.id, exc_info=exc)
             return await self._end_failed(job, _reason(exc), getattr(exc, "set_aside", True))
         self.active[job.id] = active
+        self._waiting_jobs = [j for j in self._waiting_jobs if j.id != job.id]
         self.scheduler.add(job.id, active.info.path, {i: active.ranges[i] for i in left})
+        self.publish(self._progress(active))  # its frame count and first estimate (the recent jobs' rate)
         if not left:
             active.finishing = True
             self._spawn(self._finish(active), active)
@@ -206,7 +219,7 @@ class Runner:
         def progress(frames: int) -> None:
             if self._current(active) and index in active.in_flight:
                 active.in_flight[index] = frames
-                self.publish(active.progress())
+                self.publish(self._progress(active))
 
         outcome: ShardResult | Decision | None = None
         try:
@@ -244,7 +257,7 @@ class Runner:
         await self.call(active, f"store the result of {active.frames(index)}", self.store.shard_done,
                         active.job.id, index, result.rows.to_bytes(), SHARD_FORMAT)
         active.committed(index, result.frames)
-        self.publish(active.progress())
+        self.publish(self._progress(active))
         if not active.in_flight and self.scheduler.pending(active.job.id) == 0 and not active.finishing:
             active.finishing = True
             self._spawn(self._finish(active), active)
@@ -264,7 +277,8 @@ class Runner:
         except JobFailure as exc:
             return await self._fail(active, str(exc), exc.set_aside)
         if self._current(active):  # not cancelled while it was written
-            await self.call(active, f"record job {job.id} as done", self.store.finish, job.id, str(csv))
+            await self.call(active, f"record job {job.id} as done", self.store.finish, job.id, str(csv),
+                            round(active.fps, 3))
             del self.active[job.id]
             await self.transitions.done(active, csv)
 

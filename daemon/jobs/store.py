@@ -10,6 +10,11 @@ same key is one job; after a change of models or settings it is a new one. A don
 rows by value (``result``, in the ``format`` that wrote them), so a shard is done exactly when its
 result is committed.
 
+A job also keeps its input file's ``identity`` (``inputs.identity_text``: device, inode, size, mtime) as
+it was when the file was hashed: at the job's start the content is hashed again only when the identity
+changed. A done job keeps its measured ``fps`` (frames per second of its run): the recent jobs' rate
+estimates the time left of jobs that have no rate of their own yet (``jobs.estimate``).
+
 The daemon uses one store from its event-loop thread and, occasionally, from worker threads
 (``asyncio.to_thread``); a single connection guarded by a lock serialises all access.
 """
@@ -37,7 +42,7 @@ class JobState(StrEnum):
 
 JOB_STATES = tuple(JobState)
 SHARD_STATES = ("pending", "done")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = (
     """
@@ -57,10 +62,13 @@ CREATE TABLE jobs (
     created_at   REAL    NOT NULL,
     updated_at   REAL    NOT NULL,
     started_at   REAL,
-    finished_at  REAL
+    finished_at  REAL,
+    identity     TEXT,
+    fps          REAL
 )""",
     "CREATE INDEX jobs_by_state ON jobs (state)",
     "CREATE INDEX jobs_by_content ON jobs (fingerprint, key)",
+    "CREATE INDEX jobs_by_identity ON jobs (identity)",
     """
 CREATE TABLE shards (
     job_id      INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
@@ -77,7 +85,7 @@ CREATE TABLE shards (
 
 _JOB_COLUMNS = (
     "id, fingerprint, key, source, subdir, name, state, reason, frames_total, info_json, csv_path, "
-    "created_at, updated_at, started_at, finished_at"
+    "created_at, updated_at, started_at, finished_at, identity, fps"
 )
 _SHARD_COLUMNS = "job_id, idx, start, stop, state, attempts, format"
 
@@ -103,6 +111,8 @@ class Job:
     updated_at: float
     started_at: float | None
     finished_at: float | None
+    identity: str | None = None  # the input's identity when it was hashed (None: unknown, hash at start)
+    fps: float | None = None  # a done job's measured frames per second
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", JobState(self.state))
@@ -177,9 +187,10 @@ class JobStore:
     # -- jobs --------------------------------------------------------------------------------
 
     def add_job(self, fingerprint: str, source: Path, subdir: str, name: str, key: str = "",
-                force: bool = False) -> tuple[Job, bool]:
-        """Register a video; the newest job of the same content and key is returned with ``False``
-        instead, unless ``force`` (a re-run the user asked for) adds a new one regardless."""
+                force: bool = False, identity: str | None = None) -> tuple[Job, bool]:
+        """Register a video (``identity``: the file's as it was when ``fingerprint`` was computed); the
+        newest job of the same content and key is returned with ``False`` instead, unless ``force`` (a
+        re-run the user asked for) adds a new one regardless."""
         _check_subdir(subdir)
         now = time.time()
         with self._write() as conn:
@@ -187,9 +198,9 @@ class JobStore:
             if existing is not None:
                 return existing, False
             cur = conn.execute(
-                "INSERT INTO jobs (fingerprint, key, source, subdir, name, state, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
-                (fingerprint, key, os.fspath(Path(source).absolute()), subdir, name, now, now),
+                "INSERT INTO jobs (fingerprint, key, source, subdir, name, state, created_at, updated_at, identity)"
+                " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+                (fingerprint, key, os.fspath(Path(source).absolute()), subdir, name, now, now, identity),
             )
             job = _get(conn, int(cur.lastrowid or 0))
         assert job is not None
@@ -205,16 +216,41 @@ class JobStore:
         with self._read() as conn:
             return _find(conn, fingerprint, key)
 
-    def set_source(self, job_id: int, source: Path, name: str | None = None, subdir: str | None = None) -> None:
+    def set_source(self, job_id: int, source: Path, name: str | None = None, subdir: str | None = None,
+                   identity: str | None = None) -> None:
         """Where the job's input is now (a re-drop, or a move the daemon made); a re-drop under another
-        name or folder renames the job (its result is named after the file it was made from)."""
+        name or folder renames the job (its result is named after the file it was made from). The
+        ``identity`` of a file just hashed replaces the job's (None: the job's is kept)."""
         with self._write() as conn:
             job = _require(conn, job_id)
             if subdir is not None:
                 _check_subdir(subdir)
-            conn.execute("UPDATE jobs SET source = ?, name = ?, subdir = ?, updated_at = ? WHERE id = ?",
+            conn.execute("UPDATE jobs SET source = ?, name = ?, subdir = ?, identity = ?, updated_at = ? WHERE id = ?",
                          (os.fspath(Path(source).absolute()), name or job.name,
-                          job.subdir if subdir is None else subdir, time.time(), job_id))
+                          job.subdir if subdir is None else subdir, identity or job.identity, time.time(), job_id))
+
+    def fingerprint_of(self, identity: str) -> str | None:
+        """The content fingerprint recorded with this file identity (by the newest job that has it), or
+        None: a file whose identity is known need not be hashed again."""
+        with self._read() as conn:
+            row = conn.execute("SELECT fingerprint FROM jobs WHERE identity = ? ORDER BY id DESC LIMIT 1",
+                               (identity,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_identity(self, job_id: int, identity: str) -> None:
+        """The identity of the job's input, hashed again and found to be the job's content."""
+        with self._write() as conn:
+            _require(conn, job_id)
+            conn.execute("UPDATE jobs SET identity = ? WHERE id = ?", (identity, job_id))
+
+    def recent_rates(self, limit: int) -> list[float]:
+        """The measured frames per second of the last ``limit`` done jobs, most recent first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT fps FROM jobs WHERE state = 'done' AND fps > 0 ORDER BY finished_at DESC, id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [float(r[0]) for r in rows]
 
     def jobs(self, states: Iterable[str] | None = None) -> list[Job]:
         """All jobs, or those in ``states``, ordered by id."""
@@ -371,8 +407,8 @@ class JobStore:
             )
             return _require(conn, job_id)
 
-    def finish(self, job_id: int, csv_path: str) -> Job:
-        """running -> done; every shard must be done."""
+    def finish(self, job_id: int, csv_path: str, fps: float | None = None) -> Job:
+        """running -> done, at ``fps`` measured frames per second; every shard must be done."""
         with self._write() as conn:
             job = _require(conn, job_id)
             _require_state(job, ("running",), "finish")
@@ -386,8 +422,8 @@ class JobStore:
             now = time.time()
             conn.execute(
                 "UPDATE jobs SET state = 'done', reason = NULL, csv_path = ?, finished_at = ?,"
-                " updated_at = ? WHERE id = ?",
-                (csv_path, now, now, job_id),
+                " updated_at = ?, fps = ? WHERE id = ?",
+                (csv_path, now, now, fps, job_id),
             )
             return _require(conn, job_id)
 
@@ -512,6 +548,8 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         elif version == 1:
             _migrate_from_1(conn)
+        elif version == 2:
+            _migrate_from_2(conn)
         elif version > SCHEMA_VERSION:
             raise StoreError(
                 f"job store {path} has schema version {version}, newer than this aud"
@@ -542,6 +580,15 @@ def _migrate_from_1(conn: sqlite3.Connection) -> None:
                  " SELECT job_id, idx, start, stop, 'pending', 0 FROM shards_v1")
     conn.execute("DROP TABLE shards_v1")
     conn.execute("DROP TABLE jobs_v1")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _migrate_from_2(conn: sqlite3.Connection) -> None:
+    """Version 2 kept neither the input's identity nor a done job's rate: the columns are added, empty
+    (a job without an identity has its input hashed again at its start, as version 2 did)."""
+    conn.execute("ALTER TABLE jobs ADD COLUMN identity TEXT")
+    conn.execute("ALTER TABLE jobs ADD COLUMN fps REAL")
+    conn.execute("CREATE INDEX jobs_by_identity ON jobs (identity)")
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 

@@ -151,7 +151,8 @@ class ResultsWriter:
 
     def _sidecar(self, active: ActiveJob, rows: FaceRows, tables: dict) -> dict:
         job, info = active.job, active.info
-        wall = time.monotonic() - active.started
+        wall = time.monotonic() - active.started  # since it was planned: its shards, assembly, this sidecar
+        now = time.time()
         return {
             "video": str(self.destination.input_after(job)),
             "received_as": job.source,
@@ -166,5 +167,8 @@ class ResultsWriter:
             **self.sidecar,
             "wall_seconds": round(wall, 3),
             "frames_per_second": round(active.frames_this_run / wall, 3) if wall > 0 else None,
+            # the whole job, from its start (before its input was checked and probed) to its result
+            "job_wall_seconds": round(now - job.started_at, 3) if job.started_at is not None else None,
+            "queued_seconds": round(job.started_at - job.created_at, 3) if job.started_at is not None else None,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }

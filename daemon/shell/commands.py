@@ -11,6 +11,7 @@ import msgspec
 
 from .. import protocol as msg
 from ..config import Settings
+from ..jobs import estimate
 from ..jobs.executor import Executor
 from ..jobs.runner import Runner
 from ..jobs.spec import package_versions
@@ -60,17 +61,25 @@ class Commands:
     async def status(self) -> msg.StatusReply:
         """The daemon's state; the store is read in a thread (SQLite never runs on the loop)."""
         store, runner = self.runner.store, self.runner
-        queued, failures, counts = await asyncio.to_thread(
-            lambda: (store.jobs([JobState.QUEUED]), store.recent_failures(), store.counts()))
+        queued, failures, counts, rates = await asyncio.to_thread(
+            lambda: (store.jobs([JobState.QUEUED]), store.recent_failures(), store.counts(),
+                     store.recent_rates(estimate.RECENT_JOBS)))
         workers = self.executor.workers()
         providers = runner.providers
+        recent = estimate.recent_rate(rates)
+        active = list(runner.active.values())
+        ahead = estimate.queue([a.running() for a in active], queued, recent)
         return msg.StatusReply(
             state="ready",
             paused=runner.paused,
-            queued=[msg.JobLine(job=j.id, file=j.name) for j in queued],
+            queued=[msg.QueuedJob(job=j.id, file=j.name, frames_total=j.frames_total,
+                                  eta_s=estimate.seconds(j.frames_total or 0, recent) if j.frames_total else None)
+                    for j in queued],
             running=[msg.RunningJob(job=a.job.id, file=a.job.name, frames_done=a.frames_seen,
                                     frames_total=a.frames_total, fps=round(a.fps, 3), eta_s=a.eta_s,
-                                    waiting=a.waiting) for a in runner.active.values()],
+                                    eta_basis=a.eta_basis, waiting=a.waiting) for a in active],
+            queue_eta_s=ahead.eta_s, queue_eta_unknown=ahead.unknown,
+            recent_fps=None if recent is None else round(recent, 3),
             waiting=[msg.WaitingFile(file=w.file, reason=w.reason,
                                      fails_in_s=None if w.fails_in_s is None else round(w.fails_in_s, 1))
                      for w in self.intake.waiting()],

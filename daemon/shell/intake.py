@@ -25,7 +25,8 @@ from pathlib import Path
 from .. import protocol as msg
 from ..config import Settings
 from ..core.video import can_open
-from ..jobs.inputs import fingerprint_async
+from ..jobs.inputs import fingerprint_async, identity_text
+from ..jobs.inputs import identity as file_identity
 from ..jobs.store import Job, JobState, JobStore, StoreError
 from . import files
 from .errors import CommandError
@@ -135,9 +136,11 @@ class Intake:
 
     async def accept(self, path: Path, force: bool = False) -> tuple[Job, str]:
         """The job for a complete file, and what became of the file ("queued", "requeued", "duplicate")."""
-        content = await fingerprint_async(path)
+        identity = identity_text(await asyncio.to_thread(file_identity, path))  # before it is read
+        # a file seen before and unchanged since (same device, inode, size, mtime) is not hashed again
+        content = await asyncio.to_thread(self.store.fingerprint_of, identity) or await fingerprint_async(path)
         job, created = await asyncio.to_thread(self.store.add_job, content, path, self._subdir(path), path.name,
-                                               self.key, force)
+                                               self.key, force, identity)
         if created:
             outcome = "queued"
             log.info("job %s queued: %r", job.id, str(path))
@@ -146,7 +149,7 @@ class Intake:
             # the job is named after the file it is made from now (a set-aside input keeps the job's name)
             renamed = not files.is_set_aside(path, self.settings.inbox)
             await asyncio.to_thread(self.store.set_source, job.id, path, path.name if renamed else None,
-                                    self._subdir(path) if renamed else None)
+                                    self._subdir(path) if renamed else None, identity)
             job = await asyncio.to_thread(self.store.requeue, job.id)
             outcome = "requeued"
             log.info("job %s queued again: %r", job.id, str(path))

@@ -336,3 +336,42 @@ def test_render_status_tolerates_sparse_data_and_long_queues() -> None:
     console = make_console()
     render_status({}, console)
     assert "no jobs running" in output(console)
+
+
+def test_render_status_shows_the_time_left_of_each_job_and_of_the_queue() -> None:
+    data = {**STATUS,
+            "queued": [{"job": 7, "file": "next.mp4", "frames_total": 600, "eta_s": 250.0},
+                       {"job": 8, "file": "new.mp4", "frames_total": None, "eta_s": None}],
+            "running": [{"job": 5, "file": "clip.mp4", "frames_done": 0, "frames_total": 275, "fps": 0.0,
+                         "eta_s": 73.0, "eta_basis": "recent_jobs"},
+                        {"job": 6, "file": "own.mp4", "frames_done": 50, "frames_total": 275, "fps": 2.0,
+                         "eta_s": 112.0, "eta_basis": "job"}],
+            "queue_eta_s": 3725.0, "queue_eta_unknown": 1, "recent_fps": 2.4}
+    console = make_console()
+    render_status(data, console)
+    text = output(console)
+    assert "~1m13s" in text and "1m52s" in text and "~1m52s" not in text  # the recent jobs' rate is marked
+    assert "~4m10s" in text and "not probed" in text  # the queued jobs
+    assert "done in 1h02m" in text and "1 job without an estimate" in text and "recent jobs: 2.4 fps" in text
+
+
+def test_tail_shows_the_estimate_its_basis_and_the_queue() -> None:
+    async def main() -> None:
+        console = make_console()
+        async with serving() as server:
+            task = asyncio.create_task(tail(server.path, console, as_json=False))
+            await wait_for_subscribers(server)
+            server.publish(p.JobProgress(job=1, file="a.mp4", frames_done=0, frames_total=275, fps=0.0, eta_s=70.0,
+                                         eta_basis="recent_jobs", queue_eta_s=300.0))
+            server.publish(p.JobProgress(job=2, file="b.mp4", frames_done=5, frames_total=275, fps=2.0, eta_s=70.0,
+                                         eta_basis="job", queue_eta_s=70.0))
+            server.publish(p.JobProgress(job=3, file="c.mp4", frames_done=5, frames_total=275, fps=2.0, eta_s=70.0,
+                                         eta_basis="job", queue_eta_s=70.0, queue_eta_unknown=2))
+            await server.close("bye")
+            await task
+        lines = [line for line in output(console).splitlines() if line.startswith("progress")]
+        assert lines == ["progress a.mp4 (job 1): 0/275 frames, 0.0 fps, ETA ~1m10s, queue 5m00s",
+                         "progress b.mp4 (job 2): 5/275 frames, 2.0 fps, ETA 1m10s",
+                         "progress c.mp4 (job 3): 5/275 frames, 2.0 fps, ETA 1m10s, queue 1m10s + 2 jobs not estimated"]
+
+    run(main())

@@ -69,6 +69,12 @@ def test_progress_arrives_at_least_every_two_seconds_and_tail_prints_it_through_
     gaps = [b - a for a, b in zip(stamps, stamps[1:])]
     assert progress[-1]["frames_done"] == 100 and len(progress) >= 25
     assert max(gaps) <= MAX_GAP_S, f"a {max(gaps):.2f} s gap between progress events: {gaps}"
+    # the estimate is there within the first shard: a fresh daemon has no recent jobs, so the running
+    # shards' own rate stands in until the first shard is committed
+    first_saved = next(i for i, e in enumerate(progress) if e["frames_saved"] > 0)
+    early = [e for e in progress[:first_saved] if e["frames_done"] > 0]
+    assert early and all(e["eta_s"] is not None and e["eta_basis"] == "job" for e in early), early
+    assert all(e["queue_eta_s"] is not None for e in progress[first_saved:]) and progress[-1]["eta_s"] == 0.0
     printed = [l for l in plain.lines if l.startswith("progress hundred.mp4")]
     assert len(printed) >= 3, plain.lines  # one line per step, rate-limited, readable in a log
     assert any("100/100 frames" in l for l in printed)

@@ -213,3 +213,20 @@ def test_plots_are_written_beside_the_csv(tiny_models, synthetic_video, tmp_path
                                                                                       "clip.png"]
     assert (tmp_path / "clip.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+
+
+def test_each_video_is_hashed_once(tiny_models, synthetic_video, tmp_path, monkeypatch):
+    """The fingerprint that adds a video's job is the only hash of it: its job's start finds the file's
+    identity unchanged. The sidecar has the job's whole wall time."""
+    from daemon.jobs import inputs
+
+    hashes: list[str] = []
+    real = inputs.fingerprint
+    monkeypatch.setattr(inputs, "fingerprint", lambda path, *a: hashes.append(str(path)) or real(path, *a))
+    videos = [synthetic_video(frames=5, width=W, height=H, name=f"{n}.mp4",
+                              pattern=lambda i, w, h, n=n: frame_pattern(i + 7 * n, w, h)) for n in (1, 2)]
+    report = go(videos, tmp_path / "out", settings(tiny_models, tmp_path), make=in_process)
+    assert [o.error for o in report.outcomes] == [None, None]
+    assert sorted(hashes) == sorted(str(v) for v in videos)
+    sidecar = json.loads((tmp_path / "out" / "1.json").read_text())
+    assert sidecar["job_wall_seconds"] >= sidecar["wall_seconds"] > 0 and sidecar["queued_seconds"] >= 0

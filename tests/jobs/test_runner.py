@@ -18,6 +18,7 @@ from daemon import protocol as msg
 from daemon.core.results import FaceRows
 from daemon.core.shard import ShardResult, ShardTask
 from daemon.core.video import VideoError, probe
+from daemon.jobs import inputs
 from daemon.jobs.executor import ExecutorUnavailable, WorkerDied
 from daemon.jobs.inline import InlineExecutor
 from daemon.jobs.inputs import fingerprint
@@ -116,12 +117,14 @@ class Harness:
         shown = [self.runner.waiting] + [a.waiting for a in self.runner.active.values()]
         self.seen_waiting += [w for w in shown if w]
 
-    def add(self, name: str, frames: int = FRAMES):
-        """A video of its own content (the pattern is shifted by the name's length and first letter)."""
+    def add(self, name: str, frames: int = FRAMES, identified: bool = False):
+        """A video of its own content (the pattern is shifted by the name's length and first letter);
+        ``identified``: its identity recorded as it was hashed (as intake and ``aud extract`` add jobs)."""
         shift = len(name) * 7 + ord(name[0])
         video = self.synthetic_video(frames=frames, width=32, height=32, name=name,
                                      pattern=lambda i, w, h: frame_pattern(i + shift, w, h))
-        job, _ = self.store.add_job(fingerprint(video), video, "", name, "k")
+        identity = inputs.identity_text(inputs.identity(video)) if identified else None
+        job, _ = self.store.add_job(fingerprint(video), video, "", name, "k", identity=identity)
         return job
 
     def run(self, timeout: float = 30):
@@ -571,3 +574,84 @@ def test_a_job_whose_end_the_store_cannot_record_yet_waits_then_is_done(harness)
     assert h.store.get(job.id).state == JobState.DONE and len(h.of(msg.JobDone)) == 1
     assert f"the job store cannot record job {job.id} as done: {FULL}" in h.seen_waiting
     assert h.store.shard_results(job.id) == []  # dropped once the store could
+
+
+def count_hashes(monkeypatch) -> list[str]:
+    calls: list[str] = []
+    real = inputs.fingerprint
+    monkeypatch.setattr(inputs, "fingerprint", lambda path, *a: calls.append(str(path)) or real(path, *a))
+    return calls
+
+
+def test_an_input_hashed_when_added_is_not_hashed_again_when_its_job_runs(harness, monkeypatch):
+    h = harness()
+    job = h.add("a.mp4", identified=True)
+    hashes = count_hashes(monkeypatch)
+    h.run()
+    assert h.store.get(job.id).state == JobState.DONE and hashes == []
+
+
+def test_an_input_rewritten_under_the_same_name_after_it_was_added_is_caught(harness, monkeypatch):
+    h = harness()
+    job = h.add("a.mp4", identified=True)
+    h.synthetic_video(frames=FRAMES + 3, width=32, height=32, name="a.mp4")  # other content, same name
+    hashes = count_hashes(monkeypatch)
+    h.run()
+    ended = h.store.get(job.id)
+    assert ended.state == JobState.FAILED and "replaced by different content" in ended.reason
+    assert hashes == [job.source]
+
+
+def done_job(store: JobStore, name: str, fps: float) -> None:
+    """A job done before, at ``fps``: what the recent jobs' rate is made of."""
+    job, _ = store.add_job(f"fp-{name}", Path(f"/gone/{name}"), "", name, "k")
+    store.set_plan(job.id, 8, "{}", [(0, 8)])
+    store.start(job.id)
+    store.shard_done(job.id, 0, b"rows", 1)
+    store.finish(job.id, f"/out/{name}.csv", fps)
+
+
+def test_the_estimate_comes_with_the_start_from_the_recent_jobs_then_from_the_jobs_own_rate(harness):
+    """What ``aud tail --json`` shows (the progress events): before the job's first shard is committed its
+    time left at the recent jobs' median rate, the queue's too; after it, at the job's own rate."""
+    gates = {0: asyncio.Event(), 4: asyncio.Event()}
+    started, committed = asyncio.Event(), asyncio.Event()
+
+    async def gated(task, progress):
+        if task.start in gates:
+            await gates[task.start].wait()
+        return compute(task, progress)
+
+    h = harness(compute=gated, capacity=1)
+    for name, fps in (("x", 30.0), ("y", 40.0), ("z", 1000.0)):
+        done_job(h.store, name, fps)
+    job = h.add("a.mp4")
+    later = h.add("b.mp4", frames=10)
+    h.store.set_plan(later.id, 10, "{}", [(0, 10)])  # probed before (a resumed job): its frames are known
+    events: list[msg.Event] = h.events
+
+    def publish(event: msg.Event) -> None:
+        events.append(event)
+        if isinstance(event, msg.JobProgress):
+            (committed if event.frames_saved else started).set()
+
+    h.runner.publish = publish
+
+    async def main():
+        run = asyncio.create_task(h.runner.run(until_idle=True))
+        await asyncio.wait_for(started.wait(), 10)
+        first = h.of(msg.JobProgress)[0]
+        assert (first.job, first.frames_done, first.frames_total) == (job.id, 0, FRAMES)
+        assert (first.eta_s, first.eta_basis) == (FRAMES / 40.0, "recent_jobs")  # the median of 30, 40, 1000
+        assert first.queue_eta_s == pytest.approx(FRAMES / 40.0 + 10 / 40.0, abs=0.06)  # then the queued job
+        assert h.runner.active[job.id].eta_s == FRAMES / 40.0  # what status shows
+        gates[0].set()
+        await asyncio.wait_for(committed.wait(), 10)
+        own = [e for e in h.of(msg.JobProgress) if e.frames_saved][0]
+        assert own.eta_basis == "job" and own.eta_s == pytest.approx((FRAMES - 4) / own.fps, abs=0.06)
+        assert own.queue_eta_s == pytest.approx(own.eta_s + 10 / 40.0, abs=0.06)
+        gates[4].set()
+        await asyncio.wait_for(run, 30)
+
+    asyncio.run(main())
+    assert h.store.get(job.id).state == JobState.DONE and h.store.get(job.id).fps > 0

@@ -70,7 +70,7 @@ def test_schema_created_with_wal_full_sync_and_version(db_path: Path) -> None:
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     raw = sqlite3.connect(db_path)
     try:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"jobs", "shards"} <= tables
     finally:
@@ -643,3 +643,61 @@ def test_a_done_job_releases_its_results_and_stays_done(store: JobStore) -> None
     store.finish(job.id, "/out/x.csv")
     store.release_results(job.id)
     assert store.shard_results(job.id) == [] and all(s.done for s in store.shards(job.id))
+
+
+def test_a_version_2_store_gains_identity_and_rate_columns(db_path: Path) -> None:
+    """Version 2 had neither the input's identity nor a done job's rate: the columns are added, empty,
+    and the jobs are kept as they were (a job without an identity is hashed again at its start)."""
+    db_path.parent.mkdir(parents=True)
+    raw = sqlite3.connect(db_path)
+    raw.executescript("""
+        CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, fingerprint TEXT NOT NULL, key TEXT NOT NULL
+            DEFAULT '', source TEXT NOT NULL, subdir TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL CHECK
+            (state IN ('queued', 'running', 'done', 'failed', 'cancelled')), reason TEXT, frames_total INTEGER,
+            info_json TEXT, csv_path TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL, started_at REAL,
+            finished_at REAL);
+        CREATE INDEX jobs_by_state ON jobs (state);
+        CREATE INDEX jobs_by_content ON jobs (fingerprint, key);
+        CREATE TABLE shards (job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE, idx INTEGER NOT NULL,
+            start INTEGER NOT NULL CHECK (start >= 0), stop INTEGER NOT NULL CHECK (stop > start), state TEXT NOT
+            NULL CHECK (state IN ('pending', 'done')), attempts INTEGER NOT NULL DEFAULT 0, format INTEGER,
+            result BLOB, PRIMARY KEY (job_id, idx)) WITHOUT ROWID;
+        INSERT INTO jobs VALUES (1, 'fp-old', 'k', '/inbox/a.mp4', '', 'a.mp4', 'done', NULL, 10, '{}', '/out/a.csv',
+            1, 2, 1, 2);
+        INSERT INTO jobs VALUES (2, 'fp-q', 'k', '/inbox/b.mp4', '', 'b.mp4', 'queued', NULL, NULL, NULL, NULL,
+            1, 2, NULL, NULL);
+        PRAGMA user_version = 2;
+    """)
+    raw.close()
+    with JobStore(db_path) as store:
+        old, queued = store.get(1), store.get(2)
+        assert old.state == "done" and old.csv_path == "/out/a.csv" and old.identity is None and old.fps is None
+        assert queued.state == "queued" and queued.key == "k" and queued.identity is None
+        assert store.recent_rates(5) == []  # an old done job has no rate: it stands in for nothing
+        assert store.find("fp-old", "k").id == 1
+    raw = sqlite3.connect(db_path)
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    raw.close()
+
+
+def test_the_input_identity_is_kept_with_the_job(store: JobStore) -> None:
+    job, _ = store.add_job("fp-1", Path("/inbox/a.mp4"), "", "a.mp4", identity="1:2:3:4")
+    assert store.get(job.id).identity == "1:2:3:4"
+    store.set_source(job.id, Path("/inbox/b.mp4"))  # moved by the daemon: the identity stays
+    assert store.get(job.id).identity == "1:2:3:4"
+    store.set_source(job.id, Path("/inbox/c.mp4"), identity="1:9:3:5")  # a re-drop, hashed: its identity
+    assert store.get(job.id).identity == "1:9:3:5"
+    store.set_identity(job.id, "1:9:3:6")
+    assert store.get(job.id).identity == "1:9:3:6"
+
+
+def test_recent_rates_are_the_last_done_jobs_measured_rates(store: JobStore) -> None:
+    for i, fps in enumerate([5.0, None, 7.0, 9.0]):
+        job = _running(store, f"fp-{i}")
+        for shard in store.shards(job.id):
+            store.shard_done(job.id, shard.index, b"rows", 2)
+        assert store.finish(job.id, f"/out/{i}.csv", fps).fps == fps
+    failed = _running(store, "fp-failed")
+    store.fail(failed.id, "bad")
+    assert store.recent_rates(5) == [9.0, 7.0, 5.0]  # most recent first; no rate and not done: left out
+    assert store.recent_rates(2) == [9.0, 7.0]

@@ -18,6 +18,7 @@ from daemon.jobs.inputs import fingerprint
 from daemon.jobs.runner import Runner
 from daemon.jobs.spec import runner_config
 from daemon.jobs.store import JobState, JobStore
+from daemon.shell import intake as intake_module
 from daemon.shell.commands import Commands
 from daemon.shell.errors import CommandError
 from daemon.shell.intake import Intake
@@ -71,7 +72,8 @@ def test_status_reports_the_store_the_runner_and_the_workers(setup, synthetic_vi
     setup.runner.paused = True
     data = setup.ask(msg.Status())
     assert data["state"] == "ready" and data["paused"] is True
-    assert data["queued"] == [{"job": queued.id, "file": "a.mp4"}]
+    assert data["queued"] == [{"job": queued.id, "file": "a.mp4", "frames_total": None, "eta_s": None}]
+    assert data["queue_eta_s"] is None and data["queue_eta_unknown"] == 1  # not probed, and no job done yet
     assert data["recent_failures"] == [{"job": failed.id, "file": "b.mp4", "reason": "cannot decode"}]
     assert data["counts"]["queued"] == 1 and data["counts"]["failed"] == 1
     assert data["workers"]["restarts"] == 3 and data["workers"]["state"] == "ok"
@@ -84,7 +86,7 @@ def test_status_reports_the_store_the_runner_and_the_workers(setup, synthetic_vi
 def test_status_reads_the_store_off_the_event_loop(setup, monkeypatch):
     loop_thread = threading.current_thread()
     threads: dict[str, threading.Thread] = {}
-    for name in ("jobs", "recent_failures", "counts"):
+    for name in ("jobs", "recent_failures", "counts", "recent_rates"):
         real = getattr(setup.store, name)
 
         def recorded(*args, _real=real, _name=name, **kwargs):
@@ -93,7 +95,7 @@ def test_status_reads_the_store_off_the_event_loop(setup, monkeypatch):
 
         monkeypatch.setattr(setup.store, name, recorded)
     setup.ask(msg.Status())
-    assert set(threads) == {"jobs", "recent_failures", "counts"}
+    assert set(threads) == {"jobs", "recent_failures", "counts", "recent_rates"}
     assert all(t is not loop_thread for t in threads.values())
 
 
@@ -150,3 +152,91 @@ def test_pause_and_resume(setup):
 def test_an_unknown_command_is_a_refusal(setup):
     with pytest.raises(CommandError, match="unsupported command Subscribe"):
         setup.ask(msg.Subscribe())
+
+
+def test_a_submitted_job_is_hashed_once_and_status_estimates_it_from_its_start(setup, synthetic_video, monkeypatch):
+    """``aud submit`` hashes the file; its job's start does not hash it again (its identity is unchanged).
+    Before its first shard is committed, ``status`` estimates its time left (and the queue's) at the recent
+    jobs' median rate; after it, at its own."""
+    from daemon.jobs import inputs
+
+    hashes: list[str] = []
+    real = inputs.fingerprint_async
+
+    async def counted(path, *args):
+        hashes.append(str(path))
+        return await real(path, *args)
+
+    monkeypatch.setattr("daemon.shell.intake.fingerprint_async", counted)
+    sync_hashes: list[str] = []
+    real_sync = inputs.fingerprint
+    monkeypatch.setattr(inputs, "fingerprint", lambda path, *a: sync_hashes.append(str(path)) or real_sync(path, *a))
+    for i, fps in enumerate((30.0, 40.0, 1000.0)):
+        job, _ = setup.store.add_job(f"fp-{i}", Path(f"/gone/{i}.mp4"), "", f"{i}.mp4", setup.key)
+        setup.store.set_plan(job.id, 8, "{}", [(0, 8)])
+        setup.store.start(job.id)
+        setup.store.shard_done(job.id, 0, b"rows", 1)
+        setup.store.finish(job.id, f"/out/{i}.csv", fps)
+    gates = [asyncio.Event(), asyncio.Event()]
+    running = asyncio.Event()
+    calls = []
+
+    async def gated(task, progress):
+        calls.append(task)
+        running.set()
+        await gates[min(len(calls) - 1, 1)].wait()  # the first shard waits for gates[0], the others for gates[1]
+        return fake_compute(task, progress)
+
+    setup.executor.compute = gated
+    path = synthetic_video(frames=12, width=32, height=32, name="a.mp4")
+    committed = asyncio.Event()
+    setup.runner.publish = lambda e: (setup.events.append(e),
+                                      isinstance(e, msg.JobProgress) and e.frames_saved and committed.set())
+
+    async def main():
+        submitted = await setup.commands.handle(msg.Submit(path=str(path)))
+        run = asyncio.create_task(setup.runner.run(until_idle=True))
+        await asyncio.wait_for(running.wait(), 10)
+        before = await setup.commands.handle(msg.Status())
+        (job,) = before["running"]
+        assert job["job"] == submitted["job"] and job["frames_done"] == 0 and job["frames_total"] == 12
+        assert (job["eta_s"], job["eta_basis"]) == (round(12 / 40.0, 1), "recent_jobs")  # median of 30, 40, 1000
+        assert before["queue_eta_s"] == job["eta_s"] and before["queue_eta_unknown"] == 0
+        assert before["recent_fps"] == 40.0
+        gates[0].set()
+        await asyncio.wait_for(committed.wait(), 10)
+        after = await setup.commands.handle(msg.Status())
+        (job,) = after["running"]
+        assert job["eta_basis"] == "job" and job["eta_s"] is not None
+        assert msgspec.convert(after, msg.StatusReply).running[0].eta_basis == "job"
+        gates[1].set()
+        await asyncio.wait_for(run, 30)
+
+    asyncio.run(main())
+    assert hashes == [str(path)] and sync_hashes == []  # hashed once, when it was submitted
+    assert setup.store.get(submitted_id(setup)).state == JobState.DONE
+
+
+def submitted_id(setup) -> int:
+    return max(j.id for j in setup.store.jobs())
+
+
+def test_a_resubmitted_unchanged_file_is_not_hashed_again_a_changed_one_is(setup, synthetic_video, monkeypatch):
+    hashes: list[str] = []
+    real = intake_module.fingerprint_async
+
+    async def counted(path, *args):
+        hashes.append(str(path))
+        return await real(path, *args)
+
+    monkeypatch.setattr(intake_module, "fingerprint_async", counted)
+    a = video(synthetic_video, "a.mp4")
+    first = setup.ask(msg.Submit(path=str(a)))
+    again = setup.ask(msg.Submit(path=str(a)))  # its job is queued: the same file seen again
+    assert (again["job"], again["outcome"]) == (first["job"], "queued") and hashes == [str(a)]
+    forced = setup.ask(msg.Submit(path=str(a), force=True))  # a new job of the same content, still not hashed
+    assert forced["job"] != first["job"] and hashes == [str(a)]
+    video(synthetic_video, "a.mp4", shift=5)  # other content under the same name: its identity changed
+    changed = setup.ask(msg.Submit(path=str(a)))
+    assert hashes == [str(a), str(a)] and changed["job"] not in (first["job"], forced["job"])
+    assert setup.store.get(changed["job"]).fingerprint == fingerprint(a)
