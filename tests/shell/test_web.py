@@ -360,8 +360,9 @@ def test_aud_open_without_a_daemon_offers_the_static_summary(tmp_path: Path) -> 
 
 
 def test_aud_status_says_where_the_page_is() -> None:
-    from daemon.cli.client import render_status
     from rich.console import Console
+
+    from daemon.cli.client import render_status
 
     console = Console(record=True, width=200)
     render_status({"state": "ready", "web": "http://127.0.0.1:8765", "counts": {}}, console)
