@@ -18,32 +18,9 @@ from ..core.atomic import atomic_write, atomic_write_text
 from ..core.results import FaceRows
 from ..core.schema import SIDES
 from .options import OutputOptions
+from .paths import output_paths, plot_path, side_path, sidecar_path
 from .tables import Table
 from .text import table_text
-
-
-def sidecar_path(csv_path: Path) -> Path:
-    return Path(csv_path).with_suffix(".json")
-
-
-def plot_path(csv_path: Path) -> Path:
-    return Path(csv_path).with_suffix(".png")
-
-
-def side_path(csv_path: Path, side: str) -> Path:
-    """``<stem>.left_mirrored.csv`` beside ``<stem>.csv``."""
-    csv_path = Path(csv_path)
-    return csv_path.with_name(f"{csv_path.stem}.{side}.csv")
-
-
-def output_paths(csv_path: Path, options: OutputOptions) -> list[Path]:
-    """Every file a result consists of, the main CSV last."""
-    paths = [sidecar_path(csv_path)]
-    if options.plots:
-        paths.append(plot_path(csv_path))
-    if options.mirror:
-        paths += [side_path(csv_path, side) for side in SIDES]
-    return [*paths, Path(csv_path)]
 
 
 def inspection_faces(rows: FaceRows, frames: int) -> list:

@@ -71,7 +71,7 @@ from ..core.schema import (
     TEXT_COLUMNS,
     TIMESTAMP,
 )
-from .files import plot_path, side_path
+from .paths import plot_path, side_path
 
 MAX_FACES = 4
 PLOT_BINS = 1000  # a panel is ~500 px wide at most per face: 2 runs per pixel column

@@ -17,7 +17,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from ..core.atomic import atomic_write_text
-from ..output.files import sidecar_path
+from ..output.paths import sidecar_path
 
 DONE_DIR = ".done"
 FAILED_DIR = ".failed"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..jobs.store import Job, JobState
-from ..output.files import output_paths
+from ..output.paths import output_paths
 from . import files
 
 log = logging.getLogger("aud.outbox")
