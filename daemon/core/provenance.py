@@ -22,6 +22,11 @@ OFFICIAL_URL = f"https://huggingface.co/{REPOSITORY}/resolve/{REVISION}/"
 MANIFEST = "manifest.toml"  # the same name as core.models.MANIFEST (not imported: onnxruntime-free)
 DEFAULT_FILES = {"detector": "retinaface.onnx", "multitask": "mtl.onnx", "landmarks": "star.onnx"}
 
+# How to get PyTorch for `aud models fetch|export` (the README's "Trained models" says the same). On Linux,
+# PyPI's default torch wheel pulls the CUDA libraries (several GB): the CPU-only wheel first avoids them.
+EXPORT_INSTALL = (".venv/bin/pip install -e '.[export]' (on Linux install the CPU-only PyTorch first: "
+                  ".venv/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu)")
+
 # sha256 of the shared test networks (../shared/models/openface3): real RetinaFace, random-weight MTL and STAR
 TEST_NETWORKS = {
     "multitask": "b96aefba54e52f3a4b629122d40fbfb11d0cc646dc6d8485d3b25ee9188cf4c5",
