@@ -15,6 +15,7 @@ from importlib import metadata
 
 from ..config import Settings
 from ..core.models import ModelSet
+from ..core.provenance import model_provenance
 from .plan import TimeSelection
 from .runner import RunnerConfig
 
@@ -72,6 +73,9 @@ def runner_config(settings: Settings, models: ModelSet, providers: dict[str, str
     shaping = output_settings(settings, selection)
     sidecar = {
         "models": {r: {"path": str(f.path), "sha256": f.sha256} for r, f in models.files.items()},
+        # official trained weights, another set or the shared test networks (the hashes just taken: no re-hash)
+        "models_provenance": model_provenance(models.directory, {r: f.sha256 for r, f in models.files.items()
+                                                                 if f.sha256}).record(),
         "providers": providers,
         "options": {**shaping, "batch_size": settings.batch_size},
         "packages": package_versions(),
