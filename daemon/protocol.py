@@ -325,6 +325,7 @@ class StatusReply(msgspec.Struct, kw_only=True):
     versions: dict[str, str]
     inbox: str
     outbox: str
+    runner_waiting: str | None = None  # why no job can start or end now (the job store cannot commit), or None
 
 
 class SubmitReply(JobLine, kw_only=True):

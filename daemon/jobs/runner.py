@@ -100,8 +100,9 @@ class Runner:
 
     @property
     def unavailable(self) -> str | None:
-        """Why the executor cannot run shards now, or None."""
-        return self.availability.reason
+        """Why the executor cannot run shards now, or None: what a shard that came back unavailable said,
+        else what the executor says of itself (a pool whose workers cannot start, while no job runs)."""
+        return self.availability.reason or self.executor.unavailable()
 
     @property
     def waiting(self) -> str | None:

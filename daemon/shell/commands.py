@@ -88,4 +88,5 @@ class Commands:
             versions=package_versions(),
             inbox=str(self.settings.inbox),
             outbox=str(self.settings.outbox),
+            runner_waiting=runner.waiting,
         )
