@@ -140,7 +140,9 @@ class Runner:
                 log.info("resuming job %s (%s) after an interrupted run", job.id, job.name)
             while not self.tasks.stopping.is_set():
                 self._wake.clear()
-                if not self.paused and self.unavailable is None:
+                # only a shard that came back unavailable holds the loop (Availability wakes it again);
+                # an executor that says it is unavailable is still given shards: they come back so
+                if not self.paused and self.availability.reason is None:
                     await self._start_queued()
                     self._dispatch()
                 if until_idle and not self.active and not self.tasks.busy and not await self._queued():
