@@ -338,6 +338,7 @@ class StatusReply(msgspec.Struct, kw_only=True):
     queue_eta_s: float | None = None  # until every running and queued job is done, of those with an estimate
     queue_eta_unknown: int = 0  # jobs left out of queue_eta_s: queued ones not probed yet, or no rate known
     recent_fps: float | None = None  # the recent done jobs' median frames/s (the estimates' stand-in rate)
+    runner_waiting: str | None = None  # why no job can start or end now (the job store cannot commit), or None
 
 
 class SubmitReply(JobLine, kw_only=True):

@@ -387,6 +387,8 @@ def _summary(data: dict[str, Any]) -> Table:
                                           f"{workers.get('reason') or '?'}", style="bold yellow"))
         elif executor:
             grid.add_row("executor", Text(str(executor)))
+    if data.get("runner_waiting"):
+        grid.add_row("jobs", Text(f"waiting: {data['runner_waiting']}", style="bold yellow"))
     counts = data.get("counts") or {}
     if counts:
         grid.add_row("counts", Text(", ".join(f"{k} {v}" for k, v in counts.items())))

@@ -1,6 +1,8 @@
 """Run ``aud`` as a per-user service: a launchd agent on macOS, a systemd user unit on Linux.
 
-The service runs ``python -m daemon run`` with the flags ``aud launchd|systemd install`` was given (the
+The service runs aud's own entry point (the ``aud`` script beside the interpreter; ``python -m daemon``
+only where there is none: PyPI's ``python-daemon`` installs a package of the same name, ``daemon``) with
+``run`` and the flags ``aud launchd|systemd install`` was given (the
 same flags as ``aud run``, paths made absolute) and the installing shell's ``AUD_*`` variables, so the
 file shows everything that shapes the run; ``check_settings`` refuses settings it could not start with.
 Generation is pure (spec in, document out). Installing writes the file atomically and then
@@ -88,10 +90,23 @@ def _check_label(label: str) -> None:
         raise ValueError(f"invalid service label: {label!r}")
 
 
-def default_spec(run_args: Sequence[str], log_dir: Path, environ: Mapping[str, str] | None = None) -> ServiceSpec:
-    """The spec for this interpreter: ``python -m daemon run RUN_ARGS`` (the flags ``aud run`` takes, paths
-    absolute), with ``PATH``, ``PYTHONUNBUFFERED`` and the ``AUD_*`` settings of ``environ`` (default: this
-    process's environment), so the service runs what ``aud run RUN_ARGS`` runs in this shell."""
+def aud_program(python: str | None = None) -> list[str]:
+    """The command that starts aud from ``python`` (default: this interpreter): the ``aud`` script installed
+    beside it, which imports aud's own ``daemon.cli``; else ``python -m daemon``, which would run whatever
+    package named ``daemon`` comes first on the path (PyPI's ``python-daemon`` installs one)."""
+    python = python or sys.executable
+    script = Path(python).parent / "aud"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [python, "-m", "daemon"]
+
+
+def default_spec(run_args: Sequence[str], log_dir: Path, environ: Mapping[str, str] | None = None,
+                 python: str | None = None) -> ServiceSpec:
+    """The spec for this interpreter (or ``python``): ``aud run RUN_ARGS`` (:func:`aud_program`; RUN_ARGS: the
+    flags ``aud run`` takes, paths absolute), with ``PATH``, ``PYTHONUNBUFFERED`` and the ``AUD_*`` settings
+    of ``environ`` (default: this process's environment), so the service runs what ``aud run RUN_ARGS``
+    runs in this shell."""
     environ = os.environ if environ is None else environ
     environment = {
         "PATH": environ.get("PATH") or os.defpath,
@@ -99,7 +114,7 @@ def default_spec(run_args: Sequence[str], log_dir: Path, environ: Mapping[str, s
     }
     environment.update({k: v for k, v in sorted(environ.items()) if k.startswith(AUD_ENV_PREFIX)})
     return ServiceSpec(
-        program=[sys.executable, "-m", "daemon", "run", *run_args],
+        program=[*aud_program(python), "run", *run_args],
         log_dir=Path(log_dir).expanduser().absolute(),
         environment=environment,
         working_dir=Path.home(),

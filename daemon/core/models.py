@@ -17,6 +17,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from .provenance import EXPORT_INSTALL
+
 ROLES = ("detector", "multitask", "landmarks")
 DEFAULT_FILES = {"detector": "retinaface.onnx", "multitask": "mtl.onnx", "landmarks": "star.onnx"}
 MANIFEST = "manifest.toml"
@@ -244,7 +246,7 @@ def locate(directory: Path, roles: tuple[str, ...]) -> tuple[Path, dict[str, Pat
 def fetch_hint(directory: Path) -> str:
     """What to run when the model set is not there (the one message every command prints)."""
     return (f"Get the trained OpenFace 3.0 models with: aud models fetch --accept-license --to {directory} "
-            f"(needs pip install 'au-daemon[export]'), or point --models at a directory holding "
+            f"(needs PyTorch: {EXPORT_INSTALL}), or point --models at a directory holding "
             f"{', '.join(DEFAULT_FILES.values())}")
 
 

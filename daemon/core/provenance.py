@@ -22,6 +22,11 @@ OFFICIAL_URL = f"https://huggingface.co/{REPOSITORY}/resolve/{REVISION}/"
 MANIFEST = "manifest.toml"  # the same name as core.models.MANIFEST (not imported: onnxruntime-free)
 DEFAULT_FILES = {"detector": "retinaface.onnx", "multitask": "mtl.onnx", "landmarks": "star.onnx"}
 
+# How to get PyTorch for `aud models fetch|export` (the README's "Trained models" says the same). On Linux,
+# PyPI's default torch wheel pulls the CUDA libraries (several GB): the CPU-only wheel first avoids them.
+EXPORT_INSTALL = (".venv/bin/pip install -e '.[export]' (on Linux install the CPU-only PyTorch first: "
+                  ".venv/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu)")
+
 # sha256 of the shared test networks (../shared/models/openface3): real RetinaFace, random-weight MTL and STAR
 TEST_NETWORKS = {
     "multitask": "b96aefba54e52f3a4b629122d40fbfb11d0cc646dc6d8485d3b25ee9188cf4c5",
@@ -51,6 +56,10 @@ class Provenance:
 
     def __str__(self) -> str:
         return self.text
+
+    def record(self) -> dict[str, str]:
+        """For the sidecar (``models_provenance``), read back by the plot."""
+        return {"kind": self.kind.value, "text": self.text}
 
 
 def _verified_text(source: Mapping[str, object]) -> str:
@@ -88,6 +97,13 @@ def _hashes(directory: Path, names: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def is_test_networks(sha256: Mapping[str, str]) -> bool:
+    """Whether the networks hashed are the shared test networks: the multitask network's hash is theirs (it
+    makes the AUs), and so is the landmark network's when it is part of the set (``--no-au45`` loads none)."""
+    known = {role: sha256[role] for role in TEST_NETWORKS if sha256.get(role)}
+    return "multitask" in known and all(known[role] == TEST_NETWORKS[role] for role in known)
+
+
 def model_provenance(directory: Path, sha256: Mapping[str, str] | None = None) -> Provenance:
     """The provenance of the model set in ``directory``, from its ``manifest.toml``. ``sha256`` (role ->
     hash of the file in use, as the model set was hashed) avoids hashing again; without it the multitask
@@ -101,7 +117,7 @@ def model_provenance(directory: Path, sha256: Mapping[str, str] | None = None) -
         return Provenance(Kind.UNKNOWN, f"unknown: {directory / MANIFEST} cannot be read ({exc})")
     names = {**DEFAULT_FILES, **{k: str(v) for k, v in manifest.get("models", {}).items() if k in DEFAULT_FILES}}
     hashes = dict(sha256) if sha256 is not None else _hashes(directory, names)
-    if all(hashes.get(role) == digest for role, digest in TEST_NETWORKS.items()):
+    if is_test_networks(hashes):
         return Provenance(Kind.TEST, "the shared test networks (real RetinaFace, random-weight MTL and STAR): "
                                      "what these networks compute, not AU estimates")
     source = manifest.get("source")

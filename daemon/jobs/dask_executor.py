@@ -294,6 +294,9 @@ class DaskExecutor:
     def resume_points(self) -> list[tuple[str, int]]:
         return []  # the scheduler places tasks: no worker keeps a capture for the next shard
 
+    def unavailable(self) -> str | None:
+        return None  # a lost scheduler is learnt from a shard that comes back ExecutorUnavailable
+
     async def wait_available(self) -> None:
         delays, attempt = RECONNECT.delays(), 0
         while True:

@@ -120,6 +120,11 @@ class Executor(Protocol):
     async def wait_available(self) -> None:
         """Return once shards can run (at once, when they can)."""
 
+    def unavailable(self) -> str | None:
+        """Why no shard can run now (e.g. no worker process can start), or None: status shows it even
+        while no job is running. An executor that only learns it when a shard comes back
+        ``ExecutorUnavailable`` (Dask) returns None."""
+
     def workers(self) -> list[WorkerInfo]:
         """The workers now, for status."""
 

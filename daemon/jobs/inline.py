@@ -31,6 +31,7 @@ from .executor import (
     worker_for,
 )
 
+UNAVAILABLE = "the in-process executor is marked unavailable"
 Compute = Callable[[ShardTask, Progress], ShardResult | Awaitable[ShardResult]]
 
 
@@ -62,7 +63,7 @@ class InlineExecutor:
     async def run(self, task: ShardTask, *, timeout: float | None = None,
                   progress: Progress | None = None) -> ShardResult:
         if not self.available.is_set():
-            raise ExecutorUnavailable("the in-process executor is marked unavailable")
+            raise ExecutorUnavailable(UNAVAILABLE)
         self.runs.append(task)
         self.concurrent += 1
         self.max_concurrent = max(self.max_concurrent, self.concurrent)
@@ -109,6 +110,9 @@ class InlineExecutor:
 
     async def wait_available(self) -> None:
         await self.available.wait()
+
+    def unavailable(self) -> str | None:
+        return None if self.available.is_set() else UNAVAILABLE
 
     def workers(self) -> list[WorkerInfo]:
         return [WorkerInfo("inline", self.providers.get("detector", "?"), 1, self._done, self.concurrent > 0)]

@@ -107,8 +107,9 @@ class Runner:
 
     @property
     def unavailable(self) -> str | None:
-        """Why the executor cannot run shards now, or None."""
-        return self.availability.reason
+        """Why the executor cannot run shards now, or None: what a shard that came back unavailable said,
+        else what the executor says of itself (a pool whose workers cannot start, while no job runs)."""
+        return self.availability.reason or self.executor.unavailable()
 
     @property
     def waiting(self) -> str | None:
@@ -146,7 +147,9 @@ class Runner:
                 log.info("resuming job %s (%s) after an interrupted run", job.id, job.name)
             while not self.tasks.stopping.is_set():
                 self._wake.clear()
-                if not self.paused and self.unavailable is None:
+                # only a shard that came back unavailable holds the loop (Availability wakes it again);
+                # an executor that says it is unavailable is still given shards: they come back so
+                if not self.paused and self.availability.reason is None:
                     await self._start_queued()
                     self._dispatch()
                 if until_idle and not self.active and not self.tasks.busy and not await self._queued():

@@ -17,6 +17,7 @@ from ..config import Settings
 from ..core.models import ModelSet
 from ..core.openface2au.files import SUBDIR as OPENFACE2_SUBDIR
 from ..core.openface2au.options import fingerprint as openface2_fingerprint
+from ..core.provenance import model_provenance
 from .plan import TimeSelection
 from .runner import RunnerConfig
 
@@ -77,6 +78,9 @@ def runner_config(settings: Settings, models: ModelSet, providers: dict[str, str
     shaping = output_settings(settings, selection)
     sidecar = {
         "models": {r: {"path": str(f.path), "sha256": f.sha256} for r, f in models.files.items()},
+        # official trained weights, another set or the shared test networks (the hashes just taken: no re-hash)
+        "models_provenance": model_provenance(models.directory, {r: f.sha256 for r, f in models.files.items()
+                                                                 if f.sha256}).record(),
         "providers": providers,
         "options": {**shaping, "batch_size": settings.batch_size},
         "packages": package_versions(),

@@ -46,9 +46,9 @@ def write_outputs(csv_path: Path, tables: dict[str, Table], sidecar: dict, optio
     if videos is not None:
         videos(csv_path.parent)
     if options.plots:
-        from .plot import render_png
+        from .plot import models_footnote, render_png
 
-        png = render_png(tables, title or csv_path.stem)
+        png = render_png(tables, title or csv_path.stem, models_footnote(sidecar))
         atomic_write(plot_path(csv_path), lambda f: f.write(png))
     for side, text in sides.items():
         atomic_write_text(side_path(csv_path, side), text)

@@ -16,6 +16,10 @@ more there are), against time in seconds:
 * **Left − right** (mirror output only) — per AU, the left hemi-face's score minus the right one's (0: symmetric);
 * **AU45 per eye** (mirror output only) — each hemi-face's AU45_r, i.e. the subject's left and right eye.
 
+A footnote under the panels says which models computed the values (the sidecar's ``models_provenance``: the
+official trained OpenFace 3.0 weights, other weights, or the shared test networks — random weights, not AU
+estimates); ``aud plot CSV`` reads it from the sidecar beside the CSV.
+
 Grey bands in every panel: frames where that face was not found (in a single-face result: no face). A video
 without any face gets a picture that says so.
 
@@ -35,6 +39,7 @@ from __future__ import annotations
 import csv
 import gc
 import io
+import json
 import math
 import textwrap
 import threading
@@ -71,7 +76,7 @@ from ..core.schema import (
     TEXT_COLUMNS,
     TIMESTAMP,
 )
-from .paths import plot_path, side_path
+from .paths import plot_path, side_path, sidecar_path
 
 MAX_FACES = 4
 PLOT_BINS = 1000  # a panel is ~500 px wide at most per face: 2 runs per pixel column
@@ -81,6 +86,7 @@ NO_POSE = ("no head pose for this face: pose is fitted to STAR's landmarks,\n"
 OPENFACE2_NAMES = {"gaze_angle_x": GAZE_YAW, "gaze_angle_y": GAZE_PITCH}  # OpenFace 2.2's names -> aud's
 NO_FACE_COLOUR = "0.85"
 NOT_FOUND = "face not found"
+FOOTNOTE_INCHES = 0.35  # the strip under the panels that holds the models footnote
 
 Table = Mapping[str, np.ndarray | Sequence]
 
@@ -143,9 +149,27 @@ def plot_csv(csv_path: Path, png_path: Path | None = None) -> Path:
     out = Path(png_path) if png_path is not None else plot_path(path)
     tables = {"main": read_table(path)}
     tables.update({side: read_table(p) for side, p in mirror_paths(path).items()})
-    png = render_png(tables, path.name)
+    png = render_png(tables, path.name, models_footnote(read_sidecar(path)))
     atomic_write(out, lambda f: f.write(png))
     return out
+
+
+def read_sidecar(csv_path: Path) -> dict | None:
+    """The sidecar ``<stem>.json`` beside ``csv_path``, or None when there is none (or it cannot be read:
+    the plot then has no models footnote)."""
+    try:
+        data = json.loads(sidecar_path(csv_path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def models_footnote(sidecar: Mapping | None) -> str | None:
+    """"models: <where the weights came from>" from a sidecar's ``models_provenance``, or None without one."""
+    record = (sidecar or {}).get("models_provenance")
+    if isinstance(record, Mapping) and isinstance(record.get("text"), str) and record["text"]:
+        return f"models: {record['text']}"
+    return None
 
 
 # --- preparing the series -----------------------------------------------------------------------------------
@@ -262,14 +286,15 @@ def warm_up() -> None:
     """Render a one-frame picture and throw it away: loads matplotlib's fonts in the calling thread
     (matplotlib keeps each thread's font files open), so a daemon's first result does not pay for it."""
     render_png({"main": {FRAME: np.array([1.0]), TIMESTAMP: np.array([0.0]), SUCCESS: np.array([0.0]),
-                         FACE_ID: np.array([math.nan])}}, "warm-up")
+                         FACE_ID: np.array([math.nan])}}, "warm-up", "models: warm-up")
 
 
-def render_png(tables: Mapping[str, Table], title: str) -> bytes:
+def render_png(tables: Mapping[str, Table], title: str, footnote: str | None = None) -> bytes:
     """The PNG of one result. ``tables``: "main" (aud column naming, one row per face per frame) and
-    optionally "left_mirrored" and "right_mirrored" (one row per main row)."""
+    optionally "left_mirrored" and "right_mirrored" (one row per main row); ``footnote``: the line under
+    the panels that says which models computed the values (:func:`models_footnote`)."""
     with _RENDERING:  # matplotlib's font and text caches are shared by every figure of the process
-        fig = figure(tables, title)
+        fig = figure(tables, title, footnote)
         buffer = io.BytesIO()
         FigureCanvasAgg(fig).print_png(buffer)
         fig.clear()
@@ -280,7 +305,7 @@ def render_png(tables: Mapping[str, Table], title: str) -> bytes:
     return buffer.getvalue()
 
 
-def figure(tables: Mapping[str, Table], title: str) -> Figure:
+def figure(tables: Mapping[str, Table], title: str, footnote: str | None = None) -> Figure:
     """The figure ``render_png`` draws (tests inspect its artists)."""
     if "main" not in tables:
         raise PlotError("render_png needs the 'main' table")
@@ -293,8 +318,18 @@ def figure(tables: Mapping[str, Table], title: str) -> Figure:
     timeline = Timeline(main)
     faces = timeline.faces()
     if not faces:
-        return _no_face_figure(timeline, title)
-    return _result_figure(tables, timeline, faces, title)
+        fig = _no_face_figure(timeline, title)
+    else:
+        fig = _result_figure(tables, timeline, faces, title, footnote is not None)
+    if footnote is not None:
+        _footnote(fig, footnote)
+    return fig
+
+
+def _footnote(fig: Figure, text: str) -> None:
+    width_inches = fig.get_size_inches()[0]
+    fig.text(0.01, 0.008, textwrap.fill(text, max(60, int(width_inches * 15))), ha="left", va="bottom",
+             fontsize=8, color="0.25", gid="models")
 
 
 def _no_face_figure(timeline: Timeline, title: str) -> Figure:
@@ -334,12 +369,13 @@ def _panel_rows(tables: Mapping[str, Table]) -> list[str]:
 
 
 def _result_figure(tables: Mapping[str, Table], timeline: Timeline, faces: list[tuple[int, int]],
-                   title: str) -> Figure:
+                   title: str, footnote: bool = False) -> Figure:
     shown = faces[:MAX_FACES]
     rows = _panel_rows(tables)
     heights = {"aus": 2.6, "of2_aus": 4.2, "au45": 1.6, "gaze": 1.6, "pose": 1.6, "emotion": 1.8, "mirror": 2.6,
                "mirror_au45": 1.6}
-    fig = Figure(figsize=(4.0 + 6.0 * len(shown), 1.0 + sum(heights[r] for r in rows)), dpi=100)
+    height = 1.0 + sum(heights[r] for r in rows) + (FOOTNOTE_INCHES if footnote else 0.0)
+    fig = Figure(figsize=(4.0 + 6.0 * len(shown), height), dpi=100)
     axes = fig.subplots(len(rows), len(shown), sharex=True, squeeze=False,
                         gridspec_kw={"height_ratios": [heights[r] for r in rows]})
     duration = float(np.nanmax(timeline.seconds))
@@ -368,7 +404,7 @@ def _result_figure(tables: Mapping[str, Table], timeline: Timeline, faces: list[
     for r in range(len(rows)):
         axes[r, -1].legend(handles=_legend_handles(axes[r, -1]), loc="upper left", bbox_to_anchor=(1.01, 1.0),
                            fontsize=8, frameon=False)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, FOOTNOTE_INCHES / height if footnote else 0.0, 1.0, 1.0))
     return fig
 
 

@@ -114,11 +114,14 @@ def lock_state(state: Path) -> StateLock:
     return lock
 
 
-class Daemon:
-    """``make``: the executor factory (tests pass the in-process one)."""
+ExecutorFactory = Callable[[Settings, Callable[[str], None], ModelSet], Executor]
 
-    def __init__(self, settings: Settings,
-                 make: Callable[[Settings, Callable[[str], None]], Executor] = make_executor):
+
+class Daemon:
+    """``make``: the executor factory (tests pass the in-process one); it is given the model set
+    ``check_setup`` hashed, so the files are hashed once per start."""
+
+    def __init__(self, settings: Settings, make: ExecutorFactory = make_executor):
         self.settings = settings
         self._make_executor = make
         self._stop = asyncio.Event()
@@ -160,7 +163,8 @@ class Daemon:
         models = await self._unless_stopped(asyncio.to_thread(check_setup, s))
         store = await asyncio.to_thread(JobStore, s.database_path)  # opening checks (and may migrate) it
         stack.callback(store.close)
-        executor = self._make_executor(s, self._worker_restarted)  # a settings error before the socket exists
+        # a settings error before the socket exists; the set just hashed, so the pool does not hash it again
+        executor = self._make_executor(s, self._worker_restarted, models)
         stack.push_async_callback(self._close_executor, executor)
         self._starting = starting_status(s, await asyncio.to_thread(store.counts))
         self._server = server = ProgressServer(s.socket_path, self._handle)

@@ -99,4 +99,5 @@ class Commands:
             inbox=str(self.settings.inbox),
             outbox=str(self.settings.outbox),
             web=self.web_url,
+            runner_waiting=runner.waiting,
         )

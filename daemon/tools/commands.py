@@ -17,6 +17,7 @@ from rich.progress import (
 )
 
 from ..config import ConfigError, load_settings
+from ..core.provenance import EXPORT_INSTALL
 
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 FAMILIES = ("openface3", "openface2", "both")
@@ -72,7 +73,7 @@ def _torch_missing() -> str | None:
     try:
         import torch  # noqa: F401
     except ImportError:
-        return "PyTorch is not installed; install the export extra: pip install 'au-daemon[export]'"
+        return f"PyTorch is not installed; install the export extra from aud's folder: {EXPORT_INSTALL}"
     return None
 
 
@@ -116,7 +117,7 @@ def _fetch_openface3(args: argparse.Namespace) -> int:
         err.print(f"aud models fetch: {problem}")
         return 2
     from .checkpoints import CheckpointError
-    from .export import ExportError, Source, SourceFile, export_set, provenance_of
+    from .export import ExportError, Source, SourceFile, check_replaceable, export_set, provenance_of
     from .fetch import (
         REVISION,
         FetchError,
@@ -132,6 +133,8 @@ def _fetch_openface3(args: argparse.Namespace) -> int:
 
     try:
         settings = load_settings(args.config)
+        target = Path(args.to or settings.models).expanduser().absolute()
+        check_replaceable(target)  # before anything is downloaded: the export would refuse it after
         base = source_url(args.source)
         ensure_licence(settings.state, args.accept_license, terminal_ask(), _say)
         cache = cache_dir(base, args.cache)
@@ -151,7 +154,6 @@ def _fetch_openface3(args: argparse.Namespace) -> int:
             files = fetch_checkpoints(base, cache, progress, _say, limits=limits)
         source = Source(base, REVISION if is_official(base) else None,
                         tuple(SourceFile(f.spec.role, f.spec.filename, f.sha256, f.size, f.verified) for f in files))
-        target = args.to or settings.models
         report = export_set(cache, target, source=source, image=_image(args.image), say=_say)
     except (FetchError, CheckpointError, ExportError, ConfigError, ValueError, OSError) as exc:
         err.print(f"aud models fetch: {exc}")

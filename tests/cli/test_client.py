@@ -327,6 +327,12 @@ def test_render_status_lists_a_clusters_workers_and_an_unavailable_executor() ->
     assert rows["tcp://10.0.0.8:40999"] == ["CoreMLExecutionProvider", "2", "3", ""]
 
 
+def test_render_status_says_why_the_runner_waits() -> None:
+    console = make_console()
+    render_status({**STATUS, "runner_waiting": "the job store cannot start job 4: disk I/O error"}, console)
+    assert "waiting: the job store cannot start job 4: disk I/O error" in " ".join(output(console).split())
+
+
 def test_render_status_tolerates_sparse_data_and_long_queues() -> None:
     console = make_console()
     render_status({"paused": False, "queued": [f"/in/{i}.mp4" for i in range(25)]}, console)

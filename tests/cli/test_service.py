@@ -27,6 +27,7 @@ from daemon.cli.service import (
     LABEL,
     ServiceError,
     ServiceSpec,
+    aud_program,
     default_spec,
     install_launchd,
     install_systemd,
@@ -91,7 +92,7 @@ def test_spec_rejects_relative_program_and_paths(tmp_path: Path) -> None:
 def test_default_spec_runs_aud_run_with_the_flags_and_aud_variables(tmp_path: Path) -> None:
     environ = {"PATH": "/custom/bin:/usr/bin", "AUD_SETTLE_SECONDS": "0.5", "HOME": "/h", "AUDIO": "x"}
     spec = default_spec(["--models", "/m", "--workers", "1"], Path("logs"), environ)
-    assert spec.program == [sys.executable, "-m", "daemon", "run", "--models", "/m", "--workers", "1"]
+    assert spec.program == [*aud_program(), "run", "--models", "/m", "--workers", "1"]
     assert spec.label == LABEL == "org.aud.daemon"
     assert spec.log_dir == Path("logs").absolute()
     # the service gets the installing shell's AUD_* settings, nothing else of its environment
@@ -101,9 +102,41 @@ def test_default_spec_runs_aud_run_with_the_flags_and_aud_variables(tmp_path: Pa
     assert (spec.throttle_seconds, spec.exit_timeout_seconds) == (10, 120)
 
 
+def test_the_service_runs_the_aud_script_beside_the_interpreter(tmp_path: Path) -> None:
+    """PyPI's python-daemon installs a top-level package `daemon` too: `python -m daemon` could run it.
+    The service runs aud's own entry point, the `aud` script installed beside the interpreter."""
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    python = bin_dir / "python"
+    python.write_text("")
+    (bin_dir / "aud").write_text("#!/bin/sh\n")
+    (bin_dir / "aud").chmod(0o755)
+    assert aud_program(str(python)) == [str(bin_dir / "aud")]
+    spec = default_spec(["--workers", "1"], tmp_path, {}, python=str(python))
+    assert spec.program == [str(bin_dir / "aud"), "run", "--workers", "1"]
+    assert exec_start(systemd_unit(spec)) == spec.program
+    assert plistlib.loads(launchd_plist(spec))["ProgramArguments"] == spec.program
+
+
+def test_without_an_aud_script_the_service_runs_python_m_daemon(tmp_path: Path) -> None:
+    python = tmp_path / "python"
+    python.write_text("")
+    assert aud_program(str(python)) == [str(python), "-m", "daemon"]
+    (tmp_path / "aud").write_text("not executable")  # a file that cannot be run is not the entry point
+    assert default_spec([], tmp_path, {}, python=str(python)).program == [str(python), "-m", "daemon", "run"]
+
+
+def test_this_environment_has_its_aud_script() -> None:
+    """The venv the tests run in was installed with `pip install -e .`: its `aud` script is what services run."""
+    script = Path(sys.executable).parent / "aud"
+    if not script.is_file():
+        pytest.skip(f"{script}: no aud script beside this interpreter (not installed with pip install -e .)")
+    assert aud_program() == [str(script)]
+
+
 def test_default_spec_without_flags(tmp_path: Path) -> None:
     spec = default_spec([], tmp_path, {})
-    assert spec.program == [sys.executable, "-m", "daemon", "run"]
+    assert spec.program == [*aud_program(), "run"]
     assert spec.environment == {"PATH": os.defpath, "PYTHONUNBUFFERED": "1"}
     assert spec.stdout_path == tmp_path / "aud.out.log"
     assert spec.stderr_path == tmp_path / "aud.err.log"
@@ -523,11 +556,11 @@ def test_print_shows_the_command_line_with_the_run_flags(service_home: Path, tin
                 "--state", str(here / "st")]
     assert run_cli(["launchd", "print", *flags]) == 0
     plist = plistlib.loads(capsys.readouterr().out.encode())
-    assert plist["ProgramArguments"] == [sys.executable, "-m", "daemon", "run", *expected]
+    assert plist["ProgramArguments"] == [*aud_program(), "run", *expected]
     assert plist["EnvironmentVariables"]["AUD_SETTLE_SECONDS"] == "0.5"
     assert run_cli(["systemd", "print", *flags]) == 0
     unit = capsys.readouterr().out
-    assert exec_start(unit) == [sys.executable, "-m", "daemon", "run", *expected]
+    assert exec_start(unit) == [*aud_program(), "run", *expected]
     assert 'Environment="AUD_SETTLE_SECONDS=0.5"' in unit.splitlines()
     # the command line is exactly what `aud run` parses: the same settings
     run_args = cli.build_parser().parse_args(["run", *expected])

@@ -63,6 +63,9 @@ def test_a_worker_that_cannot_restart_makes_jobs_wait_and_the_daemon_recovers(da
     worker.kill()
     failed = sub.wait_for(lambda e: e["type"] == "worker_restarted" and "could not start" in e["reason"], 120)
     assert "mtl.onnx" in failed["reason"] and "trying again in" in failed["reason"], failed
+    idle = assert_alive(d)["workers"]  # no job yet: status already says why no worker can run
+    assert idle["state"] == "executor_unavailable" and "no worker process can start" in idle["reason"], idle
+    assert "mtl.onnx" in idle["reason"], idle
 
     drop(cut_clip(CLIP, tmp_path / "waits.mp4", 100, 5), d.inbox, "waits.mp4")
     lost = sub.wait_for(lambda e: e["type"] == "executor_unavailable", 120)

@@ -85,6 +85,7 @@ def test_extract_with_two_worker_processes(tiny_models, synthetic_video, tmp_pat
         assert sidecar["models"][role]["sha256"] == sha256_of(tiny_models / name)
         assert sidecar["models"][role]["path"] == str(tiny_models / name)
     assert sidecar["providers"] == report.providers
+    assert sidecar["models_provenance"]["kind"] == "unknown"  # tiny models: no record of a source
     assert {"numpy", "onnxruntime"} <= set(sidecar["packages"])
     assert sidecar["options"]["au45"] is True and sidecar["options"]["faces"] == "primary"
     assert sidecar["frames_per_second"] > 0

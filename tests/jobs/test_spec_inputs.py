@@ -10,6 +10,7 @@ import os
 import pytest
 
 from daemon.config import Settings
+from daemon.core import provenance
 from daemon.core.models import load_model_set
 from daemon.jobs import inputs, spec
 from daemon.jobs.plan import TimeSelection
@@ -51,6 +52,37 @@ def test_the_sidecar_names_models_providers_options_and_versions(models):
     assert sidecar["options"]["mirror"] is True and sidecar["options"]["batch_size"] == 4
     assert sidecar["packages"] == spec.package_versions() and "mirror" in sidecar
     assert config.key == key(models, mirror=True)
+
+
+def no_rehash(directory, names):
+    raise AssertionError("the model files were hashed again: the ModelSet's hashes are to be used")
+
+
+def test_the_sidecar_says_where_the_models_came_from_without_hashing_again(models, monkeypatch):
+    """The tiny models have no [source] in a manifest: "unknown", not the official trained weights."""
+    monkeypatch.setattr(provenance, "_hashes", no_rehash)
+    record = spec.runner_config(Settings(), models, {}).sidecar["models_provenance"]
+    assert record["kind"] == provenance.Kind.UNKNOWN.value == "unknown"
+    assert "not known to be the official trained weights" in record["text"]
+
+
+def test_the_sidecar_recognises_the_shared_test_networks_by_their_hashes(models, monkeypatch):
+    monkeypatch.setattr(provenance, "_hashes", no_rehash)
+    monkeypatch.setattr(provenance, "TEST_NETWORKS", {role: models.files[role].sha256
+                                                      for role in ("multitask", "landmarks")})
+    record = spec.runner_config(Settings(), models, {}).sidecar["models_provenance"]
+    assert record["kind"] == provenance.Kind.TEST.value
+    assert "not AU estimates" in record["text"]
+    # without AU45 the landmark network is not loaded: the multitask network's hash still tells
+    without_au45 = load_model_set(models.directory, roles=("detector", "multitask"), signatures=False)
+    assert spec.runner_config(Settings(au45=False), without_au45, {}).sidecar["models_provenance"] == record
+
+
+def test_the_sidecar_of_a_mirror_set_is_other_weights(models, monkeypatch):
+    (models.directory / "manifest.toml").write_text(
+        '[source]\nlocation = "https://lab.example/weights/"\n[source.multitask]\nverified = "nothing"\n')
+    record = spec.runner_config(Settings(), models, {}).sidecar["models_provenance"]
+    assert record["kind"] == "other" and "https://lab.example/weights/" in record["text"]
 
 
 def test_fingerprint_is_the_contents_sha256_in_both_forms(tmp_path):

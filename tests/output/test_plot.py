@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -232,3 +233,63 @@ def test_a_short_clip_draws_every_frame():
     au01 = next(line for line in _panel(plot.figure({"main": table}, "c.csv"), "aus").lines
                 if line.get_label().startswith("AU01"))
     np.testing.assert_array_equal(au01.get_ydata(), table["AU01_r"])
+
+
+TEST_NETWORKS_TEXT = ("the shared test networks (real RetinaFace, random-weight MTL and STAR): what these networks "
+                      "compute, not AU estimates")
+
+
+def footnotes(fig) -> list[str]:
+    return [" ".join(t.get_text().split()) for t in fig.texts if t.get_gid() == "models"]
+
+
+@pytest.mark.parametrize("faces", [{0: range(30)}, {}], ids=["faces", "no-face"])
+def test_the_footnote_says_which_models_computed_the_values(faces):
+    """Under the panels (or the no-face notice): the sidecar's provenance sentence, so a picture made with
+    the test networks or unofficial weights cannot be mistaken for one of trained AU estimates."""
+    sidecar = {"models_provenance": {"kind": "test networks", "text": TEST_NETWORKS_TEXT}}
+    note = plot.models_footnote(sidecar)
+    assert note == f"models: {TEST_NETWORKS_TEXT}"
+    fig = plot.figure({"main": aud_table(frames=30, faces=faces)}, "t.csv", note)
+    assert footnotes(fig) == [note]
+    bottom = fig.texts[-1].get_position()[1]
+    assert all(ax.get_position().y0 > bottom for ax in fig.axes)  # the panels sit above it
+    assert footnotes(plot.figure({"main": aud_table(frames=30, faces=faces)}, "t.csv")) == []
+    assert plot.models_footnote({}) is None and plot.models_footnote(None) is None
+
+
+def recorded_footnotes(monkeypatch) -> list:
+    """The footnotes of each figure drawn (read when drawn: render_png clears the figure after)."""
+    seen: list = []
+    real = plot.figure
+
+    def record(*args, **kwargs):
+        fig = real(*args, **kwargs)
+        seen.append(footnotes(fig))
+        return fig
+
+    monkeypatch.setattr(plot, "figure", record)
+    return seen
+
+
+def test_aud_plot_reads_the_footnote_from_the_sidecar_beside_the_csv(tmp_path, monkeypatch):
+    seen = recorded_footnotes(monkeypatch)
+    csv_path = write_csv(tmp_path / "c.csv", aud_table(frames=30), list(aud_table(frames=1)))
+    assert cli.main(["plot", str(csv_path)]) == 0  # no sidecar: no footnote
+    (tmp_path / "c.json").write_text(json.dumps({"models_provenance": {
+        "kind": "official", "text": "the official trained OpenFace 3.0 weights (nutPace/openface_weights)"}}))
+    assert cli.main(["plot", str(csv_path)]) == 0
+    (tmp_path / "c.json").write_text("{not json")
+    assert cli.main(["plot", str(csv_path)]) == 0  # an unreadable sidecar: still a plot, without the footnote
+    assert seen == [
+        [], ["models: the official trained OpenFace 3.0 weights (nutPace/openface_weights)"], []]
+
+
+def test_a_result_plot_carries_its_sidecars_provenance(tmp_path, monkeypatch):
+    from daemon.output import OutputOptions, files
+
+    seen = recorded_footnotes(monkeypatch)
+    sidecar = {"models_provenance": {"kind": "test networks", "text": TEST_NETWORKS_TEXT}}
+    files.write_outputs(tmp_path / "r.csv", {"main": aud_table(frames=20)}, sidecar, OutputOptions(plots=True))
+    assert seen == [[f"models: {TEST_NETWORKS_TEXT}"]]
+    assert (tmp_path / "r.png").exists()

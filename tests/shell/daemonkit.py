@@ -15,6 +15,7 @@ import numpy as np
 
 from daemon import protocol as msg
 from daemon.config import Settings
+from daemon.core.models import ModelSet
 from daemon.core.results import FaceRows
 from daemon.core.shard import ShardResult, ShardTask
 from daemon.jobs.inline import InlineExecutor
@@ -68,7 +69,8 @@ class InlineFactory:
         self.made: list[InlineExecutor] = []
         self.closes: list[bool] = []  # each close's ``kill``
 
-    def __call__(self, settings: Settings, on_restart: Callable[[str], None]) -> InlineExecutor:
+    def __call__(self, settings: Settings, on_restart: Callable[[str], None],
+                 models: ModelSet | None = None) -> InlineExecutor:
         executor = InlineExecutor(self.compute, self.capacity)
         close = executor.close
 

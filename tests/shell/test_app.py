@@ -20,6 +20,7 @@ import pytest
 
 from daemon import protocol as msg
 from daemon.cli.client import request
+from daemon.core import models
 from daemon.jobs.factory import make_executor
 from daemon.jobs.inline import InlineExecutor
 from daemon.jobs.store import JobState, JobStore
@@ -127,6 +128,27 @@ def test_a_failure_after_the_workers_started_leaves_no_worker_process(root, tiny
     assert not settings.socket_path.exists()
 
 
+def test_the_model_files_are_hashed_once_at_start(root, tiny_models, monkeypatch):
+    """The set check_setup hashed is the one the process pool's workers must load: the pool does not hash
+    it again (each file read once in full, not twice: seconds for real models on a slow disk)."""
+    settings = settings_for(root, tiny_models)
+    hashed: list[str] = []
+    real = models.sha256_of
+
+    def counted(path, *args, **kwargs):
+        hashed.append(Path(path).name)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(models, "sha256_of", counted)
+
+    async def start_and_stop() -> None:
+        async with running(Daemon(settings, make_executor)):
+            pass
+
+    asyncio.run(start_and_stop())
+    assert sorted(hashed) == ["mtl.onnx", "retinaface.onnx", "star.onnx"]
+
+
 class SlowStart(InlineFactory):
     """An executor whose workers take for ever to load (a big model on a slow disk)."""
 
@@ -134,8 +156,8 @@ class SlowStart(InlineFactory):
         super().__init__()
         self.entered = asyncio.Event()
 
-    def __call__(self, settings, on_restart):
-        executor = super().__call__(settings, on_restart)
+    def __call__(self, settings, on_restart, models=None):
+        executor = super().__call__(settings, on_restart, models)
 
         async def slow_start():
             self.entered.set()

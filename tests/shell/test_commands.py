@@ -83,6 +83,29 @@ def test_status_reports_the_store_the_runner_and_the_workers(setup, synthetic_vi
     assert msgspec.convert(data, msg.StatusReply).workers.count == 1  # the typed reply, whole
 
 
+def test_status_when_idle_says_why_no_worker_can_run(setup):
+    """No job running, the executor unable to run anything (a pool whose workers cannot start): status
+    says so and why, instead of "ok"; it says "ok" again once the executor can run shards."""
+    setup.executor.available.clear()
+    workers = setup.ask(msg.Status())["workers"]
+    assert setup.runner.active == {}
+    assert workers["state"] == "executor_unavailable"
+    assert workers["reason"] == "the in-process executor is marked unavailable"
+    setup.executor.available.set()
+    workers = setup.ask(msg.Status())["workers"]
+    assert workers["state"] == "ok" and workers["reason"] is None
+
+
+def test_status_says_why_the_runner_waits_outside_any_job(setup):
+    """The job store cannot commit a call the runner makes outside any job (it waits and tries again):
+    status says so; the reason goes once the call goes through."""
+    assert setup.ask(msg.Status())["runner_waiting"] is None
+    setup.runner.call.note(None, "the job store cannot list the queued jobs: disk I/O error", 1.0)
+    assert setup.ask(msg.Status())["runner_waiting"] == "the job store cannot list the queued jobs: disk I/O error"
+    setup.runner.call.note(None, None)
+    assert setup.ask(msg.Status())["runner_waiting"] is None
+
+
 def test_status_reads_the_store_off_the_event_loop(setup, monkeypatch):
     loop_thread = threading.current_thread()
     threads: dict[str, threading.Thread] = {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import pickle
+import sys
 import tomllib
 from pathlib import Path
 
@@ -140,6 +141,41 @@ def test_licence_must_be_accepted_before_anything_is_downloaded(checkpoints, mir
     assert "NONCOMMERCIAL RESEARCH USE ONLY" in result.stderr and "--accept-license" in result.stderr
     assert mirror.requests == []
     assert not (tmp_path / "models").exists()
+
+
+def test_a_target_holding_other_files_is_refused_before_anything_is_downloaded(checkpoints, mirror_of, tmp_path):
+    """`--to` a folder holding other files: the export would refuse to replace it, so the fetch refuses
+    first (it used to download the checkpoints and refuse after)."""
+    mirror = mirror_of(served(checkpoints))
+    target = tmp_path / "thesis"
+    target.mkdir()
+    (target / "chapter1.docx").write_text("mine")
+    result = aud(["models", "fetch", "--family", "openface3", "--source", mirror.url, "--to", str(target),
+                  "--accept-license", "--cache", str(tmp_path / "checkpoints")], isolated_env(tmp_path))
+    assert result.returncode == 2
+    assert "holds other files (chapter1.docx)" in " ".join(result.stderr.split())
+    assert mirror.requests == []
+    assert not (tmp_path / "checkpoints").exists()
+    assert [p.name for p in target.iterdir()] == ["chapter1.docx"]
+
+
+def test_the_missing_pytorch_hint_is_the_readmes_install(monkeypatch):
+    """The hint names the install the README uses (an editable install of this checkout's `export` extra,
+    and on Linux the CPU-only PyTorch wheel), not a distribution that is not on PyPI."""
+    from daemon.core import models
+    from daemon.core.provenance import EXPORT_INSTALL
+    from daemon.tools import commands
+    from tests.conftest import PROJECT
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    hint = commands._torch_missing()
+    assert hint is not None and EXPORT_INSTALL in hint and "au-daemon[" not in hint
+    assert EXPORT_INSTALL in models.fetch_hint(Path("/m"))
+    readme = (PROJECT / "README.md").read_text()
+    section = readme[readme.index("## Trained models"):]
+    section = section[:section.index("\n## ", 1)]
+    assert ".venv/bin/pip install -e '.[export]'" in section
+    assert ".venv/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu" in section
 
 
 def test_offline_error_names_the_url_and_the_cause(tmp_path):
