@@ -152,7 +152,9 @@ def is_summary(path: Path, outbox: Path) -> bool:
     """The outbox's index.html (the static summary, rewritten after each job) or its temp file."""
     from daemon.shell.summary import INDEX_NAME
 
-    return path.parent == outbox and path.name in (INDEX_NAME, f".{INDEX_NAME}.tmp")
+    # the temp file is ``.index.html.<random>.tmp`` (core.atomic.exclusive_temp)
+    return path.parent == outbox and (path.name == INDEX_NAME or (path.name.startswith(f".{INDEX_NAME}.")
+                                                                   and path.name.endswith(".tmp")))
 
 
 def request(socket_path: Path, command: dict, timeout: float = 10.0) -> dict:

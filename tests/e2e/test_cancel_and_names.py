@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import SHARED, require_shared
 from tests.e2e.checks import wait_until
-from tests.e2e.daemonproc import DaemonProcess
+from tests.e2e.daemonproc import DaemonProcess, is_summary
 from tests.e2e.test_reliability import injected
 from tests.media import cut_clip, drop
 
@@ -37,7 +37,9 @@ def ok(d: DaemonProcess, command: dict) -> dict:
 
 
 def listing(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir())
+    """The files under ``folder``, less the outbox's static summary (index.html, rewritten after each job)."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if not p.is_dir() and not is_summary(p, folder))
 
 
 def test_a_cancelled_submit_re_dropped_under_another_name_is_named_after_the_new_file(daemon, clips, tmp_path):

@@ -61,7 +61,7 @@ def test_full_clip_copied_slowly_streams_events_and_matches_extract(daemon, full
     copy_slowly(CLIP, d.inbox / "hamilton clip.mp4", chunks=8, pause=0.4)
     queued = sub.wait_for(lambda e: e["type"] == "job_queued", 60)
     started = sub.wait_for(lambda e: e["type"] == "job_started")
-    progress = sub.wait_for(lambda e: e["type"] == "progress")
+    progress = sub.wait_for(lambda e: e["type"] == "progress" and e["frames_done"] > 0)  # after a commit
     done = sub.wait_for(lambda e: e["type"] in ("job_done", "job_failed"), 900)
     assert done["type"] == "job_done", done
     assert queued["job"] == started["job"] == progress["job"] == done["job"]
@@ -93,7 +93,7 @@ def test_sigkill_mid_job_then_restart_gives_the_same_csv_once(daemon, clips, tmp
     assert_same_csv(again.outbox / "c.csv", extract(clips["c"], tmp_path / "c.csv"))
     # the work finished before the kill was not redone: fewer frames ran after the restart
     progress = [e for e in sub.events if e["type"] == "progress"]
-    assert progress and progress[0]["frames_done"] > killed_at["frames_saved"]
+    assert progress and progress[0]["frames_done"] >= killed_at["frames_saved"]  # from the saved frames on
     assert progress[0]["frames_saved"] >= killed_at["frames_saved"]
 
 
