@@ -41,13 +41,13 @@ def model_set(shared: Path, into: Path) -> Path:
     return into
 
 
-def draw(clip: Path, models: Path, out_csv: Path, png: Path, mirror: bool, frames: int) -> None:
+def draw(clip: Path, models: Path, out_csv: Path, png: Path, mirror: bool, name: str) -> None:
     cmd = [sys.executable, "-m", "daemon", "extract", str(clip), "-o", str(out_csv), "--au-models", "both",
            "--models", str(models), "--workers", "2", "--provider", "cpu"]
     subprocess.run(cmd + (["--mirror"] if mirror else []), check=True)
     tables = {"main": read_table(out_csv)}
     tables.update({side: read_table(p) for side, p in mirror_paths(out_csv).items()})
-    title = f"{clip.name} ({frames} frames): stand-in OpenFace 2.2 weights, test networks"
+    title = f"{name}: stand-in weights, not AU estimates"  # one line: the plot adds frames and seconds below
     data = render_png(tables, title, FOOTNOTE)
     atomic_write(png, lambda f: f.write(data))
 
@@ -63,9 +63,9 @@ def main() -> None:
         models = model_set(args.models, Path(tmp) / "models")
         clip = cut_clip(args.clip, Path(tmp) / f"{args.clip.stem}_cut.mp4", args.start, args.frames)
         draw(clip, models, Path(tmp) / "plain" / f"{clip.stem}.csv", ROOT / "docs" / "plot_openface2.png",
-             False, args.frames)
+             False, args.clip.stem)
         draw(clip, models, Path(tmp) / "mirror" / f"{clip.stem}.csv",
-             ROOT / "docs" / "plot_openface2_hemiface.png", True, args.frames)
+             ROOT / "docs" / "plot_openface2_hemiface.png", True, args.clip.stem)
     print("wrote docs/plot_openface2.png and docs/plot_openface2_hemiface.png")
 
 
