@@ -316,7 +316,27 @@ def pipeline_single_thread(models: Path, videos: dict[str, Path], frames: int) -
 
 # --- process tree sampling -----------------------------------------------------------------------
 
-class TreeSampler:
+class Sampling:
+    """A context in which ``_run`` (a subclass's sampling loop, ending when ``_stop`` is set) runs on a
+    daemon thread; subclasses call ``super().__init__()`` once their own state is set."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class TreeSampler(Sampling):
     """Samples the memory of a process and all its descendants every ``interval`` seconds.
 
     RSS counts pages shared between processes (libraries, copy-on-write) once per process, so a sum of
@@ -332,16 +352,7 @@ class TreeSampler:
         self.peak_worker: dict[int, int] = {}
         self.samples = 0
         self._roles: dict[int, str] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__init__()
 
     def _role(self, proc: psutil.Process) -> str:
         if proc.pid not in self._roles:

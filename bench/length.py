@@ -30,7 +30,6 @@ import json
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -71,7 +70,7 @@ def make_video(path: Path, minutes: float, clip: Path = CLIP) -> Path:
     return path
 
 
-class Memory:
+class Memory(bench.Sampling):
     """Peak PSS of a process (the daemon) and of its largest child (a worker), every ``interval`` s, and the
     peak size of the job store's files."""
 
@@ -79,16 +78,7 @@ class Memory:
         self.pid, self.store, self.interval = pid, store, interval
         self.parent = self.worker = self.store_bytes = 0
         self.store_before = self._store_size()  # earlier jobs' rows stay in the store's pages
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Memory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__init__()
 
     @staticmethod
     def _pss(proc: psutil.Process) -> int:

@@ -69,15 +69,22 @@ def run(video: Path, out: Path, models: Path, workers: int, flags: list[str], en
     return Run(frames, 1000 * (t1 - t0) / (n1 - n0), 1000 * float(sidecar["wall_seconds"]) / frames, out)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def cost_parser(doc: str | None, frames_help: str, limit: float, limit_help: str) -> argparse.ArgumentParser:
+    """The command line of a cost benchmark: a video, a frame cut, workers, repeats, the acceptable ratio
+    and the model folder (``doc``'s first paragraph as the description)."""
+    ap = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     ap.add_argument("video", nargs="?", type=Path, default=PROJECT.parent / "shared" / "media" / "hamilton_clip.mp4")
-    ap.add_argument("--frames", type=int, default=0, help="measure a cut of the first N frames (0: all)")
+    ap.add_argument("--frames", type=int, default=0, help=frames_help)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--limit", type=float, default=1.15, help="largest acceptable steady ratio mirror/default")
+    ap.add_argument("--limit", type=float, default=limit, help=limit_help)
     ap.add_argument("--models", type=Path, default=PROJECT.parent / "shared" / "models" / "openface3")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = cost_parser(__doc__, "measure a cut of the first N frames (0: all)", 1.15,
+                       "largest acceptable steady ratio mirror/default").parse_args(argv)
     models = args.models.resolve()
     with tempfile.TemporaryDirectory(prefix="aud-mirror-cost-") as tmp:
         tmp = Path(tmp)

@@ -15,7 +15,6 @@ exit 1 when a steady ratio exceeds ``--limit`` or when the OpenFace 3.0 columns 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import statistics
 import sys
@@ -23,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mirror_cost import Run, run  # noqa: E402  (one timed `aud extract` subprocess)
+from mirror_cost import Run, cost_parser, run  # noqa: E402  (one timed `aud extract` subprocess)
 
 import bench  # (isolate_environment, write_video)
 from daemon.core.openface2au.options import have_files  # noqa: E402
@@ -53,14 +52,8 @@ def of3_columns(path: Path) -> list[list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("video", nargs="?", type=Path, default=PROJECT.parent / "shared" / "media" / "hamilton_clip.mp4")
-    ap.add_argument("--frames", type=int, default=0, help="measure the first N frames (0: all)")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--limit", type=float, default=1.05, help="largest acceptable steady ratio both/openface3")
-    ap.add_argument("--models", type=Path, default=PROJECT.parent / "shared" / "models" / "openface3")
-    args = ap.parse_args(argv)
+    args = cost_parser(__doc__, "measure the first N frames (0: all)", 1.05,
+                       "largest acceptable steady ratio both/openface3").parse_args(argv)
     ok = True
     with tempfile.TemporaryDirectory(prefix="aud-of2-cost-") as tmp:
         work = Path(tmp)

@@ -112,15 +112,23 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def manifest_data(directory: Path, error: type[Exception] = ModelError) -> dict | None:
+    """``manifest.toml`` of a model folder as plain data, or None where there is none; ``error`` (naming the
+    file) when it cannot be read."""
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise error(f"{path}: cannot read the manifest: {exc}") from exc
+
+
 def read_manifest(directory: Path) -> tuple[dict[str, str], dict[str, str]]:
     """File names and pinned hashes per role from ``manifest.toml`` (both optional)."""
-    path = directory / MANIFEST
-    if not path.is_file():
+    data = manifest_data(directory)
+    if data is None:
         return dict(DEFAULT_FILES), {}
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ModelError(f"{path}: cannot read the manifest: {exc}") from exc
     names = dict(DEFAULT_FILES)
     names.update({k: str(v) for k, v in data.get("models", {}).items() if k in ROLES})
     hashes = {k: str(v).lower() for k, v in data.get("sha256", {}).items() if k in ROLES and v}

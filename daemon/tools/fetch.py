@@ -307,6 +307,20 @@ def download(url: str, dest: Path, progress: Progress, retries: int = 4, backoff
         raise
 
 
+def raise_unless_not_served(url: str, exc: Exception, hint: str = "") -> None:
+    """A failed read of a source's ``SHA256SUMS`` at ``url``: returns where the source serves none (an HTTP
+    4xx, as Hugging Face answers 404 and some servers 401 or 403; a missing local file), else raises a
+    FetchError naming ``url`` (``hint`` follows the reason of a failure that is not an HTTP answer)."""
+    if isinstance(exc, urllib.error.HTTPError):
+        if 400 <= exc.code < 500:
+            return
+        raise FetchError(f"cannot read {url}: {describe(exc)}") from exc
+    if isinstance(exc, urllib.error.URLError) and (isinstance(exc.reason, FileNotFoundError)
+                                                   or "No such file" in str(exc.reason)):
+        return
+    raise FetchError(f"cannot read {url}: {describe(exc)}{hint}") from exc
+
+
 def read_sums(base: str, timeout: float = 60.0, limits: Limits | None = None, deadline: Deadline | None = None,
               open_url: Callable[..., Any] | None = None) -> dict[str, str] | None:
     """The source's ``SHA256SUMS`` as {file name: sha256}, or None when it serves none. At most
@@ -321,16 +335,9 @@ def read_sums(base: str, timeout: float = 60.0, limits: Limits | None = None, de
             while len(data) <= limits.sums_cap and (block := response.read(min(CHUNK, limits.sums_cap + 1))):
                 data += block
                 deadline.check(url)
-    except urllib.error.HTTPError as exc:
-        if 400 <= exc.code < 500:  # not served (Hugging Face answers 404, some servers 401 or 403)
-            return None
-        raise FetchError(f"cannot read {url}: {describe(exc)}") from exc
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, FileNotFoundError) or "No such file" in str(exc.reason):
-            return None
-        raise FetchError(f"cannot read {url}: {describe(exc)}") from exc
     except (http.client.HTTPException, OSError) as exc:
-        raise FetchError(f"cannot read {url}: {describe(exc)}") from exc
+        raise_unless_not_served(url, exc)
+        return None  # not served
     if len(data) > limits.sums_cap:
         raise FetchError(f"{url}: larger than {limits.sums_cap} bytes, not a checksum list for "
                          f"{len(OFFICIAL)} files; refused")

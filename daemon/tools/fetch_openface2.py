@@ -39,7 +39,7 @@ from pathlib import Path
 import platformdirs
 
 from . import fetch
-from .fetch import FetchError, Progress, describe, sha256_file
+from .fetch import FetchError, Progress, raise_unless_not_served, sha256_file
 from .openface2_files import (
     AU_LIST_PATH,
     FIXED_PATHS,
@@ -161,16 +161,9 @@ def read_sums(base: str, timeout: float = TIMEOUT_SECONDS) -> dict[str, str] | N
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             data = response.read(SUMS_CAP + 1)
-    except urllib.error.HTTPError as exc:
-        if 400 <= exc.code < 500:
-            return None
-        raise FetchError(f"cannot read {url}: {describe(exc)}") from exc
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, FileNotFoundError) or "No such file" in str(exc.reason):
-            return None
-        raise FetchError(f"cannot read {url}: {describe(exc)} (are you offline? {OFFLINE_HINT})") from exc
     except OSError as exc:
-        raise FetchError(f"cannot read {url}: {describe(exc)} (are you offline? {OFFLINE_HINT})") from exc
+        raise_unless_not_served(url, exc, f" (are you offline? {OFFLINE_HINT})")
+        return None  # not served
     if len(data) > SUMS_CAP:
         raise FetchError(f"{url}: larger than {SUMS_CAP} bytes; not a SHA256SUMS for these files")
     sums: dict[str, str] = {}

@@ -19,14 +19,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
 from ..core.atomic import fsync_dir
-from ..core.models import MANIFEST, sha256_of
+from ..core.models import MANIFEST, manifest_data, sha256_of
 from .openface2_files import (
     AU_LIST_PATH,
     FIXED_PATHS,
@@ -92,13 +91,9 @@ def manifest_with(text: str | None, table) -> str:
 
 def read_record(directory: Path) -> dict | None:
     """The manifest's ``[openface2]`` table as plain data, or None."""
-    path = Path(directory) / MANIFEST
-    if not path.is_file():
+    data = manifest_data(directory, InstallError)
+    if data is None:
         return None
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise InstallError(f"{path}: cannot read the manifest: {exc}") from exc
     record = data.get(TABLE)
     return record if isinstance(record, dict) else None
 

@@ -25,7 +25,6 @@ import logging
 import math
 import tempfile
 import time
-import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ import onnxruntime as ort
 
 from ..core import crops, detection
 from ..core.atomic import atomic_write_bytes, atomic_write_text
-from ..core.models import MANIFEST, ModelError, load_model_set, read_signature, sha256_of
+from ..core.models import MANIFEST, ModelError, load_model_set, manifest_data, read_signature, sha256_of
 from .cpu import CpuFeatures, read_cpu
 
 METHODS = ("static", "dynamic")
@@ -337,13 +336,9 @@ def record_in_manifest(result: QuantizeResult, cpu: CpuFeatures) -> Path:
 
 def read_quantization_record(models_dir: Path, name: str) -> dict[str, object] | None:
     """The manifest's record of a quantised file, or None."""
-    path = Path(models_dir) / MANIFEST
-    if not path.is_file():
+    data = manifest_data(models_dir, QuantizeError)
+    if data is None:
         return None
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise QuantizeError(f"{path}: cannot read the manifest: {exc}") from exc
     record = data.get("quantization", {}).get(name)
     return record if isinstance(record, dict) else None
 

@@ -172,36 +172,42 @@ def test_subscribe_yields_events_until_daemon_stopping() -> None:
     run(main())
 
 
-def test_tail_json_prints_raw_event_lines() -> None:
+def tail_while_publishing(console: Console, events: list[p.Event], as_json: bool = False) -> None:
+    """``tail`` into ``console`` while a server publishes ``events``, then stops with the reason "bye"."""
     async def main() -> None:
-        console = make_console()
         async with serving() as server:
-            task = asyncio.create_task(tail(server.path, console, as_json=True))
+            task = asyncio.create_task(tail(server.path, console, as_json=as_json))
             await wait_for_subscribers(server)
-            sent = [p.JobQueued(job=2, file="[bold]odd name.mp4"), DONE]
-            for event in sent:
+            for event in events:
                 server.publish(event)
             await server.close("bye")
             await task
-        lines = output(console).splitlines()
-        assert lines[:2] == [p.encode(e).decode().rstrip("\n") for e in sent]
-        assert json.loads(lines[2])["type"] == "daemon_stopping"
-        assert len(lines) == 3
 
     run(main())
 
 
-def publish_a_session(server) -> None:
-    server.publish(p.JobStarted(job=1, file="clip.mp4", frames_total=275))
-    server.publish(p.JobProgress(job=1, file="clip.mp4", frames_done=100, frames_total=275, fps=2.4, eta_s=70.0))
-    server.publish(p.JobStarted(job=2, file="other.mp4", frames_total=275))
-    server.publish(DONE)
-    server.publish(p.JobFailed(job=3, file="bad.mp4", reason="cannot decode video"))
-    server.publish(p.JobCancelled(job=4, file="later.mp4"))
-    server.publish(p.ExecutorUnavailable(reason="lost the Dask scheduler at tcp://10.0.0.2:8786"))
-    server.publish(p.ExecutorAvailable())
-    server.publish(p.FileWaiting(file="/in/copying.mp4", reason="not openable as a video yet", fails_in_s=42.0))
-    server.publish(p.FileDuplicate(file="/in/again.mp4", job=2, state="done", moved_to="/in/.done/again.mp4"))
+def test_tail_json_prints_raw_event_lines() -> None:
+    console = make_console()
+    sent = [p.JobQueued(job=2, file="[bold]odd name.mp4"), DONE]
+    tail_while_publishing(console, sent, as_json=True)
+    lines = output(console).splitlines()
+    assert lines[:2] == [p.encode(e).decode().rstrip("\n") for e in sent]
+    assert json.loads(lines[2])["type"] == "daemon_stopping"
+    assert len(lines) == 3
+
+
+SESSION: list[p.Event] = [
+    p.JobStarted(job=1, file="clip.mp4", frames_total=275),
+    p.JobProgress(job=1, file="clip.mp4", frames_done=100, frames_total=275, fps=2.4, eta_s=70.0),
+    p.JobStarted(job=2, file="other.mp4", frames_total=275),
+    DONE,
+    p.JobFailed(job=3, file="bad.mp4", reason="cannot decode video"),
+    p.JobCancelled(job=4, file="later.mp4"),
+    p.ExecutorUnavailable(reason="lost the Dask scheduler at tcp://10.0.0.2:8786"),
+    p.ExecutorAvailable(),
+    p.FileWaiting(file="/in/copying.mp4", reason="not openable as a video yet", fails_in_s=42.0),
+    p.FileDuplicate(file="/in/again.mp4", job=2, state="done", moved_to="/in/.done/again.mp4"),
+]
 
 
 def assert_result_lines(text: str) -> None:
@@ -216,42 +222,28 @@ def assert_result_lines(text: str) -> None:
 
 
 def test_tail_on_a_terminal_renders_bars_and_result_lines() -> None:
-    async def main() -> None:
-        console = Console(file=io.StringIO(), force_terminal=True, color_system=None, width=120)
-        async with serving() as server:
-            task = asyncio.create_task(tail(server.path, console, as_json=False))
-            await wait_for_subscribers(server)
-            publish_a_session(server)
-            await server.close("bye")
-            await task
-        text = output(console)
-        assert_result_lines(text)
-        assert "100/275 frames" in text and "ETA 1m10s" in text  # the running job's bar
-        assert "progress clip.mp4" not in text  # no plain lines on a terminal
-
-    run(main())
+    console = Console(file=io.StringIO(), force_terminal=True, color_system=None, width=120)
+    tail_while_publishing(console, SESSION)
+    text = output(console)
+    assert_result_lines(text)
+    assert "100/275 frames" in text and "ETA 1m10s" in text  # the running job's bar
+    assert "progress clip.mp4" not in text  # no plain lines on a terminal
 
 
 def test_tail_through_a_pipe_prints_a_line_per_progress_step() -> None:
     """``aud tail | cat``: no terminal to redraw bars on, so progress is a plain line (rate-limited)."""
-    async def main() -> None:
-        console = make_console()
-        async with serving() as server:
-            task = asyncio.create_task(tail(server.path, console, as_json=False))
-            await wait_for_subscribers(server)
-            publish_a_session(server)
-            for done in (101, 102, 103):  # within the rate limit of the line above: not printed
-                server.publish(p.JobProgress(job=1, file="clip.mp4", frames_done=done, frames_total=275, fps=2.4))
-            server.publish(p.JobProgress(job=1, file="clip.mp4", frames_done=275, frames_total=275, fps=2.4))
-            await server.close("bye")
-            await task
-        text = output(console)
-        assert_result_lines(text)
-        lines = [line for line in text.splitlines() if line.startswith("progress clip.mp4")]
-        assert lines == ["progress clip.mp4 (job 1): 100/275 frames, 2.4 fps, ETA 1m10s",
-                         "progress clip.mp4 (job 1): 275/275 frames, 2.4 fps"], text  # the last one always
-
-    run(main())
+    console = make_console()
+    tail_while_publishing(console, [
+        *SESSION,
+        *(p.JobProgress(job=1, file="clip.mp4", frames_done=done, frames_total=275, fps=2.4)
+          for done in (101, 102, 103)),  # within the rate limit of the line above: not printed
+        p.JobProgress(job=1, file="clip.mp4", frames_done=275, frames_total=275, fps=2.4),
+    ])
+    text = output(console)
+    assert_result_lines(text)
+    lines = [line for line in text.splitlines() if line.startswith("progress clip.mp4")]
+    assert lines == ["progress clip.mp4 (job 1): 100/275 frames, 2.4 fps, ETA 1m10s",
+                     "progress clip.mp4 (job 1): 275/275 frames, 2.4 fps"], text  # the last one always
 
 
 def test_tail_returns_when_until_matches() -> None:
@@ -362,22 +354,16 @@ def test_render_status_shows_the_time_left_of_each_job_and_of_the_queue() -> Non
 
 
 def test_tail_shows_the_estimate_its_basis_and_the_queue() -> None:
-    async def main() -> None:
-        console = make_console()
-        async with serving() as server:
-            task = asyncio.create_task(tail(server.path, console, as_json=False))
-            await wait_for_subscribers(server)
-            server.publish(p.JobProgress(job=1, file="a.mp4", frames_done=0, frames_total=275, fps=0.0, eta_s=70.0,
-                                         eta_basis="recent_jobs", queue_eta_s=300.0))
-            server.publish(p.JobProgress(job=2, file="b.mp4", frames_done=5, frames_total=275, fps=2.0, eta_s=70.0,
-                                         eta_basis="job", queue_eta_s=70.0))
-            server.publish(p.JobProgress(job=3, file="c.mp4", frames_done=5, frames_total=275, fps=2.0, eta_s=70.0,
-                                         eta_basis="job", queue_eta_s=70.0, queue_eta_unknown=2))
-            await server.close("bye")
-            await task
-        lines = [line for line in output(console).splitlines() if line.startswith("progress")]
-        assert lines == ["progress a.mp4 (job 1): 0/275 frames, 0.0 fps, ETA ~1m10s, queue 5m00s",
-                         "progress b.mp4 (job 2): 5/275 frames, 2.0 fps, ETA 1m10s",
-                         "progress c.mp4 (job 3): 5/275 frames, 2.0 fps, ETA 1m10s, queue 1m10s + 2 jobs not estimated"]
-
-    run(main())
+    console = make_console()
+    tail_while_publishing(console, [
+        p.JobProgress(job=1, file="a.mp4", frames_done=0, frames_total=275, fps=0.0, eta_s=70.0,
+                      eta_basis="recent_jobs", queue_eta_s=300.0),
+        p.JobProgress(job=2, file="b.mp4", frames_done=5, frames_total=275, fps=2.0, eta_s=70.0,
+                      eta_basis="job", queue_eta_s=70.0),
+        p.JobProgress(job=3, file="c.mp4", frames_done=5, frames_total=275, fps=2.0, eta_s=70.0,
+                      eta_basis="job", queue_eta_s=70.0, queue_eta_unknown=2),
+    ])
+    lines = [line for line in output(console).splitlines() if line.startswith("progress")]
+    assert lines == ["progress a.mp4 (job 1): 0/275 frames, 0.0 fps, ETA ~1m10s, queue 5m00s",
+                     "progress b.mp4 (job 2): 5/275 frames, 2.0 fps, ETA 1m10s",
+                     "progress c.mp4 (job 3): 5/275 frames, 2.0 fps, ETA 1m10s, queue 1m10s + 2 jobs not estimated"]

@@ -292,15 +292,22 @@ def _verify(unit_path: Path, tmp_path: Path) -> subprocess.CompletedProcess:
                           check=False, capture_output=True, text=True, env=env, timeout=60)
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
-def test_systemd_analyze_accepts_unit(tmp_path: Path) -> None:
-    spec = make_spec(tmp_path, "--config", str(tmp_path / "my dir" / "c 100%.toml"))
+def _verify_spec(spec: ServiceSpec, tmp_path: Path) -> tuple[subprocess.CompletedProcess, str]:
+    """``systemd-analyze verify`` on the unit written for ``spec``: the result and its whole output (the test
+    is skipped where systemd-analyze cannot start its manager)."""
     unit = tmp_path / f"{LABEL}.service"
     unit.write_text(systemd_unit(spec))
     result = _verify(unit, tmp_path)
     output = result.stdout + result.stderr
     if "Failed to initialize manager" in output:
         pytest.skip(f"systemd-analyze cannot run here: {output.strip()}")
+    return result, output
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_systemd_analyze_accepts_unit(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, "--config", str(tmp_path / "my dir" / "c 100%.toml"))
+    result, output = _verify_spec(spec, tmp_path)
     assert result.returncode == 0, output
     assert "ignoring" not in output and "Failed" not in output, output
 
@@ -310,12 +317,7 @@ def test_systemd_analyze_unquotes_program_path(tmp_path: Path) -> None:
     program = tmp_path / "no such dir" / "py 100% $x"
     spec = ServiceSpec(program=[str(program), "run"], log_dir=tmp_path, environment={},
                        working_dir=tmp_path)
-    unit = tmp_path / f"{LABEL}.service"
-    unit.write_text(systemd_unit(spec))
-    result = _verify(unit, tmp_path)
-    output = result.stdout + result.stderr
-    if "Failed to initialize manager" in output:
-        pytest.skip(f"systemd-analyze cannot run here: {output.strip()}")
+    result, output = _verify_spec(spec, tmp_path)
     assert f"Command {program} is not executable" in output, output
 
 

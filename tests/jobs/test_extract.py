@@ -10,32 +10,19 @@ import psutil
 import pytest
 
 from daemon import output
-from daemon.config import Settings
 from daemon.core.models import ModelError, sha256_of
 from daemon.core.pipeline import Pipeline
 from daemon.core.results import FaceRows
 from daemon.core.schema import COLUMNS
-from daemon.core.shard import run_shard
 from daemon.core.video import read_range
 from daemon.jobs.extract import csv_paths, expand, extract
-from daemon.jobs.inline import InlineExecutor
 from daemon.output import AssemblyError, read_csv
 from tests import tinymodels
 from tests.conftest import frame_pattern
+from tests.jobs.extractkit import in_process, settings
 from tests.media import truncated_index_first
 
 W, H = 64, 48
-
-
-def settings(models, tmp_path, **kw) -> Settings:
-    defaults = dict(provider="cpu", workers=2, batch_size=3, shard_frames=6, plots=False, state=tmp_path / "state")
-    return Settings(models=models, **{**defaults, **kw})
-
-
-def in_process(s: Settings) -> InlineExecutor:
-    """The real pipeline, run in this process (no worker processes)."""
-    pipeline = Pipeline(s.pipeline_options())
-    return InlineExecutor(lambda task, progress: run_shard(pipeline, task, progress), capacity=2)
 
 
 class NoExecutor:

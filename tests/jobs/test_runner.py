@@ -11,11 +11,9 @@ import asyncio
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from daemon import protocol as msg
-from daemon.core.results import FaceRows
 from daemon.core.shard import ShardResult, ShardTask
 from daemon.core.video import VideoError, probe
 from daemon.jobs import inputs
@@ -27,30 +25,12 @@ from daemon.jobs.runner import Runner, RunnerConfig, inline
 from daemon.jobs.store import JobState, JobStore, StoreError
 from daemon.output import OutputOptions, read_csv
 from tests.conftest import frame_pattern
+from tests.fakeshards import fake_compute, fake_rows
 
 FRAMES = 20
 
 
-def fake_rows(task: ShardTask) -> FaceRows:
-    """One face per frame whose AU01 is the frame number: assembly order shows in the CSV."""
-    frames = list(range(task.start, task.stop, task.step))
-    rows = FaceRows.empty(len(frames))
-    rows.frame[:] = frames
-    rows.timestamp[:] = np.asarray(frames) / 25.0
-    rows.success[:] = True
-    rows.detection[:] = 0
-    rows.confidence[:] = 0.9
-    rows.box[:] = [10, 10, 50, 60]
-    rows.gaze[:] = 0.0
-    rows.emotion[:] = 0.0
-    rows.au[:] = 0.0
-    rows.au[:, 0] = frames
-    return rows
-
-
-def compute(task: ShardTask, progress) -> ShardResult:
-    progress(task.frames)
-    return ShardResult(task.start, task.stop, task.frames, fake_rows(task), 0.01, "inline", {})
+compute = fake_compute
 
 
 class Destination:

@@ -21,7 +21,8 @@ from daemon.jobs.tasks import Tasks
 from daemon.jobs.writer import ResultsWriter, Unwritable
 from daemon.output import OutputOptions, read_csv
 from daemon.output import files as output_files
-from tests.jobs.test_runner import FRAMES, Destination, fake_rows
+from tests.fakeshards import fake_rows
+from tests.jobs.test_runner import FRAMES, Destination
 
 
 @pytest.fixture

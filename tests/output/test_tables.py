@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,13 @@ def parse(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
+def successful_rows(r: FaceRows) -> Iterator[tuple[int, dict[str, str]]]:
+    """(index, CSV row) of each successful row of ``r``'s CSV."""
+    for i, row in enumerate(parse(csv_text(r))):
+        if r.success[i]:
+            yield i, row
+
+
 def test_columns_exact_order_and_count():
     assert len(COLUMNS) == HEAD + 196 == 241
     assert list(COLUMNS[:HEAD]) == EXPECTED_HEAD
@@ -114,10 +122,7 @@ def test_failed_frames_have_success_0_and_empty_measurements():
 
 def test_emotion_probabilities_and_name():
     r = make_results()
-    rows = parse(csv_text(r))
-    for i, row in enumerate(rows):
-        if not r.success[i]:
-            continue
+    for i, row in successful_rows(r):
         logits = r.emotion[i].astype(np.float64)
         probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
         got = np.array([float(row[f"emotion_{e}"]) for e in EMOTIONS])
@@ -133,10 +138,7 @@ def test_softmax_is_stable_for_large_logits():
 
 def test_float32_values_round_trip_with_7_significant_digits():
     r = make_results()
-    rows = parse(csv_text(r))
-    for i, row in enumerate(rows):
-        if not r.success[i]:
-            continue
+    for i, row in successful_rows(r):
         pairs = [(row[f"face_{k}"], r.box[i, j]) for j, k in enumerate(("x1", "y1", "x2", "y2"))]
         pairs += [(row["gaze_yaw"], r.gaze[i, 0]), (row["gaze_pitch"], r.gaze[i, 1])]
         pairs += [(row[name], r.au[i, j]) for j, name in enumerate(AUS_R)]

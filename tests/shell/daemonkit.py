@@ -11,37 +11,12 @@ import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import numpy as np
-
 from daemon import protocol as msg
 from daemon.config import Settings
 from daemon.core.models import ModelSet
-from daemon.core.results import FaceRows
-from daemon.core.shard import ShardResult, ShardTask
 from daemon.jobs.inline import InlineExecutor
 from daemon.shell.app import Daemon
-
-
-def fake_rows(task: ShardTask) -> FaceRows:
-    """One face per frame whose AU01 is the frame number."""
-    frames = list(range(task.start, task.stop, task.step))
-    rows = FaceRows.empty(len(frames))
-    rows.frame[:] = frames
-    rows.timestamp[:] = np.asarray(frames) / 25.0
-    rows.success[:] = True
-    rows.detection[:] = 0
-    rows.confidence[:] = 0.9
-    rows.box[:] = [10, 10, 50, 60]
-    rows.gaze[:] = 0.0
-    rows.emotion[:] = 0.0
-    rows.au[:] = 0.0
-    rows.au[:, 0] = frames
-    return rows
-
-
-def fake_compute(task: ShardTask, progress) -> ShardResult:
-    progress(task.frames)
-    return ShardResult(task.start, task.stop, task.frames, fake_rows(task), 0.01, "inline", {})
+from tests.fakeshards import fake_compute
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from daemon.config import Settings
-from daemon.jobs.store import JobStore
+from daemon.jobs.store import Job, JobStore
 from daemon.shell import files
 from daemon.shell.outbox import Outbox
 
@@ -26,15 +26,21 @@ def listing(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir())
 
 
+def add_video(store: JobStore, video: Path, key: str, folder: str = "") -> Job:
+    """Writes ``video`` and adds its job (hash ``key * 64``, inbox subfolder ``folder``)."""
+    video.write_bytes(b"video")
+    job, _ = store.add_job(key * 64, video, folder, video.name)
+    return job
+
+
 def test_a_failed_outside_file_gets_nothing_beside_it_and_its_report_in_the_outbox(tmp_path):
     s, store, outbox = setup(tmp_path)
     user = tmp_path / "user"
     user.mkdir()
     video = user / "v.mp4"
-    video.write_bytes(b"video")
+    job = add_video(store, video, "f")
     own = user / "v.mp4.error.txt"
     own.write_text("the user's own notes\n")  # used to be overwritten by aud's report
-    job, _ = store.add_job("f" * 64, video, "", "v.mp4")
     outbox.failed(store.fail(job.id, "no decodable frame"), "no decodable frame", True)
     assert own.read_text() == "the user's own notes\n" and listing(user) == ["v.mp4", "v.mp4.error.txt"]
     report = s.outbox / ".failed" / f"v.mp4.job{job.id}.error.txt"
@@ -49,8 +55,7 @@ def test_a_failed_outside_file_gets_nothing_beside_it_and_its_report_in_the_outb
 def test_a_cancelled_inbox_file_goes_to_cancelled_with_a_plain_note(tmp_path):
     s, store, outbox = setup(tmp_path)
     video = s.inbox / "c.mp4"
-    video.write_bytes(b"video")
-    job, _ = store.add_job("c" * 64, video, "", "c.mp4")
+    job = add_video(store, video, "c")
     outbox.failed(store.cancel(job.id, "cancelled by the user"), "cancelled by the user", True)
     assert listing(s.inbox) == [".cancelled/c.mp4", ".cancelled/c.mp4.cancelled.txt"]
     note = (s.inbox / ".cancelled" / "c.mp4.cancelled.txt").read_text()
@@ -60,8 +65,7 @@ def test_a_cancelled_inbox_file_goes_to_cancelled_with_a_plain_note(tmp_path):
 def test_a_cancelled_outside_file_is_left_alone(tmp_path):
     s, store, outbox = setup(tmp_path)
     video = tmp_path / "v.mp4"
-    video.write_bytes(b"video")
-    job, _ = store.add_job("d" * 64, video, "", "v.mp4")
+    job = add_video(store, video, "d")
     outbox.failed(store.cancel(job.id), "cancelled by the user", True)
     assert video.read_bytes() == b"video" and not (tmp_path / "v.mp4.error.txt").exists()
     assert listing(s.outbox) == [] and listing(s.inbox) == []
@@ -71,8 +75,7 @@ def test_a_successful_re_run_from_failed_moves_the_input_to_done_and_removes_the
     s, store, outbox = setup(tmp_path)
     (s.inbox / "sub").mkdir()
     video = s.inbox / "sub" / "r.mp4"
-    video.write_bytes(b"video")
-    job, _ = store.add_job("e" * 64, video, "sub", "r.mp4")
+    job = add_video(store, video, "e", "sub")
     outbox.failed(store.fail(job.id, "the worker died"), "the worker died", True)
     kept = s.inbox / ".failed" / "sub" / "r.mp4"
     assert listing(s.inbox) == [".failed/sub/r.mp4", ".failed/sub/r.mp4.error.txt"]
@@ -86,8 +89,7 @@ def test_a_successful_re_run_from_failed_moves_the_input_to_done_and_removes_the
 def test_a_cancel_of_a_re_run_from_failed_moves_it_to_cancelled_without_the_error(tmp_path):
     s, store, outbox = setup(tmp_path)
     video = s.inbox / "r.mp4"
-    video.write_bytes(b"video")
-    job, _ = store.add_job("9" * 64, video, "", "r.mp4")
+    job = add_video(store, video, "9")
     outbox.failed(store.fail(job.id, "boom"), "boom", True)
     store.set_source(job.id, s.inbox / ".failed" / "r.mp4")
     store.requeue(job.id)

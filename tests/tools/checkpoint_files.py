@@ -33,6 +33,25 @@ def write_checkpoints(directory: Path, seed: int = 0, detector_wrapped: bool = T
     return directory
 
 
+class LocalServer:
+    """A ThreadingHTTPServer on 127.0.0.1 running ``handler`` on a daemon thread until ``close``."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], daemon_threads: bool = False) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = daemon_threads
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=10)
+
+
 @dataclass
 class Mirror:
     """A ThreadingHTTPServer on 127.0.0.1 serving ``files`` (name -> bytes). A name in ``drop_once`` gets,
@@ -79,18 +98,14 @@ class Mirror:
             def log_message(self, *args) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self.server = LocalServer(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        return self.server.url
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=10)
+        self.server.close()
 
 
 def served(directory: Path) -> dict[str, bytes]:

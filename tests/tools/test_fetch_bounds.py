@@ -10,18 +10,19 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from daemon.core.provenance import Verified
 from daemon.tools import fetch
 from daemon.tools.checkpoints import OFFICIAL
+from tests.tools.checkpoint_files import LocalServer
 
 Route = Callable[[BaseHTTPRequestHandler], None]
 
 
-class Server:
+class Server(LocalServer):
     """A ThreadingHTTPServer on 127.0.0.1; ``routes`` maps a path ("/name") to a handler function, and
     ``requests`` logs every path asked for."""
 
@@ -49,20 +50,11 @@ class Server:
             def log_message(self, *args) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        super().__init__(Handler, daemon_threads=True)
 
     def close(self) -> None:
         self.stop.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=10)
+        super().close()
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ from daemon.tools.openface2_files import (
     TRIANGULATION_PATH,
 )
 from tests import tinymodels
-from tests.tools.checkpoint_files import Mirror
 from tests.tools.conftest import aud, isolated_env, sha256
 
 
@@ -57,20 +56,6 @@ def write_folder(folder: Path, files: dict[str, bytes]) -> Path:
 def tree_digest(directory: Path) -> dict[str, str]:
     return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(directory.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture
-def http_mirror():
-    mirrors: list[Mirror] = []
-
-    def make(files: dict[str, bytes], drop_once=()) -> Mirror:
-        m = Mirror(dict(files), set(drop_once))
-        mirrors.append(m)
-        return m
-
-    yield make
-    for m in mirrors:
-        m.close()
 
 
 def fetch_args(source: str, models: Path, tmp_path: Path, *more: str) -> list[str]:
@@ -111,9 +96,9 @@ def test_file_mirror_installs_the_files_beside_the_onnx_set_and_check_lists_them
     assert "family openface3: complete" in out and "family openface2: complete" in out
 
 
-def test_http_mirror_resumes_a_dropped_file_and_reuses_its_cache(tmp_path, http_mirror):
+def test_http_mirror_resumes_a_dropped_file_and_reuses_its_cache(tmp_path, mirror_of):
     files = standins()
-    mirror = http_mirror({**files, "SHA256SUMS": sums_file(files)}, drop_once={PDM_PATH})
+    mirror = mirror_of({**files, "SHA256SUMS": sums_file(files)}, drop_once={PDM_PATH})
     models = tmp_path / "models"
     env = isolated_env(tmp_path)
     result = aud(fetch_args(mirror.url, models, tmp_path, "--accept-license"), env)
@@ -136,7 +121,7 @@ def test_http_mirror_resumes_a_dropped_file_and_reuses_its_cache(tmp_path, http_
     assert cached.read_bytes() == files[EXPECTED_PATHS[5]]
 
 
-def test_a_changed_byte_is_refused_with_the_file_named_and_the_previous_set_kept(tmp_path, http_mirror):
+def test_a_changed_byte_is_refused_with_the_file_named_and_the_previous_set_kept(tmp_path, mirror_of):
     files = standins()
     env = isolated_env(tmp_path)
     models = tinymodels.write_set(tmp_path / "models")
@@ -148,7 +133,7 @@ def test_a_changed_byte_is_refused_with_the_file_named_and_the_previous_set_kept
     victim = EXPECTED_PATHS[20]
     served = {**newer, "SHA256SUMS": sums_file(newer)}
     served[victim] = bytes([served[victim][0] ^ 1]) + served[victim][1:]
-    mirror = http_mirror(served)
+    mirror = mirror_of(served)
     result = aud(fetch_args(mirror.url, models, tmp_path), env)
     assert result.returncode == 2
     message = " ".join(result.stderr.split())
@@ -157,9 +142,9 @@ def test_a_changed_byte_is_refused_with_the_file_named_and_the_previous_set_kept
     assert not (tmp_path / "cache" / "openface2" / victim).exists()  # the bad download is not kept
 
 
-def test_licence_must_be_accepted_before_anything_is_downloaded(tmp_path, http_mirror):
+def test_licence_must_be_accepted_before_anything_is_downloaded(tmp_path, mirror_of):
     files = standins()
-    mirror = http_mirror({**files, "SHA256SUMS": sums_file(files)})
+    mirror = mirror_of({**files, "SHA256SUMS": sums_file(files)})
     env = isolated_env(tmp_path)
     models = tmp_path / "models"
     result = aud(fetch_args(mirror.url, models, tmp_path), env)
@@ -169,9 +154,9 @@ def test_licence_must_be_accepted_before_anything_is_downloaded(tmp_path, http_m
     assert mirror.requests == [] and not models.exists()
 
 
-def test_default_family_asks_for_both_licences_before_any_download(tmp_path, http_mirror):
+def test_default_family_asks_for_both_licences_before_any_download(tmp_path, mirror_of):
     files = standins()
-    mirror = http_mirror({**files, "SHA256SUMS": sums_file(files)})
+    mirror = mirror_of({**files, "SHA256SUMS": sums_file(files)})
     env = isolated_env(tmp_path)
     result = aud(["models", "fetch", "--openface2-source", mirror.url, "--source", mirror.url, "--to",
                   str(tmp_path / "models"), "--cache", str(tmp_path / "cache")], env)
@@ -210,10 +195,10 @@ def pinned_to(monkeypatch):
     return pin
 
 
-def test_pinned_hashes_hold_an_http_mirror_without_sha256sums(tmp_path, http_mirror, pinned_to):
+def test_pinned_hashes_hold_an_http_mirror_without_sha256sums(tmp_path, mirror_of, pinned_to):
     files = standins()
     pinned_to(files)
-    mirror = http_mirror(files)  # no SHA256SUMS
+    mirror = mirror_of(files)  # no SHA256SUMS
     said: list[str] = []
     base = fetch_openface2.source_url(mirror.url)
     got = fetch_openface2.fetch_openface2(base, tmp_path / "cache", lambda *a: None, said.append)
@@ -226,19 +211,19 @@ def test_pinned_hashes_hold_an_http_mirror_without_sha256sums(tmp_path, http_mir
 
     other = dict(files)  # the same mirror, one file not the pinned one
     other[PDM_PATH] = files[PDM_PATH][:-1] + b"9"
-    refused = http_mirror(other)
+    refused = mirror_of(other)
     with pytest.raises(FetchError) as exc:
         fetch_openface2.fetch_openface2(fetch_openface2.source_url(refused.url), tmp_path / "cache2",
                                         lambda *a: None, said.append)
     assert PDM_PATH in str(exc.value) and "does not match the pinned hash" in str(exc.value)
 
 
-def test_a_file_larger_than_its_pinned_size_is_refused_before_it_is_read(tmp_path, http_mirror, pinned_to):
+def test_a_file_larger_than_its_pinned_size_is_refused_before_it_is_read(tmp_path, mirror_of, pinned_to):
     files = standins()
     pinned_to(files)
     big = dict(files)
     big[TRIANGULATION_PATH] = files[TRIANGULATION_PATH] + b"\n" * 100_000  # announced, never read whole
-    mirror = http_mirror(big)
+    mirror = mirror_of(big)
     with pytest.raises(fetch_openface2.TooLarge) as exc:
         fetch_openface2.fetch_openface2(fetch_openface2.source_url(mirror.url), tmp_path / "cache",
                                         lambda *a: None, lambda s: None)
@@ -247,9 +232,9 @@ def test_a_file_larger_than_its_pinned_size_is_refused_before_it_is_read(tmp_pat
     assert not cached.exists() and not cached.with_name(cached.name + ".part").exists()
 
 
-def test_a_mirror_must_vouch_for_the_files_without_a_pinned_hash(tmp_path, http_mirror):
+def test_a_mirror_must_vouch_for_the_files_without_a_pinned_hash(tmp_path, mirror_of):
     files = standins()
-    mirror = http_mirror(files)  # no SHA256SUMS, and AU_all_best.txt / svm_combined have no pinned hash
+    mirror = mirror_of(files)  # no SHA256SUMS, and AU_all_best.txt / svm_combined have no pinned hash
     with pytest.raises(FetchError) as exc:
         fetch_openface2.fetch_openface2(fetch_openface2.source_url(mirror.url), tmp_path / "cache",
                                         lambda *a: None, lambda s: None)
@@ -257,28 +242,28 @@ def test_a_mirror_must_vouch_for_the_files_without_a_pinned_hash(tmp_path, http_
     assert [name for name, _ in mirror.requests] == ["SHA256SUMS"]  # nothing else was downloaded
 
 
-def test_sha256sums_must_list_every_file_and_stay_small(tmp_path, http_mirror):
+def test_sha256sums_must_list_every_file_and_stay_small(tmp_path, mirror_of):
     files = standins()
     partial = {p: d for p, d in files.items() if p != EXPECTED_PATHS[-1]}
-    mirror = http_mirror({**files, "SHA256SUMS": sums_file(partial)})
+    mirror = mirror_of({**files, "SHA256SUMS": sums_file(partial)})
     with pytest.raises(FetchError) as exc:
         fetch_openface2.fetch_openface2(fetch_openface2.source_url(mirror.url), tmp_path / "cache",
                                         lambda *a: None, lambda s: None)
     assert "does not list 1 of the OpenFace 2.2 files" in str(exc.value) and EXPECTED_PATHS[-1] in str(exc.value)
 
     padded = sums_file(files) + b"# padding\n" * 7000  # over SUMS_CAP (64 KiB)
-    huge = http_mirror({**files, "SHA256SUMS": padded})
+    huge = mirror_of({**files, "SHA256SUMS": padded})
     with pytest.raises(FetchError) as exc:
         fetch_openface2.read_sums(fetch_openface2.source_url(huge.url))
     assert "larger than 65536 bytes" in str(exc.value)
 
 
 def test_an_au_list_naming_a_file_outside_the_model_folders_is_refused_before_anything_else(tmp_path,
-                                                                                           http_mirror):
+                                                                                           mirror_of):
     files = standins()
     files[AU_LIST_PATH] = files[AU_LIST_PATH].replace(b"svm_combined/AU_28_static.dat",
                                                       b"svm_combined/../../../../../etc/passwd")
-    mirror = http_mirror({**files, "SHA256SUMS": sums_file(files)})
+    mirror = mirror_of({**files, "SHA256SUMS": sums_file(files)})
     with pytest.raises(FetchError) as exc:
         fetch_openface2.fetch_openface2(fetch_openface2.source_url(mirror.url), tmp_path / "cache",
                                         lambda *a: None, lambda s: None)
@@ -287,7 +272,7 @@ def test_an_au_list_naming_a_file_outside_the_model_folders_is_refused_before_an
     assert not (tmp_path / "cache" / AU_LIST_PATH).exists()
 
 
-def test_what_the_au_list_names_is_what_is_fetched_and_checked(tmp_path, http_mirror):
+def test_what_the_au_list_names_is_what_is_fetched_and_checked(tmp_path, mirror_of):
     """A lab's list with one model fewer and one of its own: fetched as listed, reported, and installed."""
     files = standins()
     mine = f"{openface2_files.AU_PREDICTORS}/svr_combined/AU_43_lab_intensity.dat"
@@ -297,7 +282,7 @@ def test_what_the_au_list_names_is_what_is_fetched_and_checked(tmp_path, http_mi
     files[AU_LIST_PATH] = text.encode()
     files[mine] = b"\x01" * 900
     del files[dropped]
-    mirror = http_mirror({**files, "SHA256SUMS": sums_file(files)})
+    mirror = mirror_of({**files, "SHA256SUMS": sums_file(files)})
     said: list[str] = []
     got = fetch_openface2.fetch_openface2(fetch_openface2.source_url(mirror.url), tmp_path / "cache",
                                           lambda *a: None, said.append)
@@ -310,9 +295,9 @@ def test_what_the_au_list_names_is_what_is_fetched_and_checked(tmp_path, http_mi
     assert status.state is openface2_set.State.COMPLETE and {f.path for f in status.files} == set(files)
 
 
-def test_the_deadline_stops_the_fetch(tmp_path, http_mirror):
+def test_the_deadline_stops_the_fetch(tmp_path, mirror_of):
     files = standins()
-    mirror = http_mirror({**files, "SHA256SUMS": sums_file(files)})
+    mirror = mirror_of({**files, "SHA256SUMS": sums_file(files)})
     with pytest.raises(FetchError) as exc:
         fetch_openface2.fetch_openface2(fetch_openface2.source_url(mirror.url), tmp_path / "cache",
                                         lambda *a: None, lambda s: None, deadline_seconds=-1)
@@ -377,7 +362,7 @@ def test_pinned_facts_and_official_source():
 
 
 def test_default_fetch_runs_both_families_and_the_export_keeps_the_openface2_files(checkpoints, tmp_path,
-                                                                                     http_mirror):
+                                                                                     mirror_of):
     """OpenFace 2.2 files installed first; then a plain ``aud models fetch`` (both families): the OpenFace 3.0
     export replaces the directory and carries them over, and the OpenFace 2.2 step, served a changed byte,
     is refused and leaves them as they were."""
@@ -390,10 +375,10 @@ def test_default_fetch_runs_both_families_and_the_export_keeps_the_openface2_fil
     assert aud(fetch_args(good.as_uri(), models, tmp_path, "--accept-license"), env).returncode == 0
     installed = tree_digest(models / OPENFACE2_DIR)
 
-    openface3 = http_mirror(served(checkpoints))
+    openface3 = mirror_of(served(checkpoints))
     bad = {**files, "SHA256SUMS": sums_file(files)}
     bad[PDM_PATH] = b"#" + files[PDM_PATH][1:]
-    openface2 = http_mirror(bad)
+    openface2 = mirror_of(bad)
     result = aud(["models", "fetch", "--source", openface3.url, "--openface2-source", openface2.url, "--to",
                   str(models), "--accept-license", "--cache", str(tmp_path / "cache2")], env)
     assert result.returncode == 2
@@ -411,14 +396,14 @@ def test_default_fetch_runs_both_families_and_the_export_keeps_the_openface2_fil
     assert "family openface3: complete" in out and "family openface2: complete" in out
 
 
-def test_the_official_source_pins_what_is_known_and_records_the_rest(tmp_path, http_mirror, monkeypatch):
+def test_the_official_source_pins_what_is_known_and_records_the_rest(tmp_path, mirror_of, monkeypatch):
     """The official flow, served from 127.0.0.1: no SHA256SUMS asked for, the pinned files (here: the
     stand-ins' hashes, for the paths pinned today) held to their hashes, the others recorded with the tag."""
     files = standins()
     table = {p: (len(files[p]), sha256(files[p])) for p in openface2_files.PINNED}
     monkeypatch.setattr(openface2_files, "PINNED", table)
     monkeypatch.setattr(fetch_openface2, "PINNED", table)
-    mirror = http_mirror(files)
+    mirror = mirror_of(files)
     monkeypatch.setattr(fetch_openface2, "OFFICIAL_URL", mirror.url)
     said: list[str] = []
     got = fetch_openface2.fetch_openface2(mirror.url, tmp_path / "cache", lambda *a: None, said.append)

@@ -8,28 +8,15 @@ import asyncio
 import numpy as np
 import pytest
 
-from daemon.config import Settings
 from daemon.core.openface2au.options import AuModelsError
-from daemon.core.pipeline import Pipeline
 from daemon.core.schema import COLUMNS, OF2_AUS, OF2_AUS_C, OF2_AUS_R
-from daemon.core.shard import run_shard
 from daemon.jobs.extract import extract
-from daemon.jobs.inline import InlineExecutor
 from daemon.output import read_csv
+from tests.jobs.extractkit import in_process, settings
 
 from . import standins
 
 W, H = 64, 48
-
-
-def settings(models, tmp_path, **kw) -> Settings:
-    defaults = dict(provider="cpu", workers=2, batch_size=3, shard_frames=6, plots=False, state=tmp_path / "state")
-    return Settings(models=models, **{**defaults, **kw})
-
-
-def in_process(s: Settings) -> InlineExecutor:
-    pipeline = Pipeline(s.pipeline_options())
-    return InlineExecutor(lambda task, progress: run_shard(pipeline, task, progress), capacity=2)
 
 
 @pytest.fixture
