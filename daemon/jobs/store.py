@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+
+from .database import Database, StoreError, rollback
 
 
 class JobState(StrEnum):
@@ -90,10 +90,6 @@ _JOB_COLUMNS = (
 _SHARD_COLUMNS = "job_id, idx, start, stop, state, attempts, format"
 
 
-class StoreError(RuntimeError):
-    """The job store file cannot be used: corrupted, locked by another process, unreadable."""
-
-
 @dataclass(frozen=True)
 class Job:
     id: int
@@ -133,56 +129,12 @@ class Shard:
         return self.state == "done"
 
 
-class JobStore:
-    """Jobs and their frame shards, persisted in one SQLite file."""
+class JobStore(Database):
+    """Jobs and their frame shards, persisted in one SQLite file (``database.Database``: the connection,
+    its lock, transactions and errors; here the jobs, their shards and their transitions)."""
 
     def __init__(self, path: Path, *, timeout: float = 5.0) -> None:
-        self.path = Path(path)
-        self.timeout = timeout
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        try:
-            self._conn = self._open()
-        except sqlite3.Error as exc:
-            raise self._error(exc) from exc
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def _open(self) -> sqlite3.Connection:
-        """Connect, configure durability, check integrity, create or verify the schema."""
-        if self.path.is_dir():
-            raise StoreError(f"job store {self.path} is a directory, not a database file")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"job store {self.path}: cannot create its folder ({exc})") from exc
-        if self.path.is_file() and self.path.stat().st_size == 0:  # not taken as a new store: jobs would vanish
-            raise StoreError(f"job store {self.path} is empty (0 bytes): its job history and queued jobs are "
-                             f"gone (a full disk, or a failed copy?); move it aside to start a new store")
-        conn = sqlite3.connect(
-            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
-        )
-        try:
-            _configure(conn, self.path)
-            _check_integrity(conn, self.path)
-            _migrate(conn, self.path)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def close(self) -> None:
-        """Close the connection (a clean close also checkpoints the WAL). Safe to call twice."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def __enter__(self) -> JobStore:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        super().__init__(path, _migrate, timeout=timeout)
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -464,75 +416,8 @@ class JobStore:
                 _set_queued(conn, job_id)
             return [_require(conn, job_id) for job_id in ids]
 
-    # -- connection plumbing -----------------------------------------------------------------
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        """Locked access for single-statement reads (autocommit: each is consistent)."""
-        with self._lock:
-            conn = self._connection()
-            try:
-                yield conn
-            except sqlite3.Error as exc:
-                raise self._error(exc) from exc
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """Locked ``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any exception."""
-        with self._lock:
-            conn = self._connection()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                _rollback(conn)
-                if isinstance(exc, sqlite3.Error):
-                    raise self._error(exc) from exc
-                raise
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise StoreError(f"job store {self.path} is closed")
-        return self._conn
-
-    def _error(self, exc: sqlite3.Error) -> StoreError:
-        """Turn an sqlite error into a StoreError that names the file and the problem."""
-        text = str(exc)
-        lowered = text.lower()
-        if "locked" in lowered or "busy" in lowered:
-            what = (
-                f"is locked by another process (waited {self.timeout:g}s); is another aud"
-                " daemon running?"
-            )
-        elif "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
-            what = f"is corrupted ({text}); move it aside to start with an empty job store"
-        else:
-            what = f"cannot be used: {text}"
-        return StoreError(f"job store {self.path} {what}")
-
 
 # -- opening -----------------------------------------------------------------------------------
-
-
-def _configure(conn: sqlite3.Connection, path: Path) -> None:
-    """WAL journal, fsync on every commit, foreign keys enforced."""
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    if str(mode).lower() != "wal":
-        raise StoreError(f"job store {path} cannot use a WAL journal (journal_mode is {mode})")
-    conn.execute("PRAGMA synchronous = FULL")
-    conn.execute("PRAGMA foreign_keys = ON")
-
-
-def _check_integrity(conn: sqlite3.Connection, path: Path) -> None:
-    """``PRAGMA quick_check``; raise StoreError listing the first problems."""
-    problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
-    if problems != ["ok"]:
-        detail = "; ".join(problems)
-        raise StoreError(
-            f"job store {path} is corrupted (integrity check failed: {detail});"
-            " move it aside to start with an empty job store"
-        )
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
@@ -557,7 +442,7 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             )
         conn.execute("COMMIT")
     except BaseException:
-        _rollback(conn)
+        rollback(conn)
         raise
 
 
@@ -590,14 +475,6 @@ def _migrate_from_2(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE jobs ADD COLUMN fps REAL")
     conn.execute("CREATE INDEX jobs_by_identity ON jobs (identity)")
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
 
 
 # -- queries (caller holds the lock) ---------------------------------------------------------
