@@ -2,6 +2,7 @@
 """Two versions of aud side by side: `aud extract` of one video, runs alternating, in one sitting.
 
     .venv/bin/python bench/compare.py BASE [NEW] VIDEO [--workers 2] [--repeat 3] [--models DIR] [--no-au45]
+                                      [--new-env AUD_NAME=VALUE …]
 
 BASE and NEW are git revisions (NEW defaults to the work tree as it is). Each is checked out into a
 temporary worktree (the work tree itself is used for NEW when not given) and run with this virtualenv's
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--models", type=Path, default=PROJECT.parent / "shared" / "models" / "openface3")
     ap.add_argument("--no-au45", dest="au45", action="store_false", help="both versions with --no-au45")
+    ap.add_argument("--new-env", action="append", default=[], metavar="AUD_NAME=VALUE",
+                    help="a setting for NEW only, e.g. AUD_FACES=best: the same work as a BASE whose default was "
+                         "then another (repeatable)")
     args = ap.parse_args(argv)
     if len(args.revisions) not in (2, 3):
         ap.error("give BASE [NEW] VIDEO")
@@ -63,13 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="aud-compare-") as tmp:
         tmp = Path(tmp)
         env = bench.isolate_environment(tmp)  # no AUD_* variables, no user config file
+        envs = {"base": env, "new": {**env, **dict(item.split("=", 1) for item in args.new_env)}}
         sources = {"base": worktree(revisions[0], tmp / "base")}
         sources["new"] = worktree(revisions[1], tmp / "new") if len(revisions) == 2 else PROJECT
         runs: dict[str, list[dict]] = {"base": [], "new": []}
         try:
             for i in range(args.repeat):
                 for name, source in sources.items():
-                    runs[name].append(run(source, video, tmp / f"{name}.csv", models, args.workers, env, args.au45))
+                    runs[name].append(run(source, video, tmp / f"{name}.csv", models, args.workers, envs[name],
+                                          args.au45))
                     x = runs[name][-1]
                     print(f"run {i + 1} {name}: {x['fps_external']} frames/s (process start to exit; sidecar "
                           f"{x['fps']}), first frame {x['first_frame_seconds']} s, "
