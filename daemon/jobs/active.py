@@ -21,6 +21,7 @@ from ..core.schema import SHARD_FORMAT
 from ..core.shard import ShardTask
 from ..core.video import VideoError, VideoInfo
 from . import estimate, inputs
+from .history import History
 from .plan import TimeSelection, plan_selection
 from .store import Job, JobStore
 
@@ -157,7 +158,7 @@ def prepare(store: JobStore, job: Job, selection: TimeSelection, shard_frames: i
     return ActiveJob(job=store.get(job.id) or job, path=path, info=info,
                      ranges={s.index: (s.start, s.stop) for s in shards}, expected=expected,
                      frames_done=done, identity=identity, every=selection.every,
-                     recent_fps=estimate.recent_rate(store.recent_rates(estimate.RECENT_JOBS)))
+                     recent_fps=estimate.recent_rate(History(store).recent_rates(estimate.RECENT_JOBS)))
 
 
 def pending(store: JobStore, job_id: int) -> list[int]:

@@ -2,7 +2,7 @@
 
 ``Database`` opens the file (refusing a directory, an empty file that would silently become a new store,
 a file that fails its integrity check), hands it to ``prepare`` (the store's schema: create or migrate),
-and serialises all access behind one lock: ``_read`` for single statements, ``_write`` for one
+and serialises all access behind one lock: ``read`` for single statements (also ``jobs.history``), ``_write`` for one
 ``BEGIN IMMEDIATE`` … ``COMMIT`` transaction, rolled back on any exception. Every SQLite error reaches the
 caller as ``StoreError`` naming the file and what to do. ``jobs.store.JobStore`` builds the jobs and
 their shards on it.
@@ -78,7 +78,7 @@ class Database:
     # -- connection plumbing -----------------------------------------------------------------
 
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
+    def read(self) -> Iterator[sqlite3.Connection]:
         """Locked access for single-statement reads (autocommit: each is consistent)."""
         with self._lock:
             conn = self._connection()

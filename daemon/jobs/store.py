@@ -83,7 +83,7 @@ CREATE TABLE shards (
 ) WITHOUT ROWID""",
 )
 
-_JOB_COLUMNS = (
+JOB_COLUMNS = (
     "id, fingerprint, key, source, subdir, name, state, reason, frames_total, info_json, csv_path, "
     "created_at, updated_at, started_at, finished_at, identity, fps"
 )
@@ -160,12 +160,12 @@ class JobStore(Database):
 
     def get(self, job_id: int) -> Job | None:
         """The job with this id, or None."""
-        with self._read() as conn:
+        with self.read() as conn:
             return _get(conn, job_id)
 
     def find(self, fingerprint: str, key: str = "") -> Job | None:
         """The newest job for this content and key, or None."""
-        with self._read() as conn:
+        with self.read() as conn:
             return _find(conn, fingerprint, key)
 
     def set_source(self, job_id: int, source: Path, name: str | None = None, subdir: str | None = None,
@@ -181,60 +181,25 @@ class JobStore(Database):
                          (os.fspath(Path(source).absolute()), name or job.name,
                           job.subdir if subdir is None else subdir, identity or job.identity, time.time(), job_id))
 
-    def fingerprint_of(self, identity: str) -> str | None:
-        """The content fingerprint recorded with this file identity (by the newest job that has it), or
-        None: a file whose identity is known need not be hashed again."""
-        with self._read() as conn:
-            row = conn.execute("SELECT fingerprint FROM jobs WHERE identity = ? ORDER BY id DESC LIMIT 1",
-                               (identity,)).fetchone()
-        return None if row is None else str(row[0])
-
     def set_identity(self, job_id: int, identity: str) -> None:
         """The identity of the job's input, hashed again and found to be the job's content."""
         with self._write() as conn:
             _require(conn, job_id)
             conn.execute("UPDATE jobs SET identity = ? WHERE id = ?", (identity, job_id))
 
-    def recent_rates(self, limit: int) -> list[float]:
-        """The measured frames per second of the last ``limit`` done jobs, most recent first."""
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT fps FROM jobs WHERE state = 'done' AND fps > 0 ORDER BY finished_at DESC, id DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
-        return [float(r[0]) for r in rows]
-
     def jobs(self, states: Iterable[str] | None = None) -> list[Job]:
         """All jobs, or those in ``states``, ordered by id."""
-        with self._read() as conn:
+        with self.read() as conn:
             if states is None:
-                rows = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY id").fetchall()
+                rows = conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs ORDER BY id").fetchall()
             else:
                 wanted = _check_states(states)
                 marks = ", ".join("?" * len(wanted))
                 rows = conn.execute(
-                    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({marks}) ORDER BY id",
+                    f"SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({marks}) ORDER BY id",
                     wanted,
                 ).fetchall()
         return [Job(*row) for row in rows]
-
-    def recent_failures(self, limit: int = 10) -> list[Job]:
-        """Failed jobs, most recently failed first."""
-        with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'failed'"
-                " ORDER BY finished_at DESC, id DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
-        return [Job(*row) for row in rows]
-
-    def counts(self) -> dict[str, int]:
-        """Number of jobs per state; every state is present."""
-        with self._read() as conn:
-            rows = conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
-        counts = {str(state): 0 for state in JOB_STATES}
-        counts.update(rows)
-        return counts
 
     # -- planning and shards -----------------------------------------------------------------
 
@@ -261,7 +226,7 @@ class JobStore(Database):
 
     def shards(self, job_id: int) -> list[Shard]:
         """All shards of a job, by index."""
-        with self._read() as conn:
+        with self.read() as conn:
             return _shards(conn, job_id)
 
     def mark_dispatched(self, job_id: int, index: int) -> int:
@@ -307,7 +272,7 @@ class JobStore(Database):
 
     def shard_results(self, job_id: int) -> list[bytes]:
         """The stored results of a job's done shards, by index."""
-        with self._read() as conn:
+        with self.read() as conn:
             rows = conn.execute(
                 "SELECT result FROM shards WHERE job_id = ? AND state = 'done' AND result IS NOT NULL ORDER BY idx",
                 (job_id,)
@@ -481,13 +446,13 @@ def _migrate_from_2(conn: sqlite3.Connection) -> None:
 
 
 def _get(conn: sqlite3.Connection, job_id: int) -> Job | None:
-    row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    row = conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
     return None if row is None else Job(*row)
 
 
 def _find(conn: sqlite3.Connection, fingerprint: str, key: str) -> Job | None:
     row = conn.execute(
-        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE fingerprint = ? AND key = ? ORDER BY id DESC LIMIT 1",
+        f"SELECT {JOB_COLUMNS} FROM jobs WHERE fingerprint = ? AND key = ? ORDER BY id DESC LIMIT 1",
         (fingerprint, key),
     ).fetchone()
     return None if row is None else Job(*row)

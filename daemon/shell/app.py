@@ -38,6 +38,7 @@ from ..core.providers import choose
 from ..core.video import quiet_decoder_logs
 from ..jobs.executor import Executor
 from ..jobs.factory import make_executor
+from ..jobs.history import History
 from ..jobs.runner import Runner
 from ..jobs.spec import runner_config
 from ..jobs.store import JobStore
@@ -166,7 +167,7 @@ class Daemon:
         # a settings error before the socket exists; the set just hashed, so the pool does not hash it again
         executor = self._make_executor(s, self._worker_restarted, models)
         stack.push_async_callback(self._close_executor, executor)
-        self._starting = starting_status(s, await asyncio.to_thread(store.counts))
+        self._starting = starting_status(s, await asyncio.to_thread(History(store).counts))
         self._server = server = ProgressServer(s.socket_path, self._handle)
         await server.start()
         stack.push_async_callback(self._close_server, server)

@@ -13,6 +13,7 @@ from .. import protocol as msg
 from ..config import Settings
 from ..jobs import estimate
 from ..jobs.executor import Executor
+from ..jobs.history import History
 from ..jobs.runner import Runner
 from ..jobs.spec import package_versions
 from ..jobs.store import JobState
@@ -61,9 +62,10 @@ class Commands:
     async def status(self) -> msg.StatusReply:
         """The daemon's state; the store is read in a thread (SQLite never runs on the loop)."""
         store, runner = self.runner.store, self.runner
+        history = History(store)
         queued, failures, counts, rates = await asyncio.to_thread(
-            lambda: (store.jobs([JobState.QUEUED]), store.recent_failures(), store.counts(),
-                     store.recent_rates(estimate.RECENT_JOBS)))
+            lambda: (store.jobs([JobState.QUEUED]), history.recent_failures(), history.counts(),
+                     history.recent_rates(estimate.RECENT_JOBS)))
         workers = self.executor.workers()
         providers = runner.providers
         recent = estimate.recent_rate(rates)

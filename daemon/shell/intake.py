@@ -25,6 +25,7 @@ from pathlib import Path
 from .. import protocol as msg
 from ..config import Settings
 from ..core.video import can_open
+from ..jobs.history import History
 from ..jobs.inputs import fingerprint_async, identity_text
 from ..jobs.inputs import identity as file_identity
 from ..jobs.store import Job, JobState, JobStore, StoreError
@@ -138,7 +139,7 @@ class Intake:
         """The job for a complete file, and what became of the file ("queued", "requeued", "duplicate")."""
         identity = identity_text(await asyncio.to_thread(file_identity, path))  # before it is read
         # a file seen before and unchanged since (same device, inode, size, mtime) is not hashed again
-        content = await asyncio.to_thread(self.store.fingerprint_of, identity) or await fingerprint_async(path)
+        content = await asyncio.to_thread(History(self.store).fingerprint_of, identity) or await fingerprint_async(path)
         job, created = await asyncio.to_thread(self.store.add_job, content, path, self._subdir(path), path.name,
                                                self.key, force, identity)
         if created:

@@ -13,6 +13,7 @@ import pytest
 from daemon import protocol as msg
 from daemon.core.models import load_model_set
 from daemon.jobs import spec
+from daemon.jobs.history import History
 from daemon.jobs.inline import InlineExecutor
 from daemon.jobs.inputs import fingerprint
 from daemon.jobs.runner import Runner
@@ -109,14 +110,15 @@ def test_status_says_why_the_runner_waits_outside_any_job(setup):
 def test_status_reads_the_store_off_the_event_loop(setup, monkeypatch):
     loop_thread = threading.current_thread()
     threads: dict[str, threading.Thread] = {}
-    for name in ("jobs", "recent_failures", "counts", "recent_rates"):
-        real = getattr(setup.store, name)
+    for owner, name in ((setup.store, "jobs"), (History, "recent_failures"), (History, "counts"),
+                        (History, "recent_rates")):
+        real = getattr(owner, name)
 
         def recorded(*args, _real=real, _name=name, **kwargs):
             threads[_name] = threading.current_thread()
             return _real(*args, **kwargs)
 
-        monkeypatch.setattr(setup.store, name, recorded)
+        monkeypatch.setattr(owner, name, recorded)
     setup.ask(msg.Status())
     assert set(threads) == {"jobs", "recent_failures", "counts", "recent_rates"}
     assert all(t is not loop_thread for t in threads.values())
