@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from .results import FaceRows
 from .schema import FIELD_NAMES
@@ -33,6 +32,16 @@ class _Track:
     id: int
     box: np.ndarray
     last_frame: int
+
+
+def best_pairs(overlap: np.ndarray) -> list[tuple[int, int]]:
+    """The (row, column) pairs of the assignment with the largest summed overlap (SciPy's
+    ``linear_sum_assignment``, imported when first needed: importing ``scipy.optimize`` is a noticeable part
+    of a worker's start-up, and most workers never need it)."""
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(overlap, maximize=True)
+    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True)]
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -62,7 +71,7 @@ def assign_ids(frame: np.ndarray, success: np.ndarray, box: np.ndarray, gap: int
         matched: dict[int, _Track] = {}
         if tracks:
             overlap = iou(np.stack([t.box for t in tracks]), box[group])
-            for ti, fi in zip(*linear_sum_assignment(overlap, maximize=True)):
+            for ti, fi in best_pairs(overlap):
                 if overlap[ti, fi] >= MIN_IOU:
                     matched[int(fi)] = tracks[ti]
         for fi, row in enumerate(group):

@@ -12,7 +12,6 @@ first row: unique in the video, whatever the shard plan.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from .. import tracking
 
@@ -29,7 +28,7 @@ class Segments:
         keys = [frame * RANKS + rank for rank in range(len(boxes))]
         if self.previous and boxes:
             overlap = tracking.iou(np.stack([b for b, _ in self.previous]), np.stack(boxes))
-            for pi, fi in zip(*linear_sum_assignment(overlap, maximize=True)):
+            for pi, fi in tracking.best_pairs(overlap):
                 if overlap[pi, fi] >= tracking.MIN_IOU:
                     keys[fi] = self.previous[pi][1]
         self.previous = list(zip(boxes, keys))
