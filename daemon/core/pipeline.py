@@ -22,9 +22,9 @@ import onnxruntime as ort
 
 from . import blink, crops, detection, follow, providers, wflw
 from .models import open_model_set
-from .openface2au.analyser import Analyser, MedianCollector
+from .openface2au.analyser import Analyser, ShardFrontEnd
 from .openface2au.options import check_au_models
-from .openface2au.segments import Segments, series_key
+from .openface2au.segments import series_key
 from .results import FaceRows
 from .schema import SIDES
 from .video import Frame
@@ -93,8 +93,7 @@ class Pipeline:
             raise ValueError("detect_every > 1 follows faces with STAR's landmarks: turn AU45 on")
         self.options = options
         self.of2 = None
-        self._of2_median: dict[str, MedianCollector] | None = None
-        self._of2_segments: Segments | None = None
+        self._of2_shard: ShardFrontEnd | None = None  # during run()
         if options.au_models != "openface3":
             check_au_models(options.au_models, options.au45, options.models_dir)
             self.of2 = Analyser.load(options.models_dir)
@@ -160,9 +159,9 @@ class Pipeline:
                 progress(done)
 
         follower = follow.Follower(self.options.detect_every) if self.options.detect_every > 1 else None
-        self._of2_median = {} if self.of2 is not None else None
         # several faces a frame (all, and primary before its person is chosen): per-face segments in the shard
-        self._of2_segments = Segments() if self.of2 is not None and self.options.faces != FacesMode.BEST else None
+        self._of2_shard = (ShardFrontEnd(self.of2, several_faces=self.options.faces != FacesMode.BEST)
+                           if self.of2 is not None else None)
         try:
             for frame in frames:
                 batch.append(frame)
@@ -172,12 +171,11 @@ class Pipeline:
             if batch:
                 parts.append(self.run_batch(batch, advance, follower))
             rows = FaceRows.concat(parts)
-            if self._of2_median is not None:
-                rows.of2_stats = {key: h for key, c in self._of2_median.items() if (h := c.histograms()) is not None}
+            if self._of2_shard is not None:
+                rows.of2_stats = self._of2_shard.stats()
             return rows
         finally:
-            self._of2_median = None
-            self._of2_segments = None
+            self._of2_shard = None
 
     def faces_of(self, found: list[detection.Detection]) -> list[detection.Detection]:
         """The faces to measure: the best detection (``best``), or every face (``all``, and ``primary``,
@@ -201,8 +199,8 @@ class Pipeline:
         row = 0
         for at in located:
             frame = at.frame
-            segments = (self._of2_segments.assign(frame.index, [face.box for face in at.faces])
-                        if self._of2_segments is not None else None)
+            of2_segments = self._of2_shard.segments if self._of2_shard is not None else None
+            segments = of2_segments.assign(frame.index, [face.box for face in at.faces]) if of2_segments else None
             if not at.faces:  # one row saying no face was found, with the best score seen
                 out.frame[row], out.timestamp[row], out.detected[row] = frame.index, frame.timestamp, True
                 out.confidence[row] = at.best_score
@@ -267,40 +265,23 @@ class Pipeline:
                 finished += 1
         right, left = blink.openness(out.landmarks[rows])
         out.eye_open[rows, 0], out.eye_open[rows, 1] = right, left
-        if self.of2 is not None:
-            self._measure_of2(out, faces)
+        if self._of2_shard is not None:
+            self._measure_of2(out, faces, self._of2_shard)
         if self.options.mirror:
             self._measure_mirrored(out, faces)
         return finished
 
-    def _measure_of2(self, out: FaceRows, faces: list[_Face]) -> None:
+    def _measure_of2(self, out: FaceRows, faces: list[_Face], of2: ShardFrontEnd) -> None:
         """OpenFace 2.2's AU front end on each face's 68 iBUG points (from STAR's 98, ``wflw.TO_IBUG68``): the
         models' projections per row, the person-median counts of the frames that update it
         (``openface2au``). A face whose fit fails (non-finite landmarks) keeps NaN: a failed frame to OpenFace."""
-        assert self.of2 is not None
         for f in faces:
             points = out.landmarks[f.row][list(wflw.TO_IBUG68)].astype(np.float64)
             if not np.isfinite(points).all():
                 continue
-            found = self._of2_face(f.frame.image, points, f.frame.index, series_key(int(out.of2_segment[f.row])))
+            found = of2.face(f.frame.image, points, f.frame.index, series_key(int(out.of2_segment[f.row])))
             if found is not None:
                 out.of2_r_proj[f.row], out.of2_c_proj[f.row] = found
-
-    def _of2_face(self, image: np.ndarray, points68: np.ndarray, frame: int,
-                  series: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """One face's OpenFace 2.2 projections (None: the fit failed) and its share of ``series``' median."""
-        assert self.of2 is not None
-        try:
-            feats = self.of2.features(image, points68)
-        except (np.linalg.LinAlgError, ValueError) as exc:  # degenerate landmarks: no PDM fit
-            log.debug("frame %d: no OpenFace 2.2 features (%s)", frame, exc)
-            return None
-        reg, cls = self.of2.project(feats)
-        if not (np.isfinite(reg).all() and np.isfinite(cls).all()):
-            return None
-        if self._of2_median is not None:
-            self._of2_median.setdefault(series, MedianCollector()).add(frame, feats)
-        return reg, cls
 
     def _measure_mirrored(self, out: FaceRows, faces: list[_Face]) -> None:
         """Each face's two hemi-face crops (``mirror.py``) through MTL; a face whose landmarks give no
@@ -318,11 +299,11 @@ class Pipeline:
                 continue
             for s, side_frame in enumerate(mirror.mirrored_frames(f.frame.image, line)):  # SIDES order
                 inputs.append(crops.mtl_input(side_frame, box))
-                if self.of2 is not None:
+                if self._of2_shard is not None:
                     side = mirror.Side(SIDES[s])
                     points = mirrored_landmarks(out.landmarks[f.row], line, side)[list(wflw.TO_IBUG68)]
-                    found = self._of2_face(side_frame, points, f.frame.index,
-                                           series_key(int(out.of2_segment[f.row]), side.value))
+                    found = self._of2_shard.face(side_frame, points, f.frame.index,
+                                                 series_key(int(out.of2_segment[f.row]), side.value))
                     if found is not None:
                         out.mirror_of2_r_proj[f.row, s], out.mirror_of2_c_proj[f.row, s] = found
             out.mirror_box[f.row] = box

@@ -109,6 +109,42 @@ def worker_info(address: str, identity: Mapping[str, Any]) -> WorkerInfo:
                       int(state.get("running", 0)) > 0, extra=extra)
 
 
+async def register_plugin(client: Client, plugin: ModelsPlugin, attempts: int = 3) -> None:
+    """Register the plugin: every worker loads the models. A worker leaving during the broadcast
+    fails it with a connection error: register again (bounded). A worker whose models do not
+    load fails it with that error: unregister (or every worker joining later would load the
+    plugin and fail) and raise it."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await client.register_plugin(plugin, name=PLUGIN_NAME)
+            return
+        except _DISCONNECTED as exc:
+            if attempt == attempts or client.status != "running":
+                raise
+            log.info("a worker left while the models were being loaded (%s); registering again", exc)
+        except Exception:
+            await unregister_plugin(client)
+            raise
+
+
+async def unregister_plugin(client: Client) -> None:
+    """Take the plugin off the cluster (workers joining later no longer load the models)."""
+    try:
+        await client.unregister_worker_plugin(PLUGIN_NAME)
+    except Exception as exc:  # noqa: BLE001 - workers closing themselves may not answer
+        log.info("unregistering the aud plugin: %s", exc)
+
+
+async def log_cluster_settings(client: Client) -> None:
+    """How often the scheduler reschedules a shard whose worker died (information for the log)."""
+    try:
+        allowed = await client.run_on_scheduler(dask.config.get, "distributed.scheduler.allowed-failures")
+    except Exception as exc:  # noqa: BLE001 - a scheduler may block run_function; information only
+        log.info("could not read the scheduler's allowed-failures: %s", exc)
+        return
+    log.info("the scheduler reschedules a shard whose worker died up to %s time(s), then reports it", allowed)
+
+
 class DaskExecutor:
     """Shards as tasks on the Dask cluster whose scheduler is at ``scheduler`` (``tcp://host:8786``)."""
 
@@ -151,7 +187,7 @@ class DaskExecutor:
         except BaseException:
             await self.close(kill=True)  # a failed start leaves no client behind
             raise
-        await self._log_cluster_settings(self._client)
+        await log_cluster_settings(self._client)
         await self.refresh()
         self._refresher = asyncio.create_task(self._refresh_forever())
         log.info("Dask scheduler %s: %d worker(s); worker %s runs on %s", self.scheduler, len(self._workers),
@@ -191,41 +227,9 @@ class DaskExecutor:
             return
         if self._ready is None or self._ready[1] != scheduler_id:
             assert self._plugin is not None
-            await self._register(client)
+            await register_plugin(client, self._plugin)
         client.subscribe_topic(PROGRESS_TOPIC, self._on_progress)
         self._ready = (client.id, scheduler_id)
-
-    async def _register(self, client: Client, attempts: int = 3) -> None:
-        """Register the plugin: every worker loads the models. A worker leaving during the broadcast
-        fails it with a connection error: register again (bounded). A worker whose models do not
-        load fails it with that error: unregister (or every worker joining later would load the
-        plugin and fail) and raise it."""
-        assert self._plugin is not None
-        for attempt in range(1, attempts + 1):
-            try:
-                await client.register_plugin(self._plugin, name=PLUGIN_NAME)
-                return
-            except _DISCONNECTED as exc:
-                if attempt == attempts or client.status != "running":
-                    raise
-                log.info("a worker left while the models were being loaded (%s); registering again", exc)
-            except Exception:
-                await self._unregister(client)
-                raise
-
-    async def _unregister(self, client: Client) -> None:
-        try:
-            await client.unregister_worker_plugin(PLUGIN_NAME)
-        except Exception as exc:  # noqa: BLE001 - workers closing themselves may not answer
-            log.info("unregistering the aud plugin: %s", exc)
-
-    async def _log_cluster_settings(self, client: Client) -> None:
-        try:
-            allowed = await client.run_on_scheduler(dask.config.get, "distributed.scheduler.allowed-failures")
-        except Exception as exc:  # noqa: BLE001 - a scheduler may block run_function; information only
-            log.info("could not read the scheduler's allowed-failures: %s", exc)
-            return
-        log.info("the scheduler reschedules a shard whose worker died up to %s time(s), then reports it", allowed)
 
     def _on_progress(self, event: tuple[float, dict[str, Any]]) -> None:
         message = event[1]

@@ -1,10 +1,11 @@
 """One face in one frame through OpenFace 2.2.0's AU front end (``FaceAnalyser::AddNextFrame``,
 lib/local/FaceAnalyser/src/FaceAnalyser.cpp): PDM fit, aligned masked face, FHOG, geometry, the models'
-projections; and the shard's share of each face's person-median histograms.
+projections; and the shard's share of each face's person-median histograms (``ShardFrontEnd``).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from . import align, features, files, median
 from .formats import ModelSet, load_model_set
 from .pdm import PDM, calc_params
 from .predict import Predictors
+from .segments import Segments
+
+log = logging.getLogger("aud.pipeline")
 
 
 @dataclass(frozen=True)
@@ -77,3 +81,31 @@ class MedianCollector:
     def histograms(self) -> median.Histograms | None:
         self._fold()
         return self.folded[0] if self.folded else None
+
+
+class ShardFrontEnd:
+    """OpenFace 2.2's AU front end over one shard: each face's projections, each series' share of its
+    person-median counts and, with several faces a frame (``several_faces``), the rows' face segments."""
+
+    def __init__(self, analyser: Analyser, several_faces: bool) -> None:
+        self.analyser = analyser
+        self.medians: dict[str, MedianCollector] = {}
+        self.segments = Segments() if several_faces else None
+
+    def face(self, image: np.ndarray, points68: np.ndarray, frame: int,
+             series: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """One face's projections (None: the fit failed) and its share of ``series``' median."""
+        try:
+            feats = self.analyser.features(image, points68)
+        except (np.linalg.LinAlgError, ValueError) as exc:  # degenerate landmarks: no PDM fit
+            log.debug("frame %d: no OpenFace 2.2 features (%s)", frame, exc)
+            return None
+        reg, cls = self.analyser.project(feats)
+        if not (np.isfinite(reg).all() and np.isfinite(cls).all()):
+            return None
+        self.medians.setdefault(series, MedianCollector()).add(frame, feats)
+        return reg, cls
+
+    def stats(self) -> dict[str, median.Histograms]:
+        """Each series' median counts over the shard (series without a counted frame left out)."""
+        return {key: h for key, c in self.medians.items() if (h := c.histograms()) is not None}
