@@ -189,16 +189,10 @@ class JobStore(Database):
 
     def jobs(self, states: Iterable[str] | None = None) -> list[Job]:
         """All jobs, or those in ``states``, ordered by id."""
+        wanted = () if states is None else _check_states(states)
+        where = f" WHERE state IN ({', '.join('?' * len(wanted))})" if states is not None else ""
         with self.read() as conn:
-            if states is None:
-                rows = conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs ORDER BY id").fetchall()
-            else:
-                wanted = _check_states(states)
-                marks = ", ".join("?" * len(wanted))
-                rows = conn.execute(
-                    f"SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({marks}) ORDER BY id",
-                    wanted,
-                ).fetchall()
+            rows = conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs{where} ORDER BY id", wanted).fetchall()
         return [Job(*row) for row in rows]
 
     # -- planning and shards -----------------------------------------------------------------
