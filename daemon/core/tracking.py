@@ -37,7 +37,7 @@ class _Track:
 def best_pairs(overlap: np.ndarray) -> list[tuple[int, int]]:
     """The (row, column) pairs of the assignment with the largest summed overlap (SciPy's
     ``linear_sum_assignment``, imported when first needed: importing ``scipy.optimize`` is a noticeable part
-    of a worker's start-up, and most workers never need it)."""
+    of a process's start-up, and a worker that links no faces never needs it)."""
     from scipy.optimize import linear_sum_assignment
 
     rows, cols = linear_sum_assignment(overlap, maximize=True)
