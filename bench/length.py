@@ -12,9 +12,9 @@ where per-frame overheads show most; then the ``--au45-minutes`` lengths with AU
 its events on the socket:
 
 * time to first committed shard: from ``job_started`` (and from the drop) to the first ``progress`` event
-  (the runner publishes one when a shard's rows are committed);
+  with ``frames_saved`` > 0 (the runner publishes one when a shard's rows are committed);
 * frames/s over the whole job (``job_started`` to ``job_done``), and the sidecar's ``frames_per_second``;
-* assembly + CSV + plot: from the last shard's commit (``progress`` at every frame) to ``job_done``;
+* assembly + CSV + plot: from the last shard's commit (``frames_saved`` = every frame) to ``job_done``;
 * peak PSS of the parent and of the largest worker (sampled every second; Linux PSS, else USS);
 * job-store bytes per frame: the peak growth of ``jobs.sqlite3`` and its WAL during the job, over the frames;
 * the CSV's size.
@@ -119,15 +119,19 @@ def run_length(daemon, sub, video: Path, name: str) -> dict:
     events = [e for e in sub.events if e.get("job") == job]
     started = next(e for e in events if e["type"] == "job_started")
     progress = [e for e in events if e["type"] == "progress"]
-    last_shard = next(e for e in progress if e["frames_done"] == e["frames_total"])
+    # frames_saved: the frames whose rows are committed (frames_done also counts frames seen in running shards;
+    # the event at planning has neither)
+    saved = [e for e in progress if e.get("frames_saved", 0) > 0]
+    first_shard = saved[0]
+    last_shard = next(e for e in saved if e["frames_saved"] == e["frames_total"])
     csv = Path(done["csv"])
     sidecar = json.loads(csv.with_suffix(".json").read_text())
     frames = int(done["frames"])
     job_seconds = done["ts"] - started["ts"]
     return {
         "frames": frames, "minutes": round(frames / float(FPS) / 60, 2),
-        "first_shard_from_start_s": round(progress[0]["ts"] - started["ts"], 3),
-        "first_shard_from_drop_s": round(progress[0]["ts"] - dropped, 3),
+        "first_shard_from_start_s": round(first_shard["ts"] - started["ts"], 3),
+        "first_shard_from_drop_s": round(first_shard["ts"] - dropped, 3),
         "job_seconds": round(job_seconds, 3), "fps": round(frames / job_seconds, 3),
         "sidecar_fps": sidecar.get("frames_per_second"),
         "finish_seconds": round(done["ts"] - last_shard["ts"], 3),
