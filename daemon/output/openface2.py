@@ -157,14 +157,14 @@ OF2_SOURCE_PREFIX = "of2_"  # the aud table's OpenFace 2.2 AU columns (schema.OF
 
 
 def _with_openface2_aus() -> tuple[tuple[str, ...], dict[str, tuple[str, Callable[[float], str]]]]:
-    """Columns and sources when the table holds OpenFace 2.2's AUs: theirs under OpenFace 2.2's names (2
-    decimals, as FeatureExtraction writes them), then OpenFace 3.0's under ``of3_`` (full precision) and
-    aud's AU45 under ``aud_``."""
+    """Columns and sources when the table holds OpenFace 2.2's AUs: theirs under OpenFace 2.2's names (as
+    ``RecorderCSV::WriteLine`` writes them: intensities with 2 decimals, occurrences with 1), then OpenFace
+    3.0's under ``of3_`` (full precision) and aud's AU45 under ``aud_``."""
     spec = {k: v for k, v in _SOURCES.items() if not k.startswith("AU")}
     for au in OPENFACE2_AU_R:
         spec[f"{au}_r"] = (f"{OF2_SOURCE_PREFIX}{au}_r", _fixed(2))
     for au in OPENFACE2_AU_C:
-        spec[f"{au}_c"] = (f"{OF2_SOURCE_PREFIX}{au}_c", _fixed(2))
+        spec[f"{au}_c"] = (f"{OF2_SOURCE_PREFIX}{au}_c", _fixed(1))
     names = [name for name in OPENFACE2_HEADER if name in spec]
     for au in MTL_AUS:
         spec[f"{OF3_PREFIX}{au}_r"] = _SOURCES[f"{au}_r"]

@@ -4,6 +4,8 @@ columns are there, in range, and the CSV is byte-identical whatever the shard pl
 from __future__ import annotations
 
 import asyncio
+import csv
+import re
 
 import numpy as np
 import pytest
@@ -166,10 +168,14 @@ def test_openface2_csv_style_writes_openface2s_au_columns_in_its_order(of2_model
     r = frame[[f"{a}_r" for a in F_R]].to_numpy()
     c = frame[[f"{a}_c" for a in F_C]].to_numpy()
     assert ((r >= 0) & (r <= 5)).all() and set(np.unique(c)) <= {0.0, 1.0}
-    # the same values as aud's own CSV, at OpenFace's 2 decimals
+    # the same values as aud's own CSV, written as OpenFace 2.2's RecorderCSV::WriteLine writes them:
+    # intensities with 2 decimals, occurrences with 1
     mine = pd.read_csv(aud)
     np.testing.assert_allclose(r, mine[list(OF2_AUS_R)].to_numpy(), atol=0.005 + 1e-9)
-    assert "1.00" in out.read_text() or "0.00" in out.read_text()
+    with open(out, newline="", encoding="utf-8") as f:
+        texts = list(csv.DictReader(f, skipinitialspace=True))
+    assert texts and all(re.fullmatch(r"\d\.\d\d", row[f"{a}_r"]) for row in texts for a in F_R)
+    assert all(row[f"{a}_c"] in ("0.0", "1.0") for row in texts for a in F_C)
 
 
 def test_the_plot_shows_the_openface2_intensities(of2_models, synthetic_video, tmp_path):
