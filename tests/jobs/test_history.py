@@ -35,11 +35,11 @@ def test_counts_have_every_state_and_failures_come_most_recent_first(store: JobS
     history = History(store)
     assert history.counts() == dict.fromkeys(JOB_STATES, 0)
     ids = [_add(store, f"fp-{i}", f"v{i}.mp4").id for i in range(5)]
-    store.fail(ids[0], "no video stream")
-    store.start(ids[1])
-    store.fail(ids[1], "no face found")
     store.cancel(ids[2])
-    store.start(ids[3])
+    for running in (ids[1], ids[3]):
+        store.start(running)
+    store.fail(ids[0], "no video stream")  # queued, then failed (a file that does not decode)
+    store.fail(ids[1], "no face found")  # failed while running, after ids[0]
     assert history.counts() == {"queued": 1, "running": 1, "done": 0, "failed": 2, "cancelled": 1}
     failures = history.recent_failures()
     assert [j.id for j in failures] == [ids[1], ids[0]]
