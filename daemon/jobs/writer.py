@@ -119,7 +119,9 @@ class ResultsWriter:
         except OSError as exc:
             raise Unwritable(f"cannot make the result's folder: {exc.strerror or exc}", exc) from exc
         try:
-            rows = output.assemble([FaceRows.from_bytes(b) for b in parts], active.expected)
+            # the rows the result writes (faces = "primary": the person followed); the stored bytes and the
+            # assembled rows are let go as soon as they are used (a long recording's rows are large)
+            rows = output.written_rows(output.assemble(_decoded(parts), active.expected), self.options)
         except output.AssemblyError as exc:
             log.exception("job %s could not be assembled", active.job.id)
             raise JobFailure(f"internal error: {exc}") from exc
@@ -134,8 +136,7 @@ class ResultsWriter:
 
     def _files(self, active: ActiveJob, rows: FaceRows, csv: Path) -> None:
         job, info = active.job, active.info
-        rows = output.written_rows(rows, self.options)  # faces = "primary": the person followed only
-        tables = output.build_tables(rows, self.options, info.width, info.height)
+        tables = output.build_tables(rows, self.options, info.width, info.height)  # rows: written_rows already
         if self.openface2_dir is not None:
             from ..core.openface2au.finish import add_columns
 
@@ -172,3 +173,12 @@ class ResultsWriter:
             "queued_seconds": round(job.started_at - job.created_at, 3) if job.started_at is not None else None,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+
+
+def _decoded(parts: list[bytes]) -> list[FaceRows]:
+    """The stored shard results as rows, in order; each stored result is dropped from ``parts`` once decoded."""
+    parts.reverse()
+    decoded = []
+    while parts:
+        decoded.append(FaceRows.from_bytes(parts.pop()))
+    return decoded

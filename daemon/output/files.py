@@ -9,8 +9,9 @@ write left.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from ..core.schema import SIDES
 from .options import OutputOptions
 from .paths import output_paths, plot_path, side_path, sidecar_path
 from .tables import Table
-from .text import table_text
+from .text import table_chunks
 
 
 def inspection_faces(rows: FaceRows, frames: int) -> list:
@@ -39,9 +40,10 @@ def write_outputs(csv_path: Path, tables: dict[str, Table], sidecar: dict, optio
     CSV; each atomic. The main CSV appears complete or not at all, and last: once it is there,
     everything else of the result is too."""
     csv_path = Path(csv_path)
-    # the CSVs' text first: a table the style cannot write fails here, before any file of the result exists
-    sides = {side: table_text(tables[side], options.csv_style, hemi=True) for side in (SIDES if options.mirror else ())}
-    main = table_text(tables["main"], options.csv_style)
+    # the CSVs' pieces first: a table the style cannot write fails here, before any file of the result exists
+    sides = {side: table_chunks(tables[side], options.csv_style, hemi=True)
+             for side in (SIDES if options.mirror else ())}
+    main = table_chunks(tables["main"], options.csv_style)
     atomic_write_text(sidecar_path(csv_path), json.dumps(sidecar, indent=2, default=str) + "\n")
     if videos is not None:
         videos(csv_path.parent)
@@ -50,10 +52,18 @@ def write_outputs(csv_path: Path, tables: dict[str, Table], sidecar: dict, optio
 
         png = render_png(tables, title or csv_path.stem, models_footnote(sidecar))
         atomic_write(plot_path(csv_path), lambda f: f.write(png))
-    for side, text in sides.items():
-        atomic_write_text(side_path(csv_path, side), text)
-    atomic_write_text(csv_path, main)
+    for side, pieces in sides.items():
+        atomic_write(side_path(csv_path, side), _text_writer(pieces))
+    atomic_write(csv_path, _text_writer(main))
     return output_paths(csv_path, options)
+
+
+def _text_writer(pieces: Iterable[str]) -> Callable[[BinaryIO], None]:
+    """Writes the pieces of a CSV's text one after the other (``atomic_write``'s ``write``)."""
+    def write(f: BinaryIO) -> None:
+        for piece in pieces:
+            f.write(piece.encode("utf-8"))
+    return write
 
 
 def discard_partial(csv_path: Path, options: OutputOptions) -> None:

@@ -48,7 +48,7 @@ which pandas reads as NaN in a numeric column with or without ``skipinitialspace
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -75,6 +75,7 @@ from ..core.schema import (
     landmark_x,
     landmark_y,
 )
+from .options import CHUNK_ROWS
 
 SEPARATOR = ", "
 GAZE_SIGNS = (1.0, 1.0)  # gaze_angle_x = sign · gaze_yaw, gaze_angle_y = sign · gaze_pitch
@@ -211,12 +212,15 @@ class TableError(ValueError):
     """The table handed to ``openface2_text`` lacks a column or has columns of different lengths."""
 
 
-def openface2_text(table: Mapping[str, np.ndarray | Sequence], header: Sequence[str] | None = None) -> str:
-    """The OpenFace 2.2-style CSV text for ``table``: aud's column names (``frame``, ``face_id``, ``timestamp``,
-    ``confidence``, ``success``, ``gaze_yaw``, ``gaze_pitch``, ``pose_*``, ``AUxx_r``, optionally ``AUxx_c``,
-    ``x_0 … x_97``, ``y_0 … y_97``) -> one value per row; numbers as floats with NaN for missing (``face_id``
-    NaN for a row without a face). Other columns (emotion, box, eye openness) are ignored. ``header``: the
-    columns to write (default: ``header_for(table)``; ``HEMI_COLUMNS`` for a hemi-face table)."""
+def openface2_chunks(table: Mapping[str, np.ndarray | Sequence], header: Sequence[str] | None = None,
+                     rows: int = CHUNK_ROWS) -> Iterator[str]:
+    """The OpenFace 2.2-style CSV text for ``table`` in pieces (the header line, then ``rows`` rows at a time):
+    aud's column names (``frame``, ``face_id``, ``timestamp``, ``confidence``, ``success``, ``gaze_yaw``,
+    ``gaze_pitch``, ``pose_*``, ``AUxx_r``, optionally ``AUxx_c``, ``x_0 … x_97``, ``y_0 … y_97``) -> one value
+    per row; numbers as floats with NaN for missing (``face_id`` NaN for a row without a face). Other columns
+    (emotion, box, eye openness) are ignored. ``header``: the columns to write (default: ``header_for(table)``;
+    ``HEMI_COLUMNS`` for a hemi-face table). A table that lacks a column raises ``TableError`` here, before
+    the first piece."""
     header = header_for(table) if header is None else header
     sources = _sources(table)
     columns = {name: _column(table, name, sources) for name in header}
@@ -224,10 +228,22 @@ def openface2_text(table: Mapping[str, np.ndarray | Sequence], header: Sequence[
     if len(lengths) > 1:
         sizes = ", ".join(f"{name}: {len(v)}" for name, v in columns.items() if len(v) != len(columns["frame"]))
         raise TableError(f"openface2: columns differ in length from 'frame' ({len(columns['frame'])} rows): {sizes}")
-    cells = [[sources[name][1](v) if np.isfinite(v) else "" for v in values] for name, values in columns.items()]
-    lines = [SEPARATOR.join(header)]
-    lines += [_join(row) for row in zip(*cells)]
-    return "\n".join(lines) + "\n"
+    return _pieces(header, columns, sources, rows)
+
+
+def _pieces(header: Sequence[str], columns: Mapping[str, np.ndarray],
+            sources: Mapping[str, tuple[str, Callable[[float], str]]], rows: int) -> Iterator[str]:
+    yield SEPARATOR.join(header) + "\n"
+    n = len(columns[header[0]]) if header else 0
+    for start in range(0, n, rows):
+        cells = [[sources[name][1](v) if np.isfinite(v) else "" for v in values[start:start + rows]]
+                 for name, values in columns.items()]
+        yield "\n".join(_join(row) for row in zip(*cells)) + "\n"
+
+
+def openface2_text(table: Mapping[str, np.ndarray | Sequence], header: Sequence[str] | None = None) -> str:
+    """``openface2_chunks`` as one string."""
+    return "".join(openface2_chunks(table, header))
 
 
 def _join(fields: Sequence[str]) -> str:

@@ -8,6 +8,8 @@ from enum import StrEnum
 from ..core import tracking
 from ..core.pipeline import FacesMode
 
+CHUNK_ROWS = 4096  # a CSV is formatted this many rows at a time (a long recording's text is never held whole)
+
 
 class CsvStyle(StrEnum):
     AUD = "aud"

@@ -98,7 +98,8 @@ def build_tables(rows: FaceRows, options: OutputOptions, width: int, height: int
     rows = written_rows(rows, options)
     ids = face_ids(rows, options)
     order = np.lexsort((np.nan_to_num(ids, nan=-1.0), rows.frame))
-    rows, ids = rows.take(order), ids[order]
+    if np.any(order != np.arange(len(order))):  # in order already (one row a frame): no copy of the rows
+        rows, ids = rows.take(order), ids[order]
     ok = rows.success.astype(bool)
     identity: Table = {
         FRAME: rows.frame + 1.0,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
 from ..core.schema import INTEGER_COLUMNS, TEXT_COLUMNS, TIMESTAMP
-from .options import CsvStyle
+from .options import CHUNK_ROWS, CsvStyle
 
 
 def _format(name: str, values: np.ndarray) -> list[str]:
@@ -26,17 +26,31 @@ def _format(name: str, values: np.ndarray) -> list[str]:
     return cells
 
 
+def csv_chunks(table: Mapping[str, np.ndarray], rows: int = CHUNK_ROWS) -> Iterator[str]:
+    """The CSV text of ``table`` in pieces: the header line, then the lines of ``rows`` rows at a time (a
+    long recording's text is never held whole: each cell is a Python string while its piece is made)."""
+    columns = {c: np.asarray(table[c]) for c in table}
+    yield ",".join(columns) + "\n"
+    n = min((len(v) for v in columns.values()), default=0)
+    for start in range(0, n, rows):
+        cells = [_format(c, v[start:start + rows]) for c, v in columns.items()]
+        yield "\n".join(",".join(row) for row in zip(*cells)) + "\n"
+
+
 def csv_text(table: Mapping[str, np.ndarray]) -> str:
-    columns = list(table)
-    cells = [_format(c, np.asarray(table[c])) for c in columns]
-    lines = [",".join(columns)] + [",".join(row) for row in zip(*cells)]
-    return "\n".join(lines) + "\n"
+    return "".join(csv_chunks(table))
+
+
+def table_chunks(table: Mapping[str, np.ndarray], style: CsvStyle, hemi: bool = False) -> Iterator[str]:
+    """``table`` in ``style``, in pieces (``csv_chunks``); ``hemi``: a hemi-face table (``schema.MIRROR_COLUMNS``:
+    no pose, no landmarks). A table the style cannot write raises here, before the first piece."""
+    if style == CsvStyle.OPENFACE2:
+        from .openface2 import header_for, openface2_chunks
+
+        return openface2_chunks(table, header_for(table, hemi))
+    return csv_chunks(table)
 
 
 def table_text(table: Mapping[str, np.ndarray], style: CsvStyle, hemi: bool = False) -> str:
-    """``table`` in ``style``; ``hemi``: a hemi-face table (``schema.MIRROR_COLUMNS``: no pose, no landmarks)."""
-    if style == CsvStyle.OPENFACE2:
-        from .openface2 import header_for, openface2_text
-
-        return openface2_text(table, header_for(table, hemi))
-    return csv_text(table)
+    """``table`` in ``style`` as one string (``table_chunks`` joined)."""
+    return "".join(table_chunks(table, style, hemi))

@@ -47,7 +47,7 @@ def test_aud_extract_exits_2_with_the_reason_when_the_result_cannot_be_written(t
     def cannot(table, style, hemi=False):
         raise TableError("openface2: the table has no column 'pose_Tx'")
 
-    monkeypatch.setattr(output_files, "table_text", cannot)  # the writer runs in this process
+    monkeypatch.setattr(output_files, "table_chunks", cannot)  # the writer runs in this process
     video = synthetic_video(frames=4, width=W, height=H)
     code = cli.main(["extract", str(video), "-o", str(tmp_path / "out"), "--models", str(tiny_models),
                      "--provider", "cpu", "--workers", "1", "--no-plots"])

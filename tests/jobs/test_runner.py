@@ -503,7 +503,7 @@ def test_an_error_writing_the_result_fails_the_job_and_leaves_no_part_of_it(harn
     def cannot(table, style, hemi=False):
         raise TableError("openface2: the table has no column 'pose_Tx'")
 
-    monkeypatch.setattr(output_files, "table_text", cannot)
+    monkeypatch.setattr(output_files, "table_chunks", cannot)
     h = harness()
     job = h.add("a.mp4")
     h.run()

@@ -75,10 +75,11 @@ def test_a_folder_that_cannot_be_made_is_unwritable_with_the_filesystems_reason(
 def test_a_write_that_fails_half_way_leaves_no_part_of_the_result(finished, monkeypatch, error, expected):
     active, parts, destination = finished
 
-    def fails(table, style, hemi=False):
+    def fails(table, style, hemi=False):  # the CSV's first piece, then the error: while its file is written
+        yield "frame\n"
         raise error
 
-    monkeypatch.setattr(output_files, "table_text", fails)  # after the sidecar, before any CSV
+    monkeypatch.setattr(output_files, "table_chunks", fails)  # after the sidecar, half-way through the CSV
     with pytest.raises(expected):
         write(ResultsWriter(destination, OutputOptions(plots=False), {}), active, parts)
     assert list(destination.folder.iterdir()) == []
