@@ -77,9 +77,12 @@ class FaceRows(Mapping[str, np.ndarray]):
             return cls.empty(0)
         merged = {name: np.concatenate([p[name] for p in parts]) for name in FIELD_NAMES}
         order = np.lexsort((merged["detection"], merged["frame"]))
+        if np.any(order != np.arange(len(order))):  # parts out of order: one field at a time (no second copy)
+            for name in FIELD_NAMES:
+                merged[name] = merged[name][order]
         series = sorted({key for p in parts for key in p.of2_stats})
         stats = {key: Histograms.merge([p.of2_stats[key] for p in parts if key in p.of2_stats]) for key in series}
-        return cls({name: array[order] for name, array in merged.items()}, stats)
+        return cls(merged, stats)
 
     def frames(self) -> np.ndarray:
         """The distinct frame indexes, ascending."""

@@ -136,7 +136,7 @@ class ResultsWriter:
 
     def _files(self, active: ActiveJob, rows: FaceRows, csv: Path) -> None:
         job, info = active.job, active.info
-        tables = output.build_tables(rows, self.options, info.width, info.height)  # rows: written_rows already
+        tables = output.tables_of_written(rows, self.options, info.width, info.height)
         if self.openface2_dir is not None:
             from ..core.openface2au.finish import add_columns
 

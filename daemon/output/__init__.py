@@ -21,9 +21,9 @@ from .files import (
            write_outputs,
 )
 from .options import CsvStyle, OutputOptions
-from .tables import Table, build_tables, written_rows
+from .tables import Table, build_tables, tables_of_written, written_rows
 from .text import csv_text, table_text
 
 __all__ = ["AssemblyError", "CsvStyle", "OutputOptions", "Table", "assemble", "build_tables", "csv_text",
            "discard_partial", "inspection_faces", "output_paths", "plot_path", "read_csv", "side_path",
-           "sidecar_path", "table_text", "write_outputs", "written_rows"]
+           "sidecar_path", "table_text", "tables_of_written", "write_outputs", "written_rows"]

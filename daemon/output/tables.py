@@ -90,12 +90,27 @@ def _measurements(table: Table, ok: np.ndarray, box, gaze, emotion, au, au45) ->
     put(AUS_C, np.where(np.isfinite(au), (np.asarray(au) >= AU_THRESHOLD).astype(np.float64), np.nan))
 
 
+def _landmark_columns(landmarks: np.ndarray, ok: np.ndarray) -> Table:
+    """``x_0 … x_97, y_0 … y_97``, blank where there is no face: columns of one block (views, not 196 arrays);
+    without landmarks at all (AU45 off: STAR never ran) one blank column stands for every name."""
+    if not np.isfinite(landmarks).any():
+        blank = np.full(len(ok), np.nan, landmarks.dtype)
+        return dict.fromkeys(LANDMARKS, blank)
+    points = np.where(ok[:, None], np.concatenate([landmarks[:, :, 0], landmarks[:, :, 1]], axis=1), np.nan)
+    return {name: points[:, i] for i, name in enumerate(LANDMARKS)}
+
+
 def build_tables(rows: FaceRows, options: OutputOptions, width: int, height: int) -> dict[str, Table]:
     """``{"main": table}`` plus ``"left_mirrored"`` and ``"right_mirrored"`` with ``mirror``; rows ordered by
     frame, then face id (assembled rows come by detector rank, which is not the id). With ``faces = "primary"``
     the rows of the person followed only (``written_rows``); with ``detect_every`` > 1 a ``face_detected``
     column after the identity group."""
-    rows = written_rows(rows, options)
+    return tables_of_written(written_rows(rows, options), options, width, height)
+
+
+def tables_of_written(rows: FaceRows, options: OutputOptions, width: int, height: int) -> dict[str, Table]:
+    """``build_tables`` of rows ``written_rows`` gave already (the results writer holds them: the person is
+    followed once)."""
     ids = face_ids(rows, options)
     order = np.lexsort((np.nan_to_num(ids, nan=-1.0), rows.frame))
     if np.any(order != np.arange(len(order))):  # in order already (one row a frame): no copy of the rows
@@ -118,9 +133,7 @@ def build_tables(rows: FaceRows, options: OutputOptions, width: int, height: int
         main[name] = np.where(ok, poses[:, i], np.nan)
     main[EYE_OPEN_RIGHT] = np.where(ok, right, np.nan)
     main[EYE_OPEN_LEFT] = np.where(ok, left, np.nan)
-    points = np.concatenate([rows.landmarks[:, :, 0], rows.landmarks[:, :, 1]], axis=1)
-    for i, name in enumerate(LANDMARKS):
-        main[name] = np.where(ok, points[:, i], np.nan)
+    main.update(_landmark_columns(rows.landmarks, ok))
     tables = {"main": {c: main[c] for c in columns(options.detect_every > 1)}}
     if options.mirror:
         kept_eye = {"left_mirrored": left, "right_mirrored": right}  # each side keeps the subject's own eye
