@@ -18,8 +18,11 @@ from .openface2au.median import Histograms
 from .schema import FIELD_NAMES, FIELDS, SHARD_FORMAT
 
 OF2_STATS = "of2_stats_"  # prefix of the OpenFace 2.2 person-median counts in the stored arrays
-# fields stored only when some row holds a value (the OpenFace 2.2 AUs are off in most jobs: 848 bytes a row)
-OPTIONAL_FIELDS = frozenset(f.name for f in FIELDS if f.name.startswith(("of2_", "mirror_of2_")))
+# fields stored only when some row holds a value: the OpenFace 2.2 AUs (off in most jobs: 848 bytes a row), the
+# landmarks and eye openness (AU45 off: STAR never runs; 792 bytes a row) and the hemi-face measurements
+# (mirror off: 176 bytes a row). Read back, a field not stored is its fill value on every row.
+OPTIONAL_FIELDS = frozenset(f.name for f in FIELDS
+                            if f.name.startswith(("of2_", "mirror_")) or f.name in ("landmarks", "eye_open"))
 
 
 class ShardFormatError(ValueError):

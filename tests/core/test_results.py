@@ -74,6 +74,27 @@ def test_bytes_round_trip_is_exact():
         assert back[f.name].dtype == np.dtype(f.dtype)
 
 
+def test_rows_without_landmarks_or_hemi_faces_store_neither():
+    """AU45 off (no landmarks, no eye openness) and mirror off: those fields are not stored and read back
+    blank; a shard stored with them (before they became optional) reads as
+    it always did."""
+    r = filled(list(range(5)), faces_per_frame=2)
+    for name in ("landmarks", "eye_open", "mirror_box", "mirror_gaze", "mirror_emotion", "mirror_au"):
+        r[name][:] = np.nan
+    blob = r.to_bytes()
+    assert {"landmarks", "eye_open", "mirror_au"}.isdisjoint(np.load(io.BytesIO(blob)).files)
+    back = FaceRows.from_bytes(blob)
+    for f in FIELDS:
+        np.testing.assert_array_equal(back[f.name], r[f.name])
+        assert back[f.name].dtype == np.dtype(f.dtype)
+    with_all = io.BytesIO()  # every field stored, as aud wrote them before
+    np.savez(with_all, shard_format=np.int64(SHARD_FORMAT), **dict(r))
+    assert len(with_all.getvalue()) - len(blob) >= 10 * (98 * 2 * 4 + 2 * 4 + 2 * 22 * 4)  # 968 bytes a row
+    back = FaceRows.from_bytes(with_all.getvalue())
+    for f in FIELDS:
+        np.testing.assert_array_equal(back[f.name], r[f.name])
+
+
 def test_another_format_is_recognised_not_misread():
     old = io.BytesIO()  # a shard of format 1: no format recorded, one row per frame
     np.savez(old, frame=np.arange(3), success=np.ones(3, bool))
