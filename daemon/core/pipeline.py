@@ -200,7 +200,8 @@ class Pipeline:
         for at in located:
             frame = at.frame
             of2_segments = self._of2_shard.segments if self._of2_shard is not None else None
-            segments = of2_segments.assign(frame.index, [face.box for face in at.faces]) if of2_segments else None
+            segments = (of2_segments.assign(frame.index, [face.box for face in at.faces])
+                        if of2_segments is not None else None)
             if not at.faces:  # one row saying no face was found, with the best score seen
                 out.frame[row], out.timestamp[row], out.detected[row] = frame.index, frame.timestamp, True
                 out.confidence[row] = at.best_score

@@ -32,7 +32,7 @@ left–right differences of a few thousandths matter), so they keep aud's full p
   most half as open as the video's usual open eye).
 
 After OpenFace 2.2's columns, aud's own ``face_detected`` when faces are followed between detections
-(``--detect-every`` > 1; ``text.table_text`` adds it): 1 for a detected box, 0 for a followed one.
+(``--detect-every`` > 1; ``header_for`` adds it): 1 for a detected box, 0 for a followed one.
 
 **Hemi-face CSVs** (``--mirror``; ``HEMI_COLUMNS``): the same header less what a hemi-face table does not
 have — pose and landmarks belong to the whole face, so they are in the main CSV only.
@@ -209,7 +209,7 @@ def header_for(table: Mapping[str, np.ndarray | Sequence], hemi: bool = False) -
 
 
 class TableError(ValueError):
-    """The table handed to ``openface2_text`` lacks a column or has columns of different lengths."""
+    """The table handed to ``openface2_chunks`` lacks a column or has columns of different lengths."""
 
 
 def openface2_chunks(table: Mapping[str, np.ndarray | Sequence], header: Sequence[str] | None = None,
