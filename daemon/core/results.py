@@ -15,14 +15,29 @@ from typing import Any
 import numpy as np
 
 from .openface2au.median import Histograms
-from .schema import FIELD_NAMES, FIELDS, SHARD_FORMAT
+from .schema import FIELD_NAMES, FIELDS, SHARD_FORMAT, Field
 
 OF2_STATS = "of2_stats_"  # prefix of the OpenFace 2.2 person-median counts in the stored arrays
 # fields stored only when some row holds a value: the OpenFace 2.2 AUs (off in most jobs: 848 bytes a row), the
 # landmarks and eye openness (AU45 off: STAR never runs; 792 bytes a row) and the hemi-face measurements
-# (mirror off: 176 bytes a row). Read back, a field not stored is its fill value on every row.
+# (mirror off: 176 bytes a row). Read back, a field not stored is ``blank``: its fill value on every row, held
+# as one value (an hour's rows of blank fields would otherwise take ~200 MB).
 OPTIONAL_FIELDS = frozenset(f.name for f in FIELDS
                             if f.name.startswith(("of2_", "mirror_")) or f.name in ("landmarks", "eye_open"))
+_FIELD = {f.name: f for f in FIELDS}
+
+
+def blank(field: Field, n: int) -> np.ndarray:
+    """``n`` rows of ``field``'s fill value as one value seen ``n`` times (a read-only view taking no memory):
+    a field no row holds. ``take`` and ``concat`` keep it so."""
+    return np.broadcast_to(np.asarray(field.fill, dtype=field.dtype), (n, *field.shape))
+
+
+def is_blank(values: np.ndarray, field: Field) -> bool:
+    """Whether ``values`` is ``blank(field, …)``: known without reading its rows."""
+    if values.size == 0 or any(values.strides):
+        return False
+    return _all_fill(values.reshape(-1)[:1], field.fill)
 
 
 class ShardFormatError(ValueError):
@@ -70,19 +85,28 @@ class FaceRows(Mapping[str, np.ndarray]):
     def rows(self) -> int:
         return len(self)
 
+    def blank(self, name: str) -> bool:
+        """Whether no row holds a value of this field (it was not stored: ``blank``)."""
+        return is_blank(self._arrays[name], _FIELD[name])
+
     def take(self, index: np.ndarray) -> FaceRows:
-        return FaceRows({name: array[index] for name, array in self._arrays.items()}, self.of2_stats)
+        n = len(self._arrays["frame"][index])
+        return FaceRows({f.name: blank(f, n) if self.blank(f.name) else self._arrays[f.name][index] for f in FIELDS},
+                        self.of2_stats)
 
     @classmethod
     def concat(cls, parts: list[FaceRows]) -> FaceRows:
         """Rows of all parts, ordered by frame, then by detection rank (stable)."""
         if not parts:
             return cls.empty(0)
-        merged = {name: np.concatenate([p[name] for p in parts]) for name in FIELD_NAMES}
+        n = sum(len(p) for p in parts)
+        merged = {f.name: blank(f, n) if all(p.blank(f.name) for p in parts)
+                  else np.concatenate([p[f.name] for p in parts]) for f in FIELDS}
         order = np.lexsort((merged["detection"], merged["frame"]))
         if np.any(order != np.arange(len(order))):  # parts out of order: one field at a time (no second copy)
             for name in FIELD_NAMES:
-                merged[name] = merged[name][order]
+                if not is_blank(merged[name], _FIELD[name]):  # a blank field is in any order
+                    merged[name] = merged[name][order]
         series = sorted({key for p in parts for key in p.of2_stats})
         stats = {key: Histograms.merge([p.of2_stats[key] for p in parts if key in p.of2_stats]) for key in series}
         return cls(merged, stats)
@@ -98,7 +122,7 @@ class FaceRows(Mapping[str, np.ndarray]):
         arrays: dict[str, Any] = {"shard_format": np.int64(SHARD_FORMAT)}
         for f in FIELDS:
             values = self._arrays[f.name]
-            if f.name in OPTIONAL_FIELDS and _all_fill(values, f.fill):
+            if f.name in OPTIONAL_FIELDS and (self.blank(f.name) or _all_fill(values, f.fill)):
                 continue
             arrays[f.name] = values
         for key, stats in self.of2_stats.items():
@@ -119,7 +143,7 @@ class FaceRows(Mapping[str, np.ndarray]):
                 stats = {key: Histograms.from_arrays(stored, f"{OF2_STATS}{key}_") for key in keys}
                 n = len(stored["frame"])
                 return cls({f.name: stored[f.name] if f.name in stored.files or f.name not in OPTIONAL_FIELDS
-                            else f.empty(n) for f in FIELDS}, stats)
+                            else blank(f, n) for f in FIELDS}, stats)
         except (OSError, ValueError, KeyError) as exc:
             if isinstance(exc, ShardFormatError):
                 raise

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .results import FaceRows
-from .schema import FIELD_NAMES
+from .results import FaceRows, blank
+from .schema import FIELDS
 
 MIN_IOU = 0.3  # boxes of the same face one frame apart overlap far more; two people side by side far less
 DEFAULT_GAP = 30  # frames a face may be missing (turned away, occluded, a missed detection) and keep its id
@@ -99,21 +99,22 @@ def follow_person(rows: FaceRows, gap: int = DEFAULT_GAP) -> FaceRows:
     if len(rows) == 0:
         return rows
     frames, first = np.unique(rows.frame, return_index=True)
-    out = FaceRows.empty(len(frames))
-    # the OpenFace 2.2 person-median counts, by face segment: the person's rows name theirs
-    out.of2_stats = dict(rows.of2_stats)
-    out.frame[:], out.timestamp[:], out.detected[:] = frames, rows.timestamp[first], rows.detected[first]
-    out.confidence[:] = np.maximum.reduceat(rows.confidence, first)
     ids = assign_ids(rows.frame, rows.success, rows.box, gap)
     person = longest_track(ids)
-    if person is None:
-        return out
-    theirs = np.flatnonzero(ids == person)
+    theirs = np.flatnonzero(ids == person) if person is not None else np.zeros(0, np.int64)
     at = np.searchsorted(frames, rows.frame[theirs])
-    for name in FIELD_NAMES:
-        out[name][at] = rows[name][theirs]
-    out.detection[at] = 0
-    return out
+    # a field no row holds stays one value (``results.blank``: a long recording's rows are large)
+    arrays = {f.name: blank(f, len(frames)) if rows.blank(f.name) else f.empty(len(frames)) for f in FIELDS}
+    # every frame: its timestamp, whether it was detected, its best detection score; then the person's rows
+    arrays["frame"][:], arrays["timestamp"][:] = frames, rows.timestamp[first]
+    arrays["detected"][:] = rows.detected[first]
+    arrays["confidence"][:] = np.maximum.reduceat(rows.confidence, first)
+    for f in FIELDS:
+        if not rows.blank(f.name):
+            arrays[f.name][at] = rows[f.name][theirs]
+    arrays["detection"][at] = 0
+    # the OpenFace 2.2 person-median counts, by face segment: the person's rows name theirs
+    return FaceRows(arrays, rows.of2_stats)
 
 
 def id_switches(frame: np.ndarray, ids: np.ndarray, box: np.ndarray, min_iou: float = 0.5) -> int:

@@ -46,9 +46,13 @@ def plan_shards(frames: int, shard_frames: int, workers: int) -> list[tuple[int,
     ``shard_frames``, so shards shrink towards each lane's end. A worker reads its lane in order on one
     open capture (``scheduler.py``, ``video.Reader``), so a shard costs a round trip but no seek (a
     seek decodes from a keyframe at least 16 frames back; docs/benchmark.md, "Design measurements");
-    the small shards at a lane's end let the worker that finishes first take over
-    part of another's lane, so all finish nearly together. Shards never get smaller than a sixteenth
-    of ``shard_frames`` (or their lane), nor is a lane planned for a worker that would get no frame."""
+    the small shards at a lane's end let the worker that finishes first take over part of another's lane,
+    so all finish nearly together. The first lane opens with its smallest shard, so a job's first result
+    (and the rate its estimate of time left starts from) is committed a few frames after it starts,
+    whatever a frame costs (with AU45 on, ~0.3 s a frame, a full first shard took ~10 s: docs/benchmark.md,
+    "Long recordings"); only the first lane, as a small shard at every lane's start
+    would leave gaps the scheduler reads across (``scheduler.pick``). Shards never get smaller than a
+    sixteenth of ``shard_frames`` (or their lane), nor is a lane planned for a worker that would get no frame."""
     if frames <= 0:
         return []
     workers = max(1, min(workers, frames))
@@ -56,9 +60,12 @@ def plan_shards(frames: int, shard_frames: int, workers: int) -> list[tuple[int,
     for lane in range(workers):
         start, end = lane * frames // workers, (lane + 1) * frames // workers
         smallest = max(1, min(shard_frames // 16, end - start))
+        opening = lane == 0
         while start < end:
             remaining = end - start
             size = min(remaining, max(smallest, min(shard_frames, -(-remaining // workers))))
+            if opening:  # the video opens with a smallest shard: a first result within a few frames' time
+                size, opening = smallest, False
             ranges.append((start, start + size))
             start += size
     return ranges

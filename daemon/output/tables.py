@@ -90,10 +90,11 @@ def _measurements(table: Table, ok: np.ndarray, box, gaze, emotion, au, au45) ->
     put(AUS_C, np.where(np.isfinite(au), (np.asarray(au) >= AU_THRESHOLD).astype(np.float64), np.nan))
 
 
-def _landmark_columns(landmarks: np.ndarray, ok: np.ndarray) -> Table:
+def _landmark_columns(rows: FaceRows, ok: np.ndarray) -> Table:
     """``x_0 … x_97, y_0 … y_97``, blank where there is no face: columns of one block (views, not 196 arrays);
     without landmarks at all (AU45 off: STAR never ran) one blank column stands for every name."""
-    if not np.isfinite(landmarks).any():
+    landmarks = rows.landmarks
+    if rows.blank("landmarks") or not np.isfinite(landmarks).any():
         blank = np.full(len(ok), np.nan, landmarks.dtype)
         return dict.fromkeys(LANDMARKS, blank)
     points = np.where(ok[:, None], np.concatenate([landmarks[:, :, 0], landmarks[:, :, 1]], axis=1), np.nan)
@@ -128,12 +129,13 @@ def tables_of_written(rows: FaceRows, options: OutputOptions, width: int, height
     main: Table = dict(identity)
     _measurements(main, ok, rows.box, rows.gaze, rows.emotion, rows.au,
                   per_face_au45(right, left, ok, ids))
-    poses = pose.estimate_poses(rows.landmarks, width, height, pose.camera_for(width, height, *options.camera))
+    poses = (np.full((len(rows), len(POSE)), np.nan) if rows.blank("landmarks")  # AU45 off: no landmarks, no pose
+             else pose.estimate_poses(rows.landmarks, width, height, pose.camera_for(width, height, *options.camera)))
     for i, name in enumerate(POSE):
         main[name] = np.where(ok, poses[:, i], np.nan)
     main[EYE_OPEN_RIGHT] = np.where(ok, right, np.nan)
     main[EYE_OPEN_LEFT] = np.where(ok, left, np.nan)
-    main.update(_landmark_columns(rows.landmarks, ok))
+    main.update(_landmark_columns(rows, ok))
     tables = {"main": {c: main[c] for c in columns(options.detect_every > 1)}}
     if options.mirror:
         kept_eye = {"left_mirrored": left, "right_mirrored": right}  # each side keeps the subject's own eye

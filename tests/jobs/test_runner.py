@@ -191,7 +191,7 @@ def test_two_workers_each_read_a_lane_in_order(harness):
 
 
 def test_a_shard_that_kills_its_worker_fails_its_job_and_only_its_job(harness):
-    """The shard of "bad.mp4" starting at frame 4 kills its worker every time; "good.mp4"'s shards run
+    """The shard of "bad.mp4" starting at frame 5 kills its worker every time; "good.mp4"'s shards run
     beside it, are not blamed and are not run alone (the executor says which shard's worker died)."""
     attempts = []
     pair = asyncio.Event()  # set while two shards run at once
@@ -199,7 +199,7 @@ def test_a_shard_that_kills_its_worker_fails_its_job_and_only_its_job(harness):
     async def deadly(task, progress):
         if h.executor.concurrent >= 2:
             pair.set()
-        if "bad" in task.video and task.start == 4:
+        if "bad" in task.video and task.start == 5:
             attempts.append(task.start)
             raise WorkerDied("worker 1234 was killed by SIGKILL", "inline:1234")
         try:  # give the other worker's shard the chance to start beside this one
@@ -213,7 +213,7 @@ def test_a_shard_that_kills_its_worker_fails_its_job_and_only_its_job(harness):
     h.run()
     assert len(attempts) == 3  # first run + 2 retries
     bad_job = h.store.get(bad.id)
-    assert bad_job.state == JobState.FAILED and "frames 5-7 lost its worker 3 times" in bad_job.reason
+    assert bad_job.state == JobState.FAILED and "frames 6-8 lost its worker 3 times" in bad_job.reason
     assert h.store.get(good.id).state == JobState.DONE
     good_runs = [t for t in h.executor.runs if "good" in t.video]
     assert len(good_runs) == len(h.store.shards(good.id))  # each innocent shard ran exactly once
@@ -251,7 +251,7 @@ def test_a_shard_that_hangs_times_out_is_retried_then_fails_with_a_reason(harnes
     h.run()
     failed = h.store.get(job.id)
     assert failed.state == JobState.FAILED
-    assert "frames 1-4 timed out 2 times" in failed.reason and "longer than 0.2 s" in failed.reason
+    assert "frames 1-1 timed out 2 times" in failed.reason and "longer than 0.2 s" in failed.reason
     assert sum(t.start == 0 for t in h.executor.runs) == 2
 
 
@@ -422,7 +422,7 @@ def test_a_shard_that_keeps_killing_its_worker_fails_its_job_after_its_tries_eve
         asyncio.run(asyncio.wait_for(again.run(until_idle=True), 30))
         failed = store.get(job.id)
     assert len(deaths) == 3  # one run after the restart: the budget was not reset
-    assert failed.state == JobState.FAILED and "frames 1-4 lost its worker 3 times" in failed.reason
+    assert failed.state == JobState.FAILED and "frames 1-1 lost its worker 3 times" in failed.reason
 
 
 def test_a_shard_stopped_by_the_runner_is_not_counted_against_it(harness):
