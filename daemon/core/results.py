@@ -33,6 +33,11 @@ def blank(field: Field, n: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(field.fill, dtype=field.dtype), (n, *field.shape))
 
 
+def in_order(order: np.ndarray) -> bool:
+    """Whether sorting by ``order`` (an ``argsort``) leaves rows where they are: then they need no reordered copy."""
+    return bool(np.all(order == np.arange(len(order))))
+
+
 def is_blank(values: np.ndarray, field: Field) -> bool:
     """Whether ``values`` is ``blank(field, …)``: known without reading its rows."""
     if values.size == 0 or any(values.strides):
@@ -103,7 +108,7 @@ class FaceRows(Mapping[str, np.ndarray]):
         merged = {f.name: blank(f, n) if all(p.blank(f.name) for p in parts)
                   else np.concatenate([p[f.name] for p in parts]) for f in FIELDS}
         order = np.lexsort((merged["detection"], merged["frame"]))
-        if np.any(order != np.arange(len(order))):  # parts out of order: one field at a time (no second copy)
+        if not in_order(order):  # parts out of order: one field at a time (no second copy)
             for name in FIELD_NAMES:
                 if not is_blank(merged[name], _FIELD[name]):  # a blank field is in any order
                     merged[name] = merged[name][order]

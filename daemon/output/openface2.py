@@ -76,6 +76,7 @@ from ..core.schema import (
     landmark_y,
 )
 from .options import CHUNK_ROWS
+from .pieces import lines_in_pieces
 
 SEPARATOR = ", "
 GAZE_SIGNS = (1.0, 1.0)  # gaze_angle_x = sign · gaze_yaw, gaze_angle_y = sign · gaze_pitch
@@ -233,12 +234,10 @@ def openface2_chunks(table: Mapping[str, np.ndarray | Sequence], header: Sequenc
 
 def _pieces(header: Sequence[str], columns: Mapping[str, np.ndarray],
             sources: Mapping[str, tuple[str, Callable[[float], str]]], rows: int) -> Iterator[str]:
-    yield SEPARATOR.join(header) + "\n"
-    n = len(columns[header[0]]) if header else 0
-    for start in range(0, n, rows):
-        cells = [[sources[name][1](v) if np.isfinite(v) else "" for v in values[start:start + rows]]
-                 for name, values in columns.items()]
-        yield "\n".join(_join(row) for row in zip(*cells)) + "\n"
+    def cells(name: str, values: np.ndarray) -> list[str]:
+        return [sources[name][1](v) if np.isfinite(v) else "" for v in values]
+
+    return lines_in_pieces(SEPARATOR.join(header) + "\n", columns, cells, _join, rows)
 
 
 def openface2_text(table: Mapping[str, np.ndarray | Sequence], header: Sequence[str] | None = None) -> str:

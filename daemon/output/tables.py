@@ -9,7 +9,7 @@ import numpy as np
 
 from ..core import blink, pose, tracking
 from ..core.pipeline import FacesMode
-from ..core.results import FaceRows
+from ..core.results import FaceRows, in_order
 from ..core.schema import (
     AU45_R,
     AU_THRESHOLD,
@@ -114,7 +114,7 @@ def tables_of_written(rows: FaceRows, options: OutputOptions, width: int, height
     followed once)."""
     ids = face_ids(rows, options)
     order = np.lexsort((np.nan_to_num(ids, nan=-1.0), rows.frame))
-    if np.any(order != np.arange(len(order))):  # in order already (one row a frame): no copy of the rows
+    if not in_order(order):  # in order already (one row a frame): no copy of the rows
         rows, ids = rows.take(order), ids[order]
     ok = rows.success.astype(bool)
     identity: Table = {

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..core.schema import INTEGER_COLUMNS, TEXT_COLUMNS, TIMESTAMP
 from .options import CHUNK_ROWS, CsvStyle
+from .pieces import lines_in_pieces
 
 
 def _format(name: str, values: np.ndarray) -> list[str]:
@@ -30,11 +31,7 @@ def csv_chunks(table: Mapping[str, np.ndarray], rows: int = CHUNK_ROWS) -> Itera
     """The CSV text of ``table`` in pieces: the header line, then the lines of ``rows`` rows at a time (a
     long recording's text is never held whole: each cell is a Python string while its piece is made)."""
     columns = {c: np.asarray(table[c]) for c in table}
-    yield ",".join(columns) + "\n"
-    n = min((len(v) for v in columns.values()), default=0)
-    for start in range(0, n, rows):
-        cells = [_format(c, v[start:start + rows]) for c, v in columns.items()]
-        yield "\n".join(",".join(row) for row in zip(*cells)) + "\n"
+    return lines_in_pieces(",".join(columns) + "\n", columns, _format, ",".join, rows)
 
 
 def csv_text(table: Mapping[str, np.ndarray]) -> str:
