@@ -95,9 +95,9 @@ class FaceRows(Mapping[str, np.ndarray]):
         return is_blank(self._arrays[name], _FIELD[name])
 
     def take(self, index: np.ndarray) -> FaceRows:
-        n = len(self._arrays["frame"][index])
-        return FaceRows({f.name: blank(f, n) if self.blank(f.name) else self._arrays[f.name][index] for f in FIELDS},
-                        self.of2_stats)
+        taken = {f.name: self._arrays[f.name][index] for f in FIELDS if not self.blank(f.name)}
+        n = len(taken["frame"])
+        return FaceRows({f.name: taken[f.name] if f.name in taken else blank(f, n) for f in FIELDS}, self.of2_stats)
 
     @classmethod
     def concat(cls, parts: list[FaceRows]) -> FaceRows:
@@ -109,9 +109,9 @@ class FaceRows(Mapping[str, np.ndarray]):
                   else np.concatenate([p[f.name] for p in parts]) for f in FIELDS}
         order = np.lexsort((merged["detection"], merged["frame"]))
         if not in_order(order):  # parts out of order: one field at a time (no second copy)
-            for name in FIELD_NAMES:
-                if not is_blank(merged[name], _FIELD[name]):  # a blank field is in any order
-                    merged[name] = merged[name][order]
+            for f in FIELDS:
+                if not is_blank(merged[f.name], f):  # a blank field is in any order
+                    merged[f.name] = merged[f.name][order]
         series = sorted({key for p in parts for key in p.of2_stats})
         stats = {key: Histograms.merge([p.of2_stats[key] for p in parts if key in p.of2_stats]) for key in series}
         return cls(merged, stats)

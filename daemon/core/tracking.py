@@ -104,14 +104,14 @@ def follow_person(rows: FaceRows, gap: int = DEFAULT_GAP) -> FaceRows:
     theirs = np.flatnonzero(ids == person) if person is not None else np.zeros(0, np.int64)
     at = np.searchsorted(frames, rows.frame[theirs])
     # a field no row holds stays one value (``results.blank``: a long recording's rows are large)
-    arrays = {f.name: blank(f, len(frames)) if rows.blank(f.name) else f.empty(len(frames)) for f in FIELDS}
+    held = [f for f in FIELDS if not rows.blank(f.name)]
+    arrays = {f.name: blank(f, len(frames)) for f in FIELDS} | {f.name: f.empty(len(frames)) for f in held}
     # every frame: its timestamp, whether it was detected, its best detection score; then the person's rows
     arrays["frame"][:], arrays["timestamp"][:] = frames, rows.timestamp[first]
     arrays["detected"][:] = rows.detected[first]
     arrays["confidence"][:] = np.maximum.reduceat(rows.confidence, first)
-    for f in FIELDS:
-        if not rows.blank(f.name):
-            arrays[f.name][at] = rows[f.name][theirs]
+    for f in held:
+        arrays[f.name][at] = rows[f.name][theirs]
     arrays["detection"][at] = 0
     # the OpenFace 2.2 person-median counts, by face segment: the person's rows name theirs
     return FaceRows(arrays, rows.of2_stats)

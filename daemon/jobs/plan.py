@@ -50,9 +50,9 @@ def plan_shards(frames: int, shard_frames: int, workers: int) -> list[tuple[int,
     so all finish nearly together. The first lane opens with its smallest shard, so a job's first result
     (and the rate its estimate of time left starts from) is committed a few frames after it starts,
     whatever a frame costs (with AU45 on, ~0.3 s a frame, a full first shard took ~10 s: docs/benchmark.md,
-    "Long recordings"); only the first lane, as a small shard at every lane's start
-    would leave gaps the scheduler reads across (``scheduler.pick``). Shards never get smaller than a
-    sixteenth of ``shard_frames`` (or their lane), nor is a lane planned for a worker that would get no frame."""
+    "Long recordings"). Only the first lane: a small shard at every lane's start would leave gaps the
+    scheduler reads across (``scheduler.pick``). Shards never get smaller than a sixteenth of
+    ``shard_frames`` (or their lane), nor is a lane planned for a worker that would get no frame."""
     if frames <= 0:
         return []
     workers = max(1, min(workers, frames))

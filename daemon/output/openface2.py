@@ -229,11 +229,7 @@ def openface2_chunks(table: Mapping[str, np.ndarray | Sequence], header: Sequenc
     if len(lengths) > 1:
         sizes = ", ".join(f"{name}: {len(v)}" for name, v in columns.items() if len(v) != len(columns["frame"]))
         raise TableError(f"openface2: columns differ in length from 'frame' ({len(columns['frame'])} rows): {sizes}")
-    return _pieces(header, columns, sources, rows)
 
-
-def _pieces(header: Sequence[str], columns: Mapping[str, np.ndarray],
-            sources: Mapping[str, tuple[str, Callable[[float], str]]], rows: int) -> Iterator[str]:
     def cells(name: str, values: np.ndarray) -> list[str]:
         return [sources[name][1](v) if np.isfinite(v) else "" for v in values]
 
